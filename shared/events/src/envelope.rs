@@ -1,0 +1,305 @@
+//! The CloudEvents 1.0 envelope, structured JSON mode, as carried in the AMQP body.
+
+use crate::{Event, EventType};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The only CloudEvents version this suite speaks.
+pub const SPEC_VERSION: &str = "1.0";
+/// The payload schema version this suite writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+/// `datacontenttype` of every event.
+pub const DATA_CONTENT_TYPE: &str = "application/json";
+/// The AMQP `content_type` of every message.
+pub const AMQP_CONTENT_TYPE: &str = "application/cloudevents+json";
+
+/// Why a message could not be turned into an [`Event`]. Every variant is permanent: the same bytes
+/// will fail the same way, so the consumer dead-letters them with this error as `x-error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The body is not a JSON CloudEvent with the required attributes.
+    #[error("undecodable envelope: {0}")]
+    Undecodable(String),
+    /// `specversion` is not `1.0`.
+    #[error("unsupported specversion {0:?}, expected \"1.0\"")]
+    UnsupportedSpecVersion(String),
+    /// `type` is not one of the suite's event types.
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    /// `schemaversion` is one this consumer does not support.
+    #[error("unsupported schemaversion {found} for {event_type}, supported: {supported}")]
+    UnsupportedSchemaVersion {
+        event_type: String,
+        found: u32,
+        supported: u32,
+    },
+    /// `data` does not match the payload of its type, or fails validation.
+    #[error("invalid data: {0}")]
+    InvalidData(String),
+}
+
+/// A CloudEvents 1.0 event with a JSON `data`. Unknown attributes are ignored when reading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub specversion: String,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub source: String,
+    #[serde(serialize_with = "time_millis", deserialize_with = "time_any")]
+    pub time: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default = "default_content_type")]
+    pub datacontenttype: String,
+    pub schemaversion: u32,
+    pub correlationid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causationid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+fn default_content_type() -> String {
+    DATA_CONTENT_TYPE.to_owned()
+}
+
+fn time_millis<S: Serializer>(time: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+fn time_any<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    let text = String::deserialize(d)?;
+    DateTime::parse_from_rfc3339(&text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(serde::de::Error::custom)
+}
+
+impl Envelope {
+    /// The first event of a saga (`order.placed`): a fresh trace, correlated by the order id.
+    pub fn root(source: &str, event: &Event) -> Self {
+        Self::build(source, event, event.order_id().to_owned(), None, new_traceparent(None))
+    }
+
+    /// An event caused by `cause`: same correlation id and trace, `causationid` = `cause.id`.
+    pub fn caused_by(cause: &Envelope, source: &str, event: &Event) -> Self {
+        Self::build(
+            source,
+            event,
+            cause.correlationid.clone(),
+            Some(cause.id.clone()),
+            new_traceparent(cause.traceparent.as_deref()),
+        )
+    }
+
+    fn build(
+        source: &str,
+        event: &Event,
+        correlationid: String,
+        causationid: Option<String>,
+        traceparent: String,
+    ) -> Self {
+        Envelope {
+            specversion: SPEC_VERSION.to_owned(),
+            id: uuid::Uuid::new_v4().to_string(),
+            event_type: event.event_type().routing_key().to_owned(),
+            source: source.to_owned(),
+            time: Utc::now(),
+            subject: Some(event.order_id().to_owned()),
+            datacontenttype: DATA_CONTENT_TYPE.to_owned(),
+            schemaversion: SCHEMA_VERSION,
+            correlationid,
+            causationid,
+            traceparent: Some(traceparent),
+            data: event.to_data(),
+        }
+    }
+
+    /// Reads an envelope from an AMQP body, checking the attributes every event needs.
+    pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        let envelope: Envelope = serde_json::from_slice(body)
+            .map_err(|e| DecodeError::Undecodable(e.to_string()))?;
+        if envelope.specversion != SPEC_VERSION {
+            return Err(DecodeError::UnsupportedSpecVersion(envelope.specversion));
+        }
+        for (name, value) in [
+            ("id", &envelope.id),
+            ("type", &envelope.event_type),
+            ("source", &envelope.source),
+            ("correlationid", &envelope.correlationid),
+        ] {
+            if value.trim().is_empty() {
+                return Err(DecodeError::Undecodable(format!("attribute {name} is empty")));
+            }
+        }
+        Ok(envelope)
+    }
+
+    /// The envelope as the JSON bytes of an AMQP body.
+    pub fn encode(&self) -> Vec<u8> {
+        // An `Envelope` holds strings, integers, a timestamp and a `Value`: it always serializes.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The type of this envelope, if the suite knows it.
+    pub fn known_type(&self) -> Result<EventType, DecodeError> {
+        EventType::from_routing_key(&self.event_type)
+            .ok_or_else(|| DecodeError::UnknownType(self.event_type.clone()))
+    }
+
+    /// The typed, validated event inside, or why there is none.
+    pub fn event(&self) -> Result<Event, DecodeError> {
+        let event_type = self.known_type()?;
+        if self.schemaversion != SCHEMA_VERSION {
+            return Err(DecodeError::UnsupportedSchemaVersion {
+                event_type: self.event_type.clone(),
+                found: self.schemaversion,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Event::from_data(event_type, &self.data)
+    }
+
+    /// The order id the event is about, for logs: `subject`, else `data.order_id`.
+    pub fn order_id_hint(&self) -> Option<&str> {
+        self.subject
+            .as_deref()
+            .or_else(|| self.data.get("order_id").and_then(|v| v.as_str()))
+    }
+}
+
+/// A W3C `traceparent`: the trace id of `parent` when it is well formed, a new span id always.
+fn new_traceparent(parent: Option<&str>) -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let trace_id = parent
+        .and_then(|p| {
+            let parts: Vec<&str> = p.split('-').collect();
+            (parts.len() == 4 && parts[1].len() == 32 && parts[1].bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| parts[1].to_owned())
+        })
+        .unwrap_or_else(|| format!("{:032x}", rng.r#gen::<u128>()));
+    format!("00-{trace_id}-{:016x}-01", rng.r#gen::<u64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payloads::*;
+
+    fn placed() -> Event {
+        Event::OrderPlaced(OrderPlaced {
+            order_id: "o-1".into(),
+            customer_id: "c-1".into(),
+            items: vec![LineItem { sku: "SKU".into(), quantity: 2, unit_price_cents: 500 }],
+            total_cents: 1000,
+            currency: "EUR".into(),
+            shipping_address: Address {
+                name: "Ada".into(),
+                line1: "1 Main St".into(),
+                line2: None,
+                city: "Vienna".into(),
+                postal_code: "1010".into(),
+                country: "AT".into(),
+            },
+        })
+    }
+
+    #[test]
+    fn an_envelope_survives_a_round_trip_through_json() {
+        let envelope = Envelope::root("orders", &placed());
+        let decoded = Envelope::decode(&envelope.encode()).expect("decodes");
+        // The wire format keeps milliseconds only.
+        assert_eq!(decoded.time.timestamp_millis(), envelope.time.timestamp_millis());
+        assert_eq!(decoded.id, envelope.id);
+        assert_eq!(decoded.event().expect("valid"), placed());
+    }
+
+    #[test]
+    fn the_wire_form_has_the_contract_attributes() {
+        let json: serde_json::Value =
+            serde_json::from_slice(&Envelope::root("orders", &placed()).encode()).expect("json");
+        assert_eq!(json["specversion"], "1.0");
+        assert_eq!(json["type"], "order.placed");
+        assert_eq!(json["subject"], "o-1");
+        assert_eq!(json["correlationid"], "o-1");
+        assert_eq!(json["schemaversion"], 1);
+        assert!(json.get("causationid").is_none());
+        let time = json["time"].as_str().expect("time is a string");
+        assert!(time.ends_with('Z') && time.len() == "2026-11-28T14:00:00.123Z".len(), "{time}");
+    }
+
+    #[test]
+    fn a_caused_event_carries_correlation_causation_and_trace() {
+        let cause = Envelope::root("orders", &placed());
+        let effect = Envelope::caused_by(
+            &cause,
+            "billing",
+            &Event::PaymentDeclined(PaymentDeclined {
+                order_id: "o-1".into(),
+                amount_cents: 1000,
+                currency: "EUR".into(),
+                reason: "limit_exceeded".into(),
+            }),
+        );
+        assert_eq!(effect.correlationid, "o-1");
+        assert_eq!(effect.causationid.as_deref(), Some(cause.id.as_str()));
+        let trace = |e: &Envelope| e.traceparent.clone().expect("traceparent")[3..35].to_owned();
+        assert_eq!(trace(&effect), trace(&cause));
+        assert_ne!(effect.traceparent, cause.traceparent);
+    }
+
+    #[test]
+    fn unknown_attributes_and_fields_are_ignored() {
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&Envelope::root("orders", &placed()).encode()).expect("json");
+        json["someextension"] = "x".into();
+        json["data"]["loyalty_tier"] = "gold".into();
+        let envelope = Envelope::decode(json.to_string().as_bytes()).expect("decodes");
+        assert!(envelope.event().is_ok());
+    }
+
+    #[test]
+    fn garbage_is_undecodable() {
+        assert!(matches!(Envelope::decode(b"not json"), Err(DecodeError::Undecodable(_))));
+        assert!(matches!(Envelope::decode(b"{\"id\": 1}"), Err(DecodeError::Undecodable(_))));
+    }
+
+    #[test]
+    fn a_wrong_specversion_is_rejected() {
+        let mut envelope = Envelope::root("orders", &placed());
+        envelope.specversion = "0.3".into();
+        assert!(matches!(
+            Envelope::decode(&envelope.encode()),
+            Err(DecodeError::UnsupportedSpecVersion(_))
+        ));
+    }
+
+    #[test]
+    fn an_unknown_type_is_rejected() {
+        let mut envelope = Envelope::root("orders", &placed());
+        envelope.event_type = "order.teleported".into();
+        assert!(matches!(envelope.event(), Err(DecodeError::UnknownType(_))));
+    }
+
+    #[test]
+    fn an_unsupported_schema_version_is_rejected() {
+        let mut envelope = Envelope::root("orders", &placed());
+        envelope.schemaversion = 2;
+        let error = envelope.event().expect_err("version 2 is not supported");
+        assert!(error.to_string().contains("unsupported schemaversion 2"), "{error}");
+    }
+
+    #[test]
+    fn invalid_data_is_rejected_with_every_problem() {
+        let mut envelope = Envelope::root("orders", &placed());
+        envelope.data["currency"] = "euro".into();
+        envelope.data["shipping_address"]["country"] = "Austria".into();
+        let error = envelope.event().expect_err("invalid").to_string();
+        assert!(error.contains("currency") && error.contains("country"), "{error}");
+        envelope.data = serde_json::json!({"order_id": 7});
+        assert!(matches!(envelope.event(), Err(DecodeError::InvalidData(_))));
+    }
+}
