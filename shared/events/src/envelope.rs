@@ -80,7 +80,13 @@ fn time_any<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> 
 impl Envelope {
     /// The first event of a saga (`order.placed`): a fresh trace, correlated by the order id.
     pub fn root(source: &str, event: &Event) -> Self {
-        Self::build(source, event, event.order_id().to_owned(), None, new_traceparent(None))
+        Self::build(
+            source,
+            event,
+            event.order_id().to_owned(),
+            None,
+            new_traceparent(None),
+        )
     }
 
     /// An event caused by `cause`: same correlation id and trace, `causationid` = `cause.id`.
@@ -119,8 +125,8 @@ impl Envelope {
 
     /// Reads an envelope from an AMQP body, checking the attributes every event needs.
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
-        let envelope: Envelope = serde_json::from_slice(body)
-            .map_err(|e| DecodeError::Undecodable(e.to_string()))?;
+        let envelope: Envelope =
+            serde_json::from_slice(body).map_err(|e| DecodeError::Undecodable(e.to_string()))?;
         if envelope.specversion != SPEC_VERSION {
             return Err(DecodeError::UnsupportedSpecVersion(envelope.specversion));
         }
@@ -131,7 +137,9 @@ impl Envelope {
             ("correlationid", &envelope.correlationid),
         ] {
             if value.trim().is_empty() {
-                return Err(DecodeError::Undecodable(format!("attribute {name} is empty")));
+                return Err(DecodeError::Undecodable(format!(
+                    "attribute {name} is empty"
+                )));
             }
         }
         Ok(envelope)
@@ -177,8 +185,10 @@ fn new_traceparent(parent: Option<&str>) -> String {
     let trace_id = parent
         .and_then(|p| {
             let parts: Vec<&str> = p.split('-').collect();
-            (parts.len() == 4 && parts[1].len() == 32 && parts[1].bytes().all(|b| b.is_ascii_hexdigit()))
-                .then(|| parts[1].to_owned())
+            (parts.len() == 4
+                && parts[1].len() == 32
+                && parts[1].bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| parts[1].to_owned())
         })
         .unwrap_or_else(|| format!("{:032x}", rng.r#gen::<u128>()));
     format!("00-{trace_id}-{:016x}-01", rng.r#gen::<u64>())
@@ -193,7 +203,11 @@ mod tests {
         Event::OrderPlaced(OrderPlaced {
             order_id: "o-1".into(),
             customer_id: "c-1".into(),
-            items: vec![LineItem { sku: "SKU".into(), quantity: 2, unit_price_cents: 500 }],
+            items: vec![LineItem {
+                sku: "SKU".into(),
+                quantity: 2,
+                unit_price_cents: 500,
+            }],
             total_cents: 1000,
             currency: "EUR".into(),
             shipping_address: Address {
@@ -212,7 +226,10 @@ mod tests {
         let envelope = Envelope::root("orders", &placed());
         let decoded = Envelope::decode(&envelope.encode()).expect("decodes");
         // The wire format keeps milliseconds only.
-        assert_eq!(decoded.time.timestamp_millis(), envelope.time.timestamp_millis());
+        assert_eq!(
+            decoded.time.timestamp_millis(),
+            envelope.time.timestamp_millis()
+        );
         assert_eq!(decoded.id, envelope.id);
         assert_eq!(decoded.event().expect("valid"), placed());
     }
@@ -228,7 +245,10 @@ mod tests {
         assert_eq!(json["schemaversion"], 1);
         assert!(json.get("causationid").is_none());
         let time = json["time"].as_str().expect("time is a string");
-        assert!(time.ends_with('Z') && time.len() == "2026-11-28T14:00:00.123Z".len(), "{time}");
+        assert!(
+            time.ends_with('Z') && time.len() == "2026-11-28T14:00:00.123Z".len(),
+            "{time}"
+        );
     }
 
     #[test]
@@ -263,8 +283,14 @@ mod tests {
 
     #[test]
     fn garbage_is_undecodable() {
-        assert!(matches!(Envelope::decode(b"not json"), Err(DecodeError::Undecodable(_))));
-        assert!(matches!(Envelope::decode(b"{\"id\": 1}"), Err(DecodeError::Undecodable(_))));
+        assert!(matches!(
+            Envelope::decode(b"not json"),
+            Err(DecodeError::Undecodable(_))
+        ));
+        assert!(matches!(
+            Envelope::decode(b"{\"id\": 1}"),
+            Err(DecodeError::Undecodable(_))
+        ));
     }
 
     #[test]
@@ -289,7 +315,10 @@ mod tests {
         let mut envelope = Envelope::root("orders", &placed());
         envelope.schemaversion = 2;
         let error = envelope.event().expect_err("version 2 is not supported");
-        assert!(error.to_string().contains("unsupported schemaversion 2"), "{error}");
+        assert!(
+            error.to_string().contains("unsupported schemaversion 2"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -298,7 +327,10 @@ mod tests {
         envelope.data["currency"] = "euro".into();
         envelope.data["shipping_address"]["country"] = "Austria".into();
         let error = envelope.event().expect_err("invalid").to_string();
-        assert!(error.contains("currency") && error.contains("country"), "{error}");
+        assert!(
+            error.contains("currency") && error.contains("country"),
+            "{error}"
+        );
         envelope.data = serde_json::json!({"order_id": 7});
         assert!(matches!(envelope.event(), Err(DecodeError::InvalidData(_))));
     }

@@ -53,9 +53,9 @@ impl EventType {
             EventType::OrderPlaced | EventType::OrderCompleted | EventType::OrderCancelled => {
                 ORDERS_EXCHANGE
             }
-            EventType::PaymentCaptured | EventType::PaymentDeclined | EventType::PaymentRefunded => {
-                BILLING_EXCHANGE
-            }
+            EventType::PaymentCaptured
+            | EventType::PaymentDeclined
+            | EventType::PaymentRefunded => BILLING_EXCHANGE,
             EventType::ShipmentDispatched | EventType::ShipmentFailed => SHIPPING_EXCHANGE,
         }
     }
@@ -139,8 +139,8 @@ impl Event {
         fn parse<T: serde::de::DeserializeOwned + Validate>(
             data: &serde_json::Value,
         ) -> Result<T, crate::DecodeError> {
-            let payload: T = T::deserialize(data)
-                .map_err(|e| crate::DecodeError::InvalidData(e.to_string()))?;
+            let payload: T =
+                T::deserialize(data).map_err(|e| crate::DecodeError::InvalidData(e.to_string()))?;
             payload
                 .validate()
                 .map_err(|problems| crate::DecodeError::InvalidData(problems.join("; ")))?;

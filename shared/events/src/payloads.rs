@@ -23,7 +23,9 @@ impl Problems {
     }
 
     pub fn non_empty(&mut self, field: &str, value: &str) {
-        self.check(!value.trim().is_empty(), || format!("{field} must not be empty"));
+        self.check(!value.trim().is_empty(), || {
+            format!("{field} must not be empty")
+        });
     }
 
     pub fn currency(&mut self, field: &str, value: &str) {
@@ -39,11 +41,17 @@ impl Problems {
     }
 
     pub fn non_negative(&mut self, field: &str, value: i64) {
-        self.check(value >= 0, || format!("{field} must not be negative, got {value}"));
+        self.check(value >= 0, || {
+            format!("{field} must not be negative, got {value}")
+        });
     }
 
     pub fn into_result(self) -> Result<(), Vec<String>> {
-        if self.0.is_empty() { Ok(()) } else { Err(self.0) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self.0)
+        }
     }
 }
 
@@ -71,7 +79,10 @@ impl LineItem {
                 self.quantity
             )
         });
-        problems.non_negative(&format!("items[{index}].unit_price_cents"), self.unit_price_cents);
+        problems.non_negative(
+            &format!("items[{index}].unit_price_cents"),
+            self.unit_price_cents,
+        );
     }
 }
 
@@ -100,7 +111,9 @@ impl Address {
 
 /// Checks a list of items; shared by the HTTP request and the `order.placed` payload.
 pub fn check_items(items: &[LineItem], problems: &mut Problems) {
-    problems.check(!items.is_empty(), || "items must hold at least one item".to_owned());
+    problems.check(!items.is_empty(), || {
+        "items must hold at least one item".to_owned()
+    });
     for (index, item) in items.iter().enumerate() {
         item.check(index, problems);
     }
@@ -286,7 +299,11 @@ mod tests {
     use super::*;
 
     fn item(quantity: u32, unit_price_cents: i64) -> LineItem {
-        LineItem { sku: "SKU-1".into(), quantity, unit_price_cents }
+        LineItem {
+            sku: "SKU-1".into(),
+            quantity,
+            unit_price_cents,
+        }
     }
 
     #[test]

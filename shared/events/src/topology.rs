@@ -80,7 +80,10 @@ mod tests {
                     .filter(|s| s.exchange == event_type.exchange())
                     .collect();
                 assert_eq!(publishers.len(), 1, "{event_type:?}");
-                assert_ne!(publishers[0].name, service.name, "a service never consumes its own events");
+                assert_ne!(
+                    publishers[0].name, service.name,
+                    "a service never consumes its own events"
+                );
             }
         }
     }

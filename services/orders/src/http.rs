@@ -1,0 +1,212 @@
+//! The orders HTTP API: `POST /orders`, `GET /orders/{id}`, `GET /orders?status=&limit=`.
+
+use crate::store::{self, HistoryEntry, NewOrder, OrderView};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use choreo_events::payloads::{Address, LineItem, OrderPlaced, Problems, check_items, items_total};
+use choreo_events::topology::ORDERS;
+use choreo_events::{Envelope, Event};
+use choreo_host::http::{ApiError, JsonBody};
+use choreo_host::service::Parts;
+use choreo_messaging::Outbox;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// The routes of the orders API.
+pub fn routes(parts: &Parts) -> Router {
+    Router::new()
+        .route("/orders", post(place_order).get(list_orders))
+        .route("/orders/{id}", get(get_order))
+        .with_state(parts.clone())
+}
+
+/// The body of `POST /orders`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlaceOrder {
+    pub customer_id: String,
+    pub currency: String,
+    pub items: Vec<LineItem>,
+    pub shipping_address: Address,
+}
+
+impl PlaceOrder {
+    /// Every problem of the request, or its total.
+    pub fn validate(&self) -> Result<i64, Vec<String>> {
+        let mut problems = Problems::default();
+        problems.non_empty("customer_id", &self.customer_id);
+        problems.currency("currency", &self.currency);
+        check_items(&self.items, &mut problems);
+        self.shipping_address
+            .check("shipping_address", &mut problems);
+        let total = items_total(&self.items);
+        problems.check(total.is_some(), || {
+            "the order total does not fit in 64 bits".to_owned()
+        });
+        problems.into_result().map(|()| total.unwrap_or_default())
+    }
+}
+
+/// The longest `Idempotency-Key` accepted.
+const MAX_KEY_LENGTH: usize = 255;
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().map(str::trim).unwrap_or_default();
+    if key.is_empty() || key.len() > MAX_KEY_LENGTH {
+        return Err(ApiError::unprocessable(vec![format!(
+            "Idempotency-Key must be 1 to {MAX_KEY_LENGTH} visible ASCII characters"
+        )]));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+fn created(status: StatusCode, order: OrderView) -> Response {
+    let location = format!("/orders/{}", order.id);
+    (status, [(header::LOCATION, location)], Json(order)).into_response()
+}
+
+async fn place_order(
+    State(parts): State<Parts>,
+    headers: HeaderMap,
+    JsonBody(request): JsonBody<PlaceOrder>,
+) -> Result<Response, ApiError> {
+    let total = request.validate().map_err(ApiError::unprocessable)?;
+    let key = idempotency_key(&headers)?;
+    let canonical = serde_json::to_string(&request).unwrap_or_default();
+    let pool = &parts.database.pool;
+
+    if let Some(key) = &key {
+        if let Some(response) = replay(&parts, key, &canonical).await? {
+            return Ok(response);
+        }
+    }
+
+    let id = uuid::Uuid::now_v7().to_string();
+    let now = choreo_messaging::outbox::now_text();
+    let event = Event::OrderPlaced(OrderPlaced {
+        order_id: id.clone(),
+        customer_id: request.customer_id.clone(),
+        items: request.items.clone(),
+        total_cents: total,
+        currency: request.currency.clone(),
+        shipping_address: request.shipping_address.clone(),
+    });
+    let envelope = Envelope::root(ORDERS.name, &event);
+
+    let mut tx = pool.begin().await?;
+    let order = NewOrder {
+        id: &id,
+        customer_id: &request.customer_id,
+        total_cents: total,
+        currency: &request.currency,
+        items: &request.items,
+        shipping_address: &request.shipping_address,
+        now: &now,
+    };
+    store::insert_order(&mut tx, &order).await?;
+    let placed = HistoryEntry {
+        at: now.clone(),
+        event_type: envelope.event_type.clone(),
+        event_id: envelope.id.clone(),
+        status: "pending".into(),
+    };
+    store::insert_history(&mut tx, &id, &placed).await?;
+    Outbox::enqueue(&mut tx, &envelope).await?;
+    if let Some(key) = &key {
+        if let Err(error) = store::insert_idempotency_key(&mut tx, key, &canonical, &id, &now).await
+        {
+            // Another replica took the key between our look-up and now: answer as it did.
+            let unique = error
+                .as_database_error()
+                .is_some_and(|e| e.is_unique_violation());
+            drop(tx);
+            if unique {
+                if let Some(response) = replay(&parts, key, &canonical).await? {
+                    return Ok(response);
+                }
+            }
+            return Err(error.into());
+        }
+    }
+    tx.commit().await?;
+    choreo_messaging::failpoint::hit("orders.after_commit");
+    parts.waker.wake();
+    tracing::info!(order_id = %id, total_cents = total, "order placed");
+
+    let view = store::get_order(&mut *pool.acquire().await?, &id)
+        .await?
+        .ok_or_else(|| ApiError::unavailable("order vanished after commit"))?;
+    Ok(created(StatusCode::CREATED, view))
+}
+
+/// The answer to a request whose `Idempotency-Key` was seen before: the same order (200), or 409
+/// if the key came with a different request.
+async fn replay(parts: &Parts, key: &str, canonical: &str) -> Result<Option<Response>, ApiError> {
+    let mut conn = parts.database.pool.acquire().await?;
+    let Some((request, order_id)) = store::find_idempotency_key(&mut conn, key).await? else {
+        return Ok(None);
+    };
+    if request != canonical {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "Idempotency-Key was already used with a different request",
+        ));
+    }
+    let order = store::get_order(&mut conn, &order_id)
+        .await?
+        .ok_or_else(|| ApiError::unavailable("idempotent order missing"))?;
+    Ok(Some(created(StatusCode::OK, order)))
+}
+
+async fn get_order(
+    State(parts): State<Parts>,
+    Path(id): Path<String>,
+) -> Result<Json<OrderView>, ApiError> {
+    let mut conn = parts.database.pool.acquire().await?;
+    store::get_order(&mut conn, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no order {id}")))
+}
+
+/// The query of `GET /orders`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    pub status: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// The largest page of `GET /orders`, and the default one.
+pub const MAX_LIMIT: i64 = 500;
+pub const DEFAULT_LIMIT: i64 = 50;
+
+async fn list_orders(
+    State(parts): State<Parts>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) =
+        query.map_err(|rejection| ApiError::unprocessable(vec![rejection.body_text()]))?;
+    let status = query.status.filter(|s| !s.is_empty());
+    if let Some(status) = &status {
+        if !["pending", "paid", "completed", "cancelled"].contains(&status.as_str()) {
+            return Err(ApiError::unprocessable(vec![format!(
+                "status must be one of pending, paid, completed, cancelled; got {status:?}"
+            )]));
+        }
+    }
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::unprocessable(vec![format!(
+            "limit must be between 1 and {MAX_LIMIT}, got {limit}"
+        )]));
+    }
+    let mut conn = parts.database.pool.acquire().await?;
+    let orders = store::list_orders(&mut conn, status.as_deref(), limit).await?;
+    Ok(Json(json!({ "orders": orders })))
+}

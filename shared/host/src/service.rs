@@ -1,0 +1,146 @@
+//! The lifecycle of a service: bound listener, HTTP server and broker supervisor, run together
+//! until a shutdown signal, then stopped in order.
+
+use crate::CommonSettings;
+use crate::database::{Database, Migrations};
+use axum::Router;
+use choreo_events::topology::ServiceTopology;
+use choreo_messaging::{Broker, BrokerHealth, Handler, OutboxWaker};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A built service, ready to run. Tests build it with port 0 and a unique prefix, read
+/// [`Service::local_addr`], and run it in-process.
+#[derive(Debug)]
+pub struct Service<H> {
+    pub name: &'static str,
+    pub listener: TcpListener,
+    pub router: Router,
+    pub broker: Broker<H>,
+    pub database: Database,
+}
+
+/// What a service's routes may use: its database and the waker of its outbox relay.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    pub database: Database,
+    pub waker: OutboxWaker,
+}
+
+/// How long a starting service waits for an unreachable database before giving up.
+pub const DATABASE_PATIENCE: Duration = Duration::from_secs(120);
+
+impl<H: Handler> Service<H> {
+    /// Opens the database, binds the HTTP listener and wires the broker supervisor; `routes`
+    /// receives the parts its handlers need. Nothing is consumed or published until
+    /// [`Service::run_until_stopped`].
+    pub async fn build(
+        topology: ServiceTopology,
+        common: &CommonSettings,
+        migrations: &Migrations,
+        handler: H,
+        routes: impl FnOnce(&Parts) -> Router,
+    ) -> crate::Result<Self> {
+        let url = common.database_url_for(topology.name);
+        let database = Database::open(
+            &url,
+            common.db_max_connections,
+            migrations,
+            DATABASE_PATIENCE,
+        )
+        .await?;
+        let parts = Parts {
+            database: database.clone(),
+            waker: OutboxWaker::default(),
+        };
+        let health = Arc::new(BrokerHealth::default());
+        let router = crate::http::with_conventions(
+            routes(&parts),
+            crate::http::Readiness {
+                database: database.clone(),
+                broker: health.clone(),
+            },
+        );
+        let listener = TcpListener::bind(&common.http_addr).await?;
+        let broker = Broker {
+            settings: common.broker()?,
+            service: topology,
+            pool: database.pool.clone(),
+            backend: database.backend,
+            handler: Arc::new(handler),
+            waker: parts.waker.clone(),
+            health,
+        };
+        Ok(Service {
+            name: topology.name,
+            listener,
+            router,
+            broker,
+            database,
+        })
+    }
+
+    /// The address the HTTP server really bound (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Serves until `shutdown` resolves, then stops: the HTTP server finishes its requests and
+    /// the broker supervisor stops consuming, finishes the message in hand, publishes what the
+    /// outbox holds (bounded by the shutdown timeout) and closes its connections.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let stop = CancellationToken::new();
+        let broker = tokio::spawn(self.broker.run(stop.child_token()));
+        let http_stop = stop.child_token();
+        let server = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await });
+        tracing::info!(service = self.name, "started");
+        let trigger = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutdown requested");
+            trigger.cancel();
+        });
+        let served = server.await;
+        stop.cancel();
+        if broker.await.is_err() {
+            tracing::error!("the broker supervisor panicked");
+        }
+        self.database.pool.close().await;
+        tracing::info!(service = self.name, "stopped");
+        served
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

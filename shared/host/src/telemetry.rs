@@ -1,0 +1,39 @@
+//! Telemetry in one place: a tracing subscriber that writes human-readable lines by default or
+//! JSON lines with `CHOREO_LOG_FORMAT=json`. `RUST_LOG` wins over the built-in filter.
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// The filter used when `RUST_LOG` is not set: our crates at info, chatty dependencies at warn.
+pub const DEFAULT_FILTER: &str = "info,sqlx=warn,lapin=warn,amq_protocol=warn,hyper=warn";
+
+/// Installs the global subscriber, writing to `sink`. Safe to call twice (the second is ignored),
+/// which tests rely on.
+pub fn init<W>(format: &str, sink: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(sink);
+    let _already_set = if format.eq_ignore_ascii_case("json") {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// For tests: logs to stdout when `TEST_LOG` is set, nowhere otherwise.
+pub fn init_for_tests() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        init("pretty", std::io::stdout);
+    } else {
+        init("pretty", std::io::sink);
+    }
+}

@@ -1,0 +1,353 @@
+//! The broker supervisor: keeps a service connected, whatever the broker does.
+//!
+//! A *session* is two connections (publishing and consuming on separate connections, so a broker
+//! that blocks publishers under a memory alarm does not also stall acks), the suite topology
+//! declared, the outbox relay and the consumer loop. Any failure of any part (a connection error,
+//! a missed heartbeat, a closed channel, a nacked publish) ends the session; the supervisor then
+//! reconnects with capped exponential backoff and full jitter, declares the topology again and
+//! resumes. The process never exits because the broker went away, and `/readyz` reports 503 while
+//! it is disconnected. Unacked deliveries of a dead session are redelivered by the broker.
+
+use crate::consumer::ConsumerLoop;
+use crate::outbox::Relay;
+use crate::{Backend, Error, Handler, Names, OutboxWaker, Publisher, Result, topology};
+use choreo_events::topology::ServiceTopology;
+use futures_util::StreamExt;
+use lapin::options::BasicQosOptions;
+use lapin::{Connection, ConnectionProperties};
+use sqlx::AnyPool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How a service talks to RabbitMQ.
+#[derive(Clone)]
+pub struct BrokerSettings {
+    /// `amqp://user:password@host:port/vhost`; holds a secret, so it is never logged.
+    pub url: String,
+    /// Prepended to every exchange and queue name.
+    pub prefix: String,
+    /// Unacked deliveries the broker may push ahead of the consumer.
+    pub prefetch: u16,
+    /// AMQP heartbeat; a broker silent for about twice this long is taken as dead.
+    pub heartbeat: Duration,
+    /// Delay of each retry of a transient failure; their count is the number of retries.
+    pub retry_delays: Vec<Duration>,
+    /// First and largest wait between two reconnection attempts.
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    /// How long a graceful stop may spend publishing the outbox.
+    pub shutdown_timeout: Duration,
+    /// Outbox rows published per batch, and the period of the safety-net sweep.
+    pub outbox_batch: i64,
+    pub outbox_sweep: Duration,
+}
+
+impl std::fmt::Debug for BrokerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerSettings")
+            .field("url", &redact(&self.url))
+            .field("prefix", &self.prefix)
+            .field("prefetch", &self.prefetch)
+            .field("heartbeat", &self.heartbeat)
+            .field("retry_delays", &self.retry_delays)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with its password replaced, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// What `/readyz` reads of the broker side.
+#[derive(Debug, Default)]
+pub struct BrokerHealth {
+    connected: AtomicBool,
+    consuming: AtomicBool,
+}
+
+impl BrokerHealth {
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    pub fn consuming(&self) -> bool {
+        self.consuming.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_connected(&self, value: bool) {
+        self.connected.store(value, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_consuming(&self, value: bool) {
+        self.consuming.store(value, Ordering::Relaxed);
+    }
+}
+
+/// A service's link to the broker.
+#[derive(Debug)]
+pub struct Broker<H> {
+    pub settings: BrokerSettings,
+    pub service: ServiceTopology,
+    pub pool: AnyPool,
+    pub backend: Backend,
+    pub handler: Arc<H>,
+    pub waker: OutboxWaker,
+    pub health: Arc<BrokerHealth>,
+}
+
+impl<H: Handler> Broker<H> {
+    /// Runs sessions until `stop` is cancelled, reconnecting after every failure.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut failures: u32 = 0;
+        loop {
+            match self.session(&stop, &mut failures).await {
+                Ok(()) => return,
+                Err(error) => {
+                    self.health.set_connected(false);
+                    self.health.set_consuming(false);
+                    let delay = backoff(
+                        self.settings.reconnect_min,
+                        self.settings.reconnect_max,
+                        failures,
+                    );
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(%error, ?delay, attempt = failures, "broker session failed; reconnecting");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = stop.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect(&self, role: &str) -> Result<Connection> {
+        let properties = ConnectionProperties::default().with_connection_name(
+            format!("{}{}-{role}", self.settings.prefix, self.service.name).into(),
+        );
+        Ok(Connection::connect(
+            &with_heartbeat(&self.settings.url, self.settings.heartbeat),
+            properties,
+        )
+        .await?)
+    }
+
+    /// One connected session; `Ok` only after a graceful stop.
+    async fn session(&self, stop: &CancellationToken, failures: &mut u32) -> Result<()> {
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        let names = Names::new(self.settings.prefix.clone());
+        let publishing = self.connect("publisher").await?;
+        let consuming = match self.connect("consumer").await {
+            Ok(connection) => connection,
+            Err(error) => {
+                close(&publishing).await;
+                return Err(error);
+            }
+        };
+        let result = self
+            .connected_session(stop, failures, &names, &publishing, &consuming)
+            .await;
+        self.health.set_connected(false);
+        close(&consuming).await;
+        close(&publishing).await;
+        result
+    }
+
+    async fn connected_session(
+        &self,
+        stop: &CancellationToken,
+        failures: &mut u32,
+        names: &Names,
+        publishing: &Connection,
+        consuming: &Connection,
+    ) -> Result<()> {
+        let declaring = publishing.create_channel().await?;
+        topology::declare_suite(&declaring, names).await?;
+        topology::declare_retry_queues(
+            &declaring,
+            names,
+            &self.service,
+            &self.settings.retry_delays,
+        )
+        .await?;
+        declaring.close(200, "topology declared".into()).await?;
+
+        let publisher = Publisher::open(publishing).await?;
+        let channel = consuming.create_channel().await?;
+        channel
+            .basic_qos(self.settings.prefetch, BasicQosOptions::default())
+            .await?;
+
+        *failures = 0;
+        self.health.set_connected(true);
+        tracing::info!(url = %redact(&self.settings.url), prefix = %names.prefix(), "connected to the broker");
+
+        let relay_stop = CancellationToken::new();
+        let consumer_stop = CancellationToken::new();
+        let relay = Relay {
+            pool: self.pool.clone(),
+            backend: self.backend,
+            exchange: names.of(self.service.exchange),
+            source: self.service.name.to_owned(),
+            waker: self.waker.clone(),
+            batch_size: self.settings.outbox_batch,
+            sweep_interval: self.settings.outbox_sweep,
+        };
+        let consumer = Arc::new(ConsumerLoop {
+            handler: self.handler.clone(),
+            pool: self.pool.clone(),
+            names: names.clone(),
+            service: self.service,
+            waker: self.waker.clone(),
+            retry_delays: self.settings.retry_delays.clone(),
+            health: self.health.clone(),
+        });
+        let mut relay_task: JoinHandle<Result<()>> = tokio::spawn(relay.run(
+            publisher.clone(),
+            relay_stop.clone(),
+            self.settings.shutdown_timeout,
+        ));
+        let mut consumer_task: JoinHandle<Result<()>> = {
+            let (consumer, stop) = (consumer.clone(), consumer_stop.clone());
+            tokio::spawn(async move { consumer.run(channel, publisher, stop).await })
+        };
+        let mut publishing_events = publishing.events_listener();
+        let mut consuming_events = consuming.events_listener();
+
+        let outcome = loop {
+            tokio::select! {
+                () = stop.cancelled() => {
+                    // Graceful: stop taking deliveries and finish the one in hand, then let the
+                    // relay publish what is committed, within the shutdown timeout.
+                    consumer_stop.cancel();
+                    let consumed = joined(&mut consumer_task).await;
+                    relay_stop.cancel();
+                    let relayed = joined(&mut relay_task).await;
+                    break consumed.and(relayed);
+                }
+                ended = &mut relay_task => break Err(ended_early("outbox relay", ended)),
+                ended = &mut consumer_task => break Err(ended_early("consumer", ended)),
+                Some(event) = publishing_events.next() => if let Some(error) = fatal(event) { break Err(error) },
+                Some(event) = consuming_events.next() => if let Some(error) = fatal(event) { break Err(error) },
+            }
+        };
+        relay_task.abort();
+        consumer_task.abort();
+        outcome
+    }
+}
+
+async fn joined(task: &mut JoinHandle<Result<()>>) -> Result<()> {
+    match task.await {
+        Ok(result) => result,
+        Err(_) => Err(Error::ChannelGone),
+    }
+}
+
+fn ended_early(what: &str, ended: Result<Result<()>, tokio::task::JoinError>) -> Error {
+    match ended {
+        Ok(Err(error)) => error,
+        Ok(Ok(())) | Err(_) => {
+            tracing::warn!("{what} stopped unexpectedly");
+            Error::ChannelGone
+        }
+    }
+}
+
+fn fatal(event: lapin::Event) -> Option<Error> {
+    match event {
+        lapin::Event::Error(error) => Some(error.into()),
+        lapin::Event::ConnectionBlocked(reason) => {
+            tracing::warn!(
+                reason,
+                "the broker blocked publishing (resource alarm); the outbox holds events until it is lifted"
+            );
+            None
+        }
+        lapin::Event::ConnectionUnblocked => {
+            tracing::info!("the broker unblocked publishing");
+            None
+        }
+        _ => None,
+    }
+}
+
+async fn close(connection: &Connection) {
+    if connection.status().connected() {
+        let closing = connection.close(200, "bye".into());
+        let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
+    }
+}
+
+/// `url` with `heartbeat=<seconds>` added unless it already sets one.
+fn with_heartbeat(url: &str, heartbeat: Duration) -> String {
+    if url.contains("heartbeat=") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}heartbeat={}", heartbeat.as_secs().max(1))
+}
+
+/// Capped exponential backoff with full jitter: a random wait in `[min, min(max, min * 2^n)]`.
+pub fn backoff(min: Duration, max: Duration, failures: u32) -> Duration {
+    use rand::Rng;
+    let ceiling = min
+        .saturating_mul(2u32.saturating_pow(failures.min(16)))
+        .min(max)
+        .max(min);
+    let spread = ceiling.saturating_sub(min).as_millis() as u64;
+    min + Duration::from_millis(rand::thread_rng().gen_range(0..=spread))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_never_reaches_a_log() {
+        assert_eq!(
+            redact("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact("amqp://127.0.0.1"), "amqp://127.0.0.1");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(5));
+        for failures in 0..40 {
+            let delay = backoff(min, max, failures);
+            assert!(delay >= min && delay <= max, "{delay:?}");
+        }
+        assert!(backoff(min, max, 0) <= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn the_heartbeat_is_added_to_the_url() {
+        assert_eq!(
+            with_heartbeat("amqp://h/%2f", Duration::from_secs(10)),
+            "amqp://h/%2f?heartbeat=10"
+        );
+        assert_eq!(
+            with_heartbeat("amqp://h/%2f?frame_max=8192", Duration::from_secs(5)),
+            "amqp://h/%2f?frame_max=8192&heartbeat=5"
+        );
+        assert_eq!(
+            with_heartbeat("amqp://h/?heartbeat=3", Duration::from_secs(5)),
+            "amqp://h/?heartbeat=3"
+        );
+    }
+}

@@ -1,0 +1,309 @@
+//! The consumer loop: one message at a time, each in its own database transaction.
+//!
+//! For each delivery: decode the envelope (undecodable: dead-letter), record its id in the inbox
+//! (already there: ack without effect), run the service's [`Handler`], write the events it returns
+//! to the outbox, commit, and only then ack. A [`HandlerError::Permanent`] dead-letters at once; a
+//! [`HandlerError::Transient`] goes to a delay queue and comes back, until the configured attempts
+//! run out and it is dead-lettered with the last error. Nothing is ever requeued in a hot loop.
+
+use crate::dead_letter::{
+    self, X_DEAD_LETTERED_AT, X_ERROR, X_LAST_ERROR, X_ORIGINAL_EXCHANGE, X_ORIGINAL_ROUTING_KEY,
+    X_RETRY_COUNT,
+};
+use crate::publisher::Outgoing;
+use crate::topology::retry_queue_name;
+use crate::{BrokerHealth, Error, Names, Outbox, OutboxWaker, Publisher, Result, inbox};
+use choreo_events::topology::ServiceTopology;
+use choreo_events::{DecodeError, Envelope};
+use futures_util::StreamExt;
+use lapin::Channel;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use sqlx::{AnyConnection, AnyPool};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Why a handler could not handle an event; each variant names what the consumer does with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// The event can never be handled as it is (undecodable, invalid, unknown type, unsupported
+    /// schema version, contradicts what the service knows): dead-letter it at once.
+    #[error("{0}")]
+    Permanent(String),
+    /// Handling may succeed later (database busy or down, a dependency away): retry it through the
+    /// delay queues, then dead-letter it once the attempts are used up.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl From<DecodeError> for HandlerError {
+    fn from(error: DecodeError) -> Self {
+        HandlerError::Permanent(error.to_string())
+    }
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(error: sqlx::Error) -> Self {
+        HandlerError::Transient(format!("database: {error}"))
+    }
+}
+
+/// What a service does with the events it consumes.
+pub trait Handler: Send + Sync + 'static {
+    /// Applies `envelope` inside the open transaction `conn` and returns the events to emit, which
+    /// the runtime writes to the outbox in the same transaction. Must do no other I/O that cannot
+    /// be rolled back.
+    fn handle(
+        &self,
+        envelope: &Envelope,
+        conn: &mut AnyConnection,
+    ) -> impl Future<Output = Result<Vec<Envelope>, HandlerError>> + Send;
+}
+
+/// What became of one delivery.
+#[derive(Debug)]
+enum Outcome {
+    /// Committed; this many events were written to the outbox.
+    Handled(usize),
+    /// Already in the inbox: acked without effect.
+    Duplicate,
+    DeadLetter(String),
+    Retry(String),
+}
+
+/// The loop that consumes a service's queue.
+#[derive(Debug)]
+pub struct ConsumerLoop<H> {
+    pub handler: Arc<H>,
+    pub pool: AnyPool,
+    pub names: Names,
+    pub service: ServiceTopology,
+    pub waker: OutboxWaker,
+    pub retry_delays: Vec<Duration>,
+    pub health: Arc<BrokerHealth>,
+}
+
+impl<H: Handler> ConsumerLoop<H> {
+    /// Consumes until `stop` is cancelled (then cancels the consumer, having finished the message
+    /// in hand) or the channel fails (then returns the error). Deliveries prefetched but not
+    /// handled are requeued by the broker when the channel closes.
+    pub async fn run(
+        &self,
+        channel: Channel,
+        publisher: Publisher,
+        stop: CancellationToken,
+    ) -> Result<()> {
+        let tag = format!("{}-{}", self.service.name, uuid_like());
+        let mut deliveries = channel
+            .basic_consume(
+                self.names.of(self.service.name).as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        self.health.set_consuming(true);
+        let result = loop {
+            let next = tokio::select! {
+                biased;
+                () = stop.cancelled() => break Ok(()),
+                next = deliveries.next() => next,
+            };
+            match next {
+                Some(Ok(delivery)) => {
+                    if let Err(error) = self.process(delivery, &publisher).await {
+                        break Err(error);
+                    }
+                }
+                Some(Err(error)) => break Err(error.into()),
+                None => break Err(Error::ChannelGone),
+            }
+        };
+        self.health.set_consuming(false);
+        if result.is_ok() {
+            channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await?;
+            channel.close(200, "shutting down".into()).await?;
+        }
+        result
+    }
+
+    async fn process(&self, delivery: Delivery, publisher: &Publisher) -> Result<()> {
+        let envelope = match Envelope::decode(&delivery.data) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                let span = tracing::info_span!("message", routing_key = %delivery.routing_key);
+                return self
+                    .dead_letter(&delivery, publisher, &error.to_string())
+                    .instrument(span)
+                    .await;
+            }
+        };
+        let span = tracing::info_span!(
+            "message",
+            event_id = %envelope.id,
+            event_type = %envelope.event_type,
+            order_id = envelope.order_id_hint().unwrap_or_default(),
+            correlation_id = %envelope.correlationid,
+        );
+        async {
+            match self.apply(&envelope).await {
+                Outcome::Handled(emitted) => {
+                    crate::failpoint::hit("consumer.after_commit");
+                    if emitted > 0 {
+                        self.waker.wake();
+                    }
+                    tracing::debug!(emitted, "handled");
+                    ack(&delivery).await
+                }
+                Outcome::Duplicate => {
+                    tracing::info!("duplicate delivery acked without effect");
+                    ack(&delivery).await
+                }
+                Outcome::DeadLetter(reason) => {
+                    self.dead_letter(&delivery, publisher, &reason).await
+                }
+                Outcome::Retry(reason) => self.retry(&delivery, publisher, &reason).await,
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Inbox, handler and outbox in one transaction.
+    async fn apply(&self, envelope: &Envelope) -> Outcome {
+        let attempt = async {
+            let mut tx = self.pool.begin().await?;
+            if !inbox::record(&mut tx, &envelope.id, &envelope.event_type).await? {
+                return Ok(Outcome::Duplicate);
+            }
+            let emitted = self.handler.handle(envelope, &mut tx).await?;
+            for event in &emitted {
+                Outbox::enqueue(&mut tx, event).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, HandlerError>(Outcome::Handled(emitted.len()))
+        };
+        match attempt.await {
+            Ok(outcome) => outcome,
+            Err(HandlerError::Permanent(reason)) => Outcome::DeadLetter(reason),
+            Err(HandlerError::Transient(reason)) => Outcome::Retry(reason),
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        publisher: &Publisher,
+        reason: &str,
+    ) -> Result<()> {
+        tracing::warn!(reason, "dead-lettering message");
+        let properties = dead_letter::with_headers(
+            &delivery.properties,
+            &[
+                (X_ERROR, dead_letter::text(reason)),
+                (
+                    X_ORIGINAL_EXCHANGE,
+                    dead_letter::text(original(delivery, X_ORIGINAL_EXCHANGE, &delivery.exchange)),
+                ),
+                (
+                    X_ORIGINAL_ROUTING_KEY,
+                    dead_letter::text(original(
+                        delivery,
+                        X_ORIGINAL_ROUTING_KEY,
+                        &delivery.routing_key,
+                    )),
+                ),
+                (
+                    X_DEAD_LETTERED_AT,
+                    dead_letter::text(crate::outbox::now_text()),
+                ),
+            ],
+        );
+        publisher
+            .publish(Outgoing {
+                exchange: self.names.of(&self.service.dead_letter_exchange()),
+                routing_key: original(delivery, X_ORIGINAL_ROUTING_KEY, &delivery.routing_key),
+                body: delivery.data.clone(),
+                properties,
+            })
+            .await?;
+        ack(delivery).await
+    }
+
+    async fn retry(&self, delivery: &Delivery, publisher: &Publisher, reason: &str) -> Result<()> {
+        let attempts = dead_letter::header_count(&delivery.properties, X_RETRY_COUNT);
+        let Some(delay) = self.retry_delays.get(attempts as usize) else {
+            let reason = format!(
+                "retries exhausted after {} attempts: {reason}",
+                attempts + 1
+            );
+            return self.dead_letter(delivery, publisher, &reason).await;
+        };
+        tracing::warn!(
+            reason,
+            attempt = attempts + 1,
+            ?delay,
+            "transient failure; retrying later"
+        );
+        let properties = dead_letter::with_headers(
+            &delivery.properties,
+            &[
+                (
+                    X_RETRY_COUNT,
+                    AMQPValue::LongLongInt(i64::from(attempts + 1)),
+                ),
+                (X_LAST_ERROR, dead_letter::text(reason)),
+                (
+                    X_ORIGINAL_EXCHANGE,
+                    dead_letter::text(original(delivery, X_ORIGINAL_EXCHANGE, &delivery.exchange)),
+                ),
+                (
+                    X_ORIGINAL_ROUTING_KEY,
+                    dead_letter::text(original(
+                        delivery,
+                        X_ORIGINAL_ROUTING_KEY,
+                        &delivery.routing_key,
+                    )),
+                ),
+            ],
+        );
+        publisher
+            .publish(Outgoing {
+                exchange: String::new(),
+                routing_key: self.names.of(&retry_queue_name(self.service.name, *delay)),
+                body: delivery.data.clone(),
+                properties,
+            })
+            .await?;
+        ack(delivery).await
+    }
+}
+
+/// Acks `delivery`. lapin answers `Ok(false)` when the channel is already gone and nothing was
+/// sent: that is an error here, since the broker will redeliver the message.
+async fn ack(delivery: &Delivery) -> Result<()> {
+    if delivery.acker.ack(BasicAckOptions::default()).await? {
+        Ok(())
+    } else {
+        Err(Error::ChannelGone)
+    }
+}
+
+/// Where the message was first published: a message back from a delay queue arrives through the
+/// default exchange, so the first exchange and key are kept in headers.
+fn original(delivery: &Delivery, header: &str, current: &lapin::types::ShortString) -> String {
+    dead_letter::header_text(&delivery.properties, header)
+        .unwrap_or_else(|| current.as_str().to_owned())
+}
+
+/// A short random tag suffix so two replicas' consumer tags differ.
+fn uuid_like() -> String {
+    use rand::Rng;
+    format!("{:08x}", rand::thread_rng().r#gen::<u32>())
+}

@@ -1,0 +1,34 @@
+//! Errors of the messaging runtime. Every variant ends the current broker session; the
+//! [`crate::Broker`] supervisor reconnects after a backoff, so none of them is fatal to the process.
+
+/// Errors of the messaging runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The broker refused or dropped a connection, a channel or a declaration.
+    #[error("broker: {0}")]
+    Amqp(#[from] lapin::Error),
+    /// The broker negatively acknowledged a publish: it did not take responsibility for it.
+    #[error("the broker nacked a publish to {exchange} with key {routing_key}")]
+    Nacked {
+        exchange: String,
+        routing_key: String,
+    },
+    /// A mandatory publish reached no queue and came back (a missing alternate exchange).
+    #[error("a publish to {exchange} with key {routing_key} was unroutable and returned")]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
+    /// The channel was not in confirm mode, so the publish is unconfirmed.
+    #[error("a publish was not confirmed: the channel is not in confirm mode")]
+    NotConfirmed,
+    /// An ack or nack could not be sent because its channel is gone.
+    #[error("the delivery's channel is closed; the broker will redeliver it")]
+    ChannelGone,
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Result of the messaging runtime.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

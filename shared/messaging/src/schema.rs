@@ -1,0 +1,79 @@
+//! The runtime's own tables, `outbox` and `inbox`, created in the service's database.
+//!
+//! They are created with `IF NOT EXISTS` statements rather than through the service's migrations
+//! so every service gets the same tables from one definition; a future change to them ships as a
+//! new statement here, guarded the same way.
+
+use sqlx::AnyPool;
+
+/// Which SQL database a service runs on; picked from the database URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One embedded file per service; one writer at a time.
+    Sqlite,
+    /// Shared by replicas; the relay claims rows with `FOR UPDATE SKIP LOCKED`.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names, if it is one we support.
+    pub fn from_url(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+const SQLITE: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        event_type TEXT NOT NULL,
+        correlation_id TEXT NOT NULL,
+        time_ms BIGINT NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        sent_at TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent_at IS NULL",
+    "CREATE TABLE IF NOT EXISTS inbox (
+        event_id TEXT PRIMARY KEY,
+        event_type TEXT NOT NULL,
+        received_at TEXT NOT NULL
+    )",
+];
+
+const POSTGRES: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS outbox (
+        seq BIGSERIAL PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        event_type TEXT NOT NULL,
+        correlation_id TEXT NOT NULL,
+        time_ms BIGINT NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        sent_at TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent_at IS NULL",
+    "CREATE TABLE IF NOT EXISTS inbox (
+        event_id TEXT PRIMARY KEY,
+        event_type TEXT NOT NULL,
+        received_at TEXT NOT NULL
+    )",
+];
+
+/// Creates the outbox and inbox tables if they are missing.
+pub async fn install(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {
+    let statements = match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    };
+    for statement in statements {
+        sqlx::query(statement).execute(pool).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! Declares the broker topology: the whole suite's, from [`choreo_events::topology::SERVICES`],
+//! plus the calling service's retry queues.
+//!
+//! Every service declares every exchange, queue and binding of the suite, with identical
+//! arguments, before it publishes anything. So start-up order does not matter: an event published
+//! before its consumer ever ran already has a queue to land in. Declarations are idempotent; a
+//! mismatch of arguments (someone changed a constant below without migrating the broker) fails the
+//! declaration loudly with PRECONDITION_FAILED instead of running on a half-configured broker.
+
+use crate::{Names, Result};
+use choreo_events::topology::{SERVICES, ServiceTopology};
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, ExchangeKind};
+use std::time::Duration;
+
+/// How many times a quorum queue delivers one message before dead-lettering it. Our own retries
+/// ack and republish, so this only counts deliveries whose handler never finished: a message that
+/// crashes the process every time it is handled stops after this many tries instead of looping.
+/// RabbitMQ 3.10 sets no default, so without it a poison message would loop forever.
+pub const DELIVERY_LIMIT: i64 = 20;
+
+/// The alternate exchange of `exchange`: keeps what no binding routed (`<exchange>.unrouted`).
+pub fn unrouted_name(exchange: &str) -> String {
+    format!("{exchange}.unrouted")
+}
+
+/// The delay queue of `service` for one retry delay (`<service>.retry.<ms>ms`). The delay is in the
+/// name so changing the configured delays declares new queues instead of clashing with old ones.
+pub fn retry_queue_name(service: &str, delay: Duration) -> String {
+    format!("{service}.retry.{}ms", delay.as_millis())
+}
+
+fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (key, value) in entries {
+        table.insert(ShortString::from(*key), value.clone());
+    }
+    table
+}
+
+fn text(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value.to_owned()))
+}
+
+fn durable_exchange() -> ExchangeDeclareOptions {
+    ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    }
+}
+
+fn durable_queue() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+/// Quorum-queue arguments that dead-letter at least once (3.10+: needs `reject-publish`).
+fn quorum_args(dead_letter_exchange: &str, extra: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut entries = vec![
+        ("x-queue-type", text("quorum")),
+        ("x-dead-letter-exchange", text(dead_letter_exchange)),
+        ("x-dead-letter-strategy", text("at-least-once")),
+        ("x-overflow", text("reject-publish")),
+    ];
+    entries.extend(extra.iter().cloned());
+    table(&entries)
+}
+
+/// Declares every exchange, queue and binding of the suite.
+pub async fn declare_suite(channel: &Channel, names: &Names) -> Result<()> {
+    for service in SERVICES {
+        declare_exchange_with_parking_lot(channel, names, service.exchange).await?;
+    }
+    for service in SERVICES {
+        declare_service_queues(channel, names, service).await?;
+    }
+    Ok(())
+}
+
+async fn declare_exchange_with_parking_lot(
+    channel: &Channel,
+    names: &Names,
+    exchange: &str,
+) -> Result<()> {
+    let exchange = names.of(exchange);
+    let unrouted = unrouted_name(&exchange);
+    channel
+        .exchange_declare(
+            unrouted.as_str().into(),
+            ExchangeKind::Fanout,
+            durable_exchange(),
+            FieldTable::default(),
+        )
+        .await?;
+    // A classic lazy queue: events nobody subscribes to (order.completed, order.cancelled) pile up
+    // here until an operator binds a consumer or purges them; lazy keeps them on disk, not in RAM.
+    channel
+        .queue_declare(
+            unrouted.as_str().into(),
+            durable_queue(),
+            table(&[("x-queue-mode", text("lazy"))]),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            unrouted.as_str().into(),
+            unrouted.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Topic,
+            durable_exchange(),
+            table(&[("alternate-exchange", text(&unrouted))]),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn declare_service_queues(
+    channel: &Channel,
+    names: &Names,
+    service: &ServiceTopology,
+) -> Result<()> {
+    let dlx = names.of(&service.dead_letter_exchange());
+    let dlq = names.of(&service.dead_letter_queue());
+    channel
+        .exchange_declare(
+            dlx.as_str().into(),
+            ExchangeKind::Fanout,
+            durable_exchange(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_declare(
+            dlq.as_str().into(),
+            durable_queue(),
+            table(&[("x-queue-type", text("quorum"))]),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            dlq.as_str().into(),
+            dlx.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+
+    let queue = names.of(service.name);
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            durable_queue(),
+            quorum_args(
+                &dlx,
+                &[("x-delivery-limit", AMQPValue::LongLongInt(DELIVERY_LIMIT))],
+            ),
+        )
+        .await?;
+    for event_type in service.subscribes_to {
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                names.of(event_type.exchange()).as_str().into(),
+                event_type.routing_key().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Declares `service`'s delay queues: a message waits there for the queue's TTL, then is
+/// dead-lettered through the default exchange straight back to the service's own queue, and to
+/// no other.
+pub async fn declare_retry_queues(
+    channel: &Channel,
+    names: &Names,
+    service: &ServiceTopology,
+    delays: &[Duration],
+) -> Result<()> {
+    let home = names.of(service.name);
+    for delay in delays {
+        let queue = names.of(&retry_queue_name(service.name, *delay));
+        let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                durable_queue(),
+                quorum_args(
+                    "",
+                    &[
+                        ("x-dead-letter-routing-key", text(&home)),
+                        ("x-message-ttl", AMQPValue::LongLongInt(ttl)),
+                    ],
+                ),
+            )
+            .await?;
+    }
+    Ok(())
+}
