@@ -1,1 +1,586 @@
-//! placeholder
+//! The end-to-end harness: spawns the three real services in-process against the local RabbitMQ
+//! (`AMQP_URL` overrides `amqp://guest:guest@127.0.0.1:5672/%2f`), each [`Suite`] with its own
+//! name prefix, temporary databases and HTTP ports, and removes its exchanges and queues when
+//! dropped (even after a failed assertion). Waiting is always polling with a deadline.
+
+use choreo_events::topology::{SERVICES, ServiceTopology};
+use choreo_host::CommonSettings;
+use choreo_messaging::topology::{retry_queue_name, unrouted_name};
+use futures_util::future::BoxFuture;
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long any wait in a test may last before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The broker the tests use.
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// Which service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Orders,
+    Billing,
+    Shipping,
+}
+
+impl Which {
+    pub const ALL: [Which; 3] = [Which::Orders, Which::Billing, Which::Shipping];
+
+    pub fn topology(self) -> ServiceTopology {
+        match self {
+            Which::Orders => choreo_events::topology::ORDERS,
+            Which::Billing => choreo_events::topology::BILLING,
+            Which::Shipping => choreo_events::topology::SHIPPING,
+        }
+    }
+}
+
+/// A service running in-process.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops gracefully, as SIGTERM would, and waits for the service to finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let stopped = tokio::time::timeout(DEADLINE, &mut self.task).await;
+        assert!(
+            matches!(stopped, Ok(Ok(Ok(())))),
+            "service did not stop cleanly: {stopped:?}"
+        );
+    }
+
+    /// Ends the service abruptly: its task is dropped mid-flight, its connections close without
+    /// acks, as a crash would leave them.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// Settings a test may change before starting services.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub max_charge_cents: i64,
+    pub countries: Vec<String>,
+    /// Binds a `tap` queue to every exchange with `#`, to read every event the suite publishes.
+    pub tap: bool,
+    /// The broker URL the services use (tests of an unreachable broker change it).
+    pub amqp_url: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_charge_cents: 100_000,
+            countries: shipping::rules::DEFAULT_COUNTRIES
+                .split(',')
+                .map(str::to_owned)
+                .collect(),
+            tap: false,
+            amqp_url: amqp_url(),
+        }
+    }
+}
+
+/// One isolated copy of the suite.
+#[derive(Debug)]
+pub struct Suite {
+    pub prefix: String,
+    pub options: Options,
+    dir: tempfile::TempDir,
+    pub orders: Option<Running>,
+    pub billing: Option<Running>,
+    pub shipping: Option<Running>,
+    pub http: reqwest::Client,
+    /// Kept open: `channel` lives on it.
+    _broker: Connection,
+    pub channel: Channel,
+}
+
+/// The retry delays of the services under test: short, so retry tests are quick.
+pub const RETRY_DELAYS_MS: &str = "100,300";
+
+impl Suite {
+    /// Starts all three services.
+    pub async fn start() -> Suite {
+        Self::start_with(Options::default(), &Which::ALL).await
+    }
+
+    /// Starts the services in `which`, with `options`.
+    pub async fn start_with(options: Options, which: &[Which]) -> Suite {
+        choreo_host::telemetry::init_for_tests();
+        let prefix = format!("e2e-{}.", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let broker = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("the test broker is reachable");
+        let channel = broker.create_channel().await.expect("channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm mode");
+        let mut suite = Suite {
+            prefix,
+            options,
+            dir: tempfile::tempdir().expect("temp dir"),
+            orders: None,
+            billing: None,
+            shipping: None,
+            http: reqwest::Client::new(),
+            _broker: broker,
+            channel,
+        };
+        if suite.options.tap {
+            suite.declare_tap().await;
+        }
+        for service in which {
+            suite.start_service(*service).await;
+        }
+        suite
+    }
+
+    /// The common settings every service of this suite gets.
+    pub fn common(&self) -> CommonSettings {
+        let config =
+            choreo_host::settings::layered(&[("http_addr", "127.0.0.1:0")]).expect("settings");
+        let mut common: CommonSettings = choreo_host::settings::part(&config).expect("settings");
+        common.amqp_url = self.options.amqp_url.clone();
+        common.http_addr = "127.0.0.1:0".into();
+        common.data_dir = self.dir.path().display().to_string();
+        common.database_url = String::new();
+        common.prefix = self.prefix.clone();
+        common.retry_delays_ms = RETRY_DELAYS_MS.into();
+        common.reconnect_min_ms = 50;
+        common.reconnect_max_ms = 500;
+        common.outbox_sweep_ms = 200;
+        common.shutdown_timeout_secs = 5;
+        common
+    }
+
+    /// Starts one service (again, after a stop: same database, same queues).
+    pub async fn start_service(&mut self, which: Which) {
+        let common = self.common();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let (addr, task): (SocketAddr, JoinHandle<std::io::Result<()>>) = match which {
+            Which::Orders => {
+                let service = orders::build(orders::Settings { common })
+                    .await
+                    .expect("orders builds");
+                (
+                    service.local_addr(),
+                    tokio::spawn(service.run_until_stopped(shutdown)),
+                )
+            }
+            Which::Billing => {
+                let rules = billing::rules::BillingRules {
+                    max_charge_cents: self.options.max_charge_cents,
+                };
+                let service = billing::build(billing::Settings { common, rules })
+                    .await
+                    .expect("billing builds");
+                (
+                    service.local_addr(),
+                    tokio::spawn(service.run_until_stopped(shutdown)),
+                )
+            }
+            Which::Shipping => {
+                let rules = shipping::rules::ShippingRules {
+                    countries: self.options.countries.clone(),
+                    carrier: "test-post".into(),
+                };
+                let service = shipping::build(shipping::Settings { common, rules })
+                    .await
+                    .expect("shipping builds");
+                (
+                    service.local_addr(),
+                    tokio::spawn(service.run_until_stopped(shutdown)),
+                )
+            }
+        };
+        let running = Running {
+            addr,
+            stop: Some(stop),
+            task,
+        };
+        *self.slot(which) = Some(running);
+    }
+
+    fn slot(&mut self, which: Which) -> &mut Option<Running> {
+        match which {
+            Which::Orders => &mut self.orders,
+            Which::Billing => &mut self.billing,
+            Which::Shipping => &mut self.shipping,
+        }
+    }
+
+    /// Takes a running service out of the suite, to stop or kill it.
+    pub fn take(&mut self, which: Which) -> Running {
+        self.slot(which).take().expect("the service is running")
+    }
+
+    /// The base URL of a running service.
+    pub fn url(&self, which: Which, path: &str) -> String {
+        let running = match which {
+            Which::Orders => &self.orders,
+            Which::Billing => &self.billing,
+            Which::Shipping => &self.shipping,
+        };
+        format!(
+            "http://{}{path}",
+            running.as_ref().expect("the service is running").addr
+        )
+    }
+
+    /// Waits until every running service answers `/readyz` with 200.
+    pub async fn wait_ready(&self) {
+        for which in Which::ALL {
+            let running = match which {
+                Which::Orders => &self.orders,
+                Which::Billing => &self.billing,
+                Which::Shipping => &self.shipping,
+            };
+            if running.is_none() {
+                continue;
+            }
+            let url = self.url(which, "/readyz");
+            poll(&format!("{which:?} ready"), || {
+                let request = self.http.get(&url).send();
+                Box::pin(
+                    async move { request.await.ok().filter(|r| r.status() == 200).map(|_| ()) },
+                )
+            })
+            .await;
+        }
+    }
+
+    /// Places an order and returns the response body (panics unless 201).
+    pub async fn place_order(&self, body: &Value) -> Value {
+        let response = self
+            .http
+            .post(self.url(Which::Orders, "/orders"))
+            .json(body)
+            .send()
+            .await
+            .expect("POST /orders");
+        assert_eq!(response.status(), 201, "POST /orders");
+        response.json().await.expect("order JSON")
+    }
+
+    /// Reads an order.
+    pub async fn order(&self, id: &str) -> Value {
+        self.http
+            .get(self.url(Which::Orders, &format!("/orders/{id}")))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    /// Polls an order until its status is `status`; returns it.
+    pub async fn wait_for_status(&self, id: &str, status: &str) -> Value {
+        poll(&format!("order {id} {status}"), || {
+            let id = id.to_owned();
+            Box::pin(async move {
+                let order = self.order(&id).await;
+                (order["status"] == status).then_some(order)
+            })
+        })
+        .await
+    }
+
+    pub async fn payments(&self, order_id: &str) -> Vec<Value> {
+        let body: Value = self
+            .http
+            .get(self.url(Which::Billing, &format!("/payments?order_id={order_id}")))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("JSON");
+        body["payments"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn shipments(&self, order_id: &str) -> Vec<Value> {
+        let body: Value = self
+            .http
+            .get(self.url(Which::Shipping, &format!("/shipments?order_id={order_id}")))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("JSON");
+        body["shipments"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The prefixed name of a broker object.
+    pub fn name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Publishes raw bytes (confirmed) to a prefixed exchange.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) {
+        let exchange = if exchange.is_empty() {
+            String::new()
+        } else {
+            self.name(exchange)
+        };
+        self.channel
+            .basic_publish(
+                exchange.as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties.with_delivery_mode(2),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+    }
+
+    /// Takes every message now in a prefixed queue: (headers, body).
+    pub async fn drain(&self, queue: &str) -> Vec<(FieldTable, Vec<u8>)> {
+        let mut messages = Vec::new();
+        while let Some(message) = self
+            .channel
+            .basic_get(
+                self.name(queue).as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .expect("basic.get")
+        {
+            let headers = message
+                .delivery
+                .properties
+                .headers()
+                .clone()
+                .unwrap_or_default();
+            messages.push((headers, message.delivery.data.clone()));
+        }
+        messages
+    }
+
+    /// Polls a prefixed queue until it has yielded `count` messages; returns them.
+    pub async fn wait_for_messages(&self, queue: &str, count: usize) -> Vec<(FieldTable, Vec<u8>)> {
+        let collected = std::sync::Mutex::new(Vec::new());
+        poll(&format!("{count} messages in {queue}"), || {
+            let collected = &collected;
+            Box::pin(async move {
+                let more = self.drain(queue).await;
+                let mut all = collected.lock().expect("lock");
+                all.extend(more);
+                (all.len() >= count).then(|| all.clone())
+            })
+        })
+        .await
+    }
+
+    async fn declare_tap(&self) {
+        let tap = self.name("tap");
+        self.channel
+            .queue_declare(
+                tap.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("tap");
+        // The suite topology first, so the exchanges exist to bind to.
+        choreo_messaging::topology::declare_suite(
+            &self.channel,
+            &choreo_messaging::Names::new(self.prefix.clone()),
+        )
+        .await
+        .expect("topology");
+        for service in SERVICES {
+            self.channel
+                .queue_bind(
+                    tap.as_str().into(),
+                    self.name(service.exchange).as_str().into(),
+                    "#".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("bind tap");
+        }
+    }
+
+    /// Waits until the tap has seen `count` events and returns them (needs [`Options::tap`]).
+    pub async fn wait_for_tapped(&self, count: usize) -> Vec<choreo_events::Envelope> {
+        self.wait_for_messages("tap", count)
+            .await
+            .iter()
+            .map(|(_, body)| choreo_events::Envelope::decode(body).expect("tapped events decode"))
+            .collect()
+    }
+}
+
+impl Drop for Suite {
+    fn drop(&mut self) {
+        for which in Which::ALL {
+            if let Some(running) = self.slot(which).take() {
+                running.task.abort();
+            }
+        }
+        // Remove this suite's exchanges and queues, even when a test failed: on a thread of its
+        // own, since a runtime cannot block inside itself.
+        let prefix = self.prefix.clone();
+        let delays = choreo_host::settings::parse_list::<u64>(RETRY_DELAYS_MS).unwrap_or_default();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(delete_topology(&prefix, &delays));
+        })
+        .join();
+    }
+}
+
+async fn delete_topology(prefix: &str, delays_ms: &[u64]) {
+    let Ok(connection) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await
+    else {
+        return;
+    };
+    let mut queues = vec![format!("{prefix}tap")];
+    let mut exchanges = Vec::new();
+    for service in SERVICES {
+        let exchange = format!("{prefix}{}", service.exchange);
+        queues.push(unrouted_name(&exchange));
+        exchanges.push(unrouted_name(&exchange));
+        exchanges.push(exchange);
+        queues.push(format!("{prefix}{}", service.name));
+        queues.push(format!("{prefix}{}", service.dead_letter_queue()));
+        exchanges.push(format!("{prefix}{}", service.dead_letter_exchange()));
+        for delay in delays_ms {
+            queues.push(format!(
+                "{prefix}{}",
+                retry_queue_name(service.name, Duration::from_millis(*delay))
+            ));
+        }
+    }
+    // A service aborted a moment ago may still be declaring its topology: delete, then check
+    // that every queue is gone, and again until it is (bounded).
+    for _ in 0..20 {
+        for queue in &queues {
+            // A fresh channel each time: an error closes the channel it happened on.
+            if let Ok(channel) = connection.create_channel().await {
+                let _ = channel
+                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+        }
+        for exchange in &exchanges {
+            if let Ok(channel) = connection.create_channel().await {
+                let _ = channel
+                    .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                    .await;
+            }
+        }
+        let mut left = 0;
+        for queue in &queues {
+            if let Ok(channel) = connection.create_channel().await {
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                };
+                if channel
+                    .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                    .await
+                    .is_ok()
+                {
+                    left += 1;
+                }
+            }
+        }
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = connection.close(200, "cleaned up".into()).await;
+}
+
+/// Polls `check` every 25 ms until it yields a value; panics after [`DEADLINE`].
+pub async fn poll<'a, T>(what: &str, mut check: impl FnMut() -> BoxFuture<'a, Option<T>>) -> T {
+    let started = tokio::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// An order request: `quantity` x `unit_price_cents` shipped to `country`.
+pub fn order_request(unit_price_cents: i64, quantity: u32, country: &str) -> Value {
+    json!({
+        "customer_id": "customer-1",
+        "currency": "EUR",
+        "items": [{"sku": "BOOK-1", "quantity": quantity, "unit_price_cents": unit_price_cents}],
+        "shipping_address": {"name": "Ada Lovelace", "line1": "1 Main Street", "city": "Vienna", "postal_code": "1010", "country": country}
+    })
+}
+
+/// A header's text value.
+pub fn header(headers: &FieldTable, name: &str) -> Option<String> {
+    headers.inner().get(name).map(|value| match value {
+        lapin::types::AMQPValue::LongString(s) => s.to_string(),
+        other => format!("{other:?}"),
+    })
+}
+
+/// The history of an order as `type -> status` lines.
+pub fn journey(order: &Value) -> Vec<String> {
+    order["history"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|h| {
+                    format!(
+                        "{} -> {}",
+                        h["type"].as_str().unwrap_or("?"),
+                        h["status"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,7 +1,7 @@
 //! The broker handler of billing: `order.placed` -> capture or decline; `shipment.failed` -> refund.
 
 use crate::rules::{self, BillingRules, Charge, Refund};
-use crate::store;
+use crate::store::{self, NewPayment};
 use choreo_events::payloads::{
     OrderPlaced, PaymentCaptured, PaymentDeclined, PaymentRefunded, ShipmentFailed,
 };
@@ -55,19 +55,23 @@ impl BillingHandler {
         let now = choreo_messaging::outbox::now_text();
         let payment_id = uuid::Uuid::now_v7().to_string();
         let (amount, currency) = (placed.total_cents, placed.currency.clone());
-        let event = match rules::decide_charge(amount, &self.rules) {
-            Charge::Capture => {
-                store::insert_payment(
-                    conn,
-                    &payment_id,
-                    &placed.order_id,
-                    true,
-                    amount,
-                    &currency,
-                    None,
-                    &now,
-                )
-                .await?;
+        let decision = rules::decide_charge(amount, &self.rules);
+        let decline_reason = match decision {
+            Charge::Capture => None,
+            Charge::Decline(reason) => Some(reason),
+        };
+        let payment = NewPayment {
+            id: &payment_id,
+            order_id: &placed.order_id,
+            captured: decline_reason.is_none(),
+            amount_cents: amount,
+            currency: &currency,
+            decline_reason,
+            now: &now,
+        };
+        store::insert_payment(conn, &payment).await?;
+        let event = match decline_reason {
+            None => {
                 tracing::info!(amount_cents = amount, "payment captured");
                 Event::PaymentCaptured(PaymentCaptured {
                     order_id: placed.order_id.clone(),
@@ -77,18 +81,7 @@ impl BillingHandler {
                     shipping_address: Some(placed.shipping_address.clone()),
                 })
             }
-            Charge::Decline(reason) => {
-                store::insert_payment(
-                    conn,
-                    &payment_id,
-                    &placed.order_id,
-                    false,
-                    amount,
-                    &currency,
-                    Some(reason),
-                    &now,
-                )
-                .await?;
+            Some(reason) => {
                 tracing::info!(amount_cents = amount, reason, "payment declined");
                 Event::PaymentDeclined(PaymentDeclined {
                     order_id: placed.order_id.clone(),

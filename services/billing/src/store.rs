@@ -56,28 +56,34 @@ pub async fn payment_of(
     .transpose()
 }
 
+/// A payment to record: captured, or declined with a reason.
+#[derive(Debug, Clone)]
+pub struct NewPayment<'a> {
+    pub id: &'a str,
+    pub order_id: &'a str,
+    pub captured: bool,
+    pub amount_cents: i64,
+    pub currency: &'a str,
+    pub decline_reason: Option<&'a str>,
+    pub now: &'a str,
+}
+
 /// Records the one payment of an order; the `UNIQUE (order_id)` refuses a second.
 pub async fn insert_payment(
     conn: &mut AnyConnection,
-    id: &str,
-    order_id: &str,
-    captured: bool,
-    amount_cents: i64,
-    currency: &str,
-    decline_reason: Option<&str>,
-    now: &str,
+    p: &NewPayment<'_>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO payments (id, order_id, status, amount_cents, currency, decline_reason, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
     )
-    .bind(id)
-    .bind(order_id)
-    .bind(if captured { "captured" } else { "declined" })
-    .bind(amount_cents)
-    .bind(currency)
-    .bind(decline_reason)
-    .bind(now)
+    .bind(p.id)
+    .bind(p.order_id)
+    .bind(if p.captured { "captured" } else { "declined" })
+    .bind(p.amount_cents)
+    .bind(p.currency)
+    .bind(p.decline_reason)
+    .bind(p.now)
     .execute(conn)
     .await?;
     Ok(())

@@ -81,10 +81,10 @@ async fn place_order(
     let canonical = serde_json::to_string(&request).unwrap_or_default();
     let pool = &parts.database.pool;
 
-    if let Some(key) = &key {
-        if let Some(response) = replay(&parts, key, &canonical).await? {
-            return Ok(response);
-        }
+    if let Some(key) = &key
+        && let Some(response) = replay(&parts, key, &canonical).await?
+    {
+        return Ok(response);
     }
 
     let id = uuid::Uuid::now_v7().to_string();
@@ -118,21 +118,18 @@ async fn place_order(
     };
     store::insert_history(&mut tx, &id, &placed).await?;
     Outbox::enqueue(&mut tx, &envelope).await?;
-    if let Some(key) = &key {
-        if let Err(error) = store::insert_idempotency_key(&mut tx, key, &canonical, &id, &now).await
-        {
-            // Another replica took the key between our look-up and now: answer as it did.
-            let unique = error
-                .as_database_error()
-                .is_some_and(|e| e.is_unique_violation());
-            drop(tx);
-            if unique {
-                if let Some(response) = replay(&parts, key, &canonical).await? {
-                    return Ok(response);
-                }
-            }
-            return Err(error.into());
+    if let Some(key) = &key
+        && let Err(error) = store::insert_idempotency_key(&mut tx, key, &canonical, &id, &now).await
+    {
+        // Another replica took the key between our look-up and now: answer as it did.
+        let unique = error
+            .as_database_error()
+            .is_some_and(|e| e.is_unique_violation());
+        drop(tx);
+        if unique && let Some(response) = replay(&parts, key, &canonical).await? {
+            return Ok(response);
         }
+        return Err(error.into());
     }
     tx.commit().await?;
     choreo_messaging::failpoint::hit("orders.after_commit");
@@ -193,12 +190,12 @@ async fn list_orders(
     let Query(query) =
         query.map_err(|rejection| ApiError::unprocessable(vec![rejection.body_text()]))?;
     let status = query.status.filter(|s| !s.is_empty());
-    if let Some(status) = &status {
-        if !["pending", "paid", "completed", "cancelled"].contains(&status.as_str()) {
-            return Err(ApiError::unprocessable(vec![format!(
-                "status must be one of pending, paid, completed, cancelled; got {status:?}"
-            )]));
-        }
+    if let Some(status) = &status
+        && !["pending", "paid", "completed", "cancelled"].contains(&status.as_str())
+    {
+        return Err(ApiError::unprocessable(vec![format!(
+            "status must be one of pending, paid, completed, cancelled; got {status:?}"
+        )]));
     }
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {

@@ -92,6 +92,10 @@ impl fmt::Display for OrderStatus {
 }
 
 /// What an event does to an order.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a decision lives for one message; boxing buys nothing"
+)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// The order moves to `to`; `emit` is published if the move reaches a terminal status.

@@ -99,25 +99,36 @@ impl<H: Handler> Service<H> {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let stop = CancellationToken::new();
-        let broker = tokio::spawn(self.broker.run(stop.child_token()));
+        // Dropping this future (a test killing the service) must end the broker session too, as
+        // a crash would: the guard aborts the task, which drops its connections.
+        let mut broker = AbortOnDrop(tokio::spawn(self.broker.run(stop.child_token())));
         let http_stop = stop.child_token();
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(async move { http_stop.cancelled().await });
         tracing::info!(service = self.name, "started");
         let trigger = stop.clone();
-        tokio::spawn(async move {
+        let _signal = AbortOnDrop(tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutdown requested");
             trigger.cancel();
-        });
+        }));
         let served = server.await;
         stop.cancel();
-        if broker.await.is_err() {
+        if (&mut broker.0).await.is_err() {
             tracing::error!("the broker supervisor panicked");
         }
         self.database.pool.close().await;
         tracing::info!(service = self.name, "stopped");
         served
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -1,0 +1,239 @@
+//! At-least-once delivery: duplicates have one effect; what cannot be handled is dead-lettered
+//! with its reason while the service keeps consuming.
+
+use choreo_e2e::{Options, Suite, Which, header, order_request};
+use choreo_events::Envelope;
+use lapin::BasicProperties;
+
+fn properties(envelope: &Envelope) -> BasicProperties {
+    BasicProperties::default()
+        .with_message_id(envelope.id.as_str().into())
+        .with_type(envelope.event_type.as_str().into())
+        .with_content_type("application/cloudevents+json".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_redelivered_events_has_exactly_one_effect() {
+    let suite = Suite::start_with(
+        Options {
+            tap: true,
+            ..Options::default()
+        },
+        &Which::ALL,
+    )
+    .await;
+    let order = suite.place_order(&order_request(1500, 2, "AT")).await;
+    let id = order["id"].as_str().expect("id").to_owned();
+    let completed = suite.wait_for_status(&id, "completed").await;
+    let originals = suite.wait_for_tapped(4).await;
+
+    // Every event again, twice, with its own id (a broker redelivery) ...
+    for event in originals
+        .iter()
+        .filter(|e| e.event_type != "order.completed")
+    {
+        let exchange = choreo_events::EventType::from_routing_key(&event.event_type)
+            .expect("known")
+            .exchange();
+        for _ in 0..2 {
+            suite
+                .publish(
+                    exchange,
+                    &event.event_type,
+                    &event.encode(),
+                    properties(event),
+                )
+                .await;
+        }
+    }
+    // ... and the payment-causing and shipment-causing events once more under new ids (a
+    // publisher that retried without its outbox), which only the unique constraints can catch.
+    let mut injected = Vec::new();
+    for event in originals
+        .iter()
+        .filter(|e| e.event_type == "order.placed" || e.event_type == "payment.captured")
+    {
+        let mut copy = event.clone();
+        copy.id = uuid::Uuid::new_v4().to_string();
+        injected.push(copy.id.clone());
+        let exchange = choreo_events::EventType::from_routing_key(&copy.event_type)
+            .expect("known")
+            .exchange();
+        suite
+            .publish(
+                exchange,
+                &copy.event_type,
+                &copy.encode(),
+                properties(&copy),
+            )
+            .await;
+    }
+    // A later order passes through the same queues behind the duplicates: once it completes,
+    // every duplicate has been handled.
+    let sentinel = suite.place_order(&order_request(100, 1, "DE")).await;
+    let sentinel_id = sentinel["id"].as_str().expect("id");
+    suite.wait_for_status(sentinel_id, "completed").await;
+
+    assert_eq!(suite.payments(&id).await.len(), 1, "one payment");
+    assert_eq!(suite.shipments(&id).await.len(), 1, "one shipment");
+    assert_eq!(
+        suite.order(&id).await["history"],
+        completed["history"],
+        "the history did not move"
+    );
+    // Nothing new was published about the first order: every tapped event about it is an
+    // original or one the test injected. (6 redeliveries + 2 copies + the sentinel's 4 events.)
+    let later = suite.wait_for_tapped(6 + 2 + 4).await;
+    let emitted_again = later
+        .iter()
+        .filter(|e| e.correlationid == id)
+        .filter(|e| !originals.iter().any(|o| o.id == e.id) && !injected.contains(&e.id))
+        .count();
+    assert_eq!(
+        emitted_again, 0,
+        "no service emitted a second event for the first order: {later:#?}"
+    );
+    for service in ["orders", "billing", "shipping"] {
+        assert!(
+            suite.drain(&format!("{service}.dlq")).await.is_empty(),
+            "a duplicate is acked, not dead-lettered ({service})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_invalid_unknown_and_unsupported_messages_are_dead_lettered_with_a_reason_and_consumption_goes_on()
+ {
+    let suite = Suite::start().await;
+    suite.wait_ready().await;
+    let template = {
+        let order = suite.place_order(&order_request(500, 1, "AT")).await;
+        suite
+            .wait_for_status(order["id"].as_str().expect("id"), "completed")
+            .await;
+        let placed = choreo_events::Event::from_data(
+            choreo_events::EventType::OrderPlaced,
+            &serde_json::json!({
+                "order_id": "not-an-order-of-ours", "customer_id": "c", "total_cents": 500, "currency": "EUR",
+                "items": [{"sku": "S", "quantity": 1, "unit_price_cents": 500}],
+                "shipping_address": {"name": "n", "line1": "l", "city": "c", "postal_code": "p", "country": "AT"}
+            }),
+        )
+        .expect("valid");
+        Envelope::root("test", &placed)
+    };
+
+    suite
+        .publish(
+            "orders.events",
+            "order.placed",
+            b"this is not json",
+            BasicProperties::default(),
+        )
+        .await;
+    let mut unsupported = template.clone();
+    unsupported.id = uuid::Uuid::new_v4().to_string();
+    unsupported.schemaversion = 2;
+    suite
+        .publish(
+            "orders.events",
+            "order.placed",
+            &unsupported.encode(),
+            properties(&unsupported),
+        )
+        .await;
+    let mut invalid = template.clone();
+    invalid.id = uuid::Uuid::new_v4().to_string();
+    invalid.data["total_cents"] = serde_json::json!(-5);
+    suite
+        .publish(
+            "orders.events",
+            "order.placed",
+            &invalid.encode(),
+            properties(&invalid),
+        )
+        .await;
+    let mut unknown = template.clone();
+    unknown.id = uuid::Uuid::new_v4().to_string();
+    unknown.event_type = "order.teleported".into();
+    // No binding routes an unknown type to billing, so it is sent to the queue directly.
+    suite
+        .publish(
+            "",
+            &suite.name("billing"),
+            &unknown.encode(),
+            properties(&unknown),
+        )
+        .await;
+
+    let dead = suite.wait_for_messages("billing.dlq", 4).await;
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|(headers, _)| header(headers, "x-error").expect("x-error"))
+        .collect();
+    assert!(reasons[0].contains("undecodable envelope"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("unsupported schemaversion 2"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].contains("total_cents must not be negative"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[3].contains("unknown event type \"order.teleported\""),
+        "{reasons:?}"
+    );
+    assert_eq!(dead[0].1, b"this is not json", "the original body is kept");
+    assert_eq!(
+        header(&dead[0].0, "x-original-routing-key").as_deref(),
+        Some("order.placed")
+    );
+
+    // The service kept consuming: a new order still goes all the way.
+    let order = suite.place_order(&order_request(700, 1, "FR")).await;
+    suite
+        .wait_for_status(order["id"].as_str().expect("id"), "completed")
+        .await;
+    assert!(
+        suite.drain("billing.dlq").await.is_empty(),
+        "nothing else was dead-lettered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_contradicts_what_a_service_knows_is_dead_lettered_not_dropped() {
+    let suite = Suite::start().await;
+    suite.wait_ready().await;
+    // A payment for an order orders never took, with no address for shipping.
+    let captured =
+        choreo_events::Event::PaymentCaptured(choreo_events::payloads::PaymentCaptured {
+            order_id: "ghost-order".into(),
+            payment_id: "ghost-payment".into(),
+            amount_cents: 100,
+            currency: "EUR".into(),
+            shipping_address: None,
+        });
+    let envelope = Envelope::root("test", &captured);
+    suite
+        .publish(
+            "billing.events",
+            "payment.captured",
+            &envelope.encode(),
+            properties(&envelope),
+        )
+        .await;
+
+    let at_orders = suite.wait_for_messages("orders.dlq", 1).await;
+    assert!(
+        header(&at_orders[0].0, "x-error")
+            .expect("x-error")
+            .contains("no order ghost-order")
+    );
+    let at_shipping = suite.wait_for_messages("shipping.dlq", 1).await;
+    assert!(
+        header(&at_shipping[0].0, "x-error")
+            .expect("x-error")
+            .contains("no shipping_address")
+    );
+}

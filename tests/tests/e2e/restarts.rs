@@ -1,0 +1,81 @@
+//! Services that stop, crash, start late or cannot reach the broker: the saga still completes.
+
+use choreo_e2e::{Options, Suite, Which, order_request};
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_stopped_mid_saga_picks_up_where_it_left_off_when_started_again() {
+    let mut suite = Suite::start().await;
+    suite.wait_ready().await;
+    suite.take(Which::Shipping).stop().await;
+
+    let order = suite.place_order(&order_request(1500, 1, "AT")).await;
+    let id = order["id"].as_str().expect("id");
+    suite.wait_for_status(id, "paid").await;
+    suite.start_service(Which::Shipping).await;
+
+    suite.wait_for_status(id, "completed").await;
+    assert_eq!(suite.shipments(id).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_service_gets_its_unacked_messages_again_and_the_saga_completes_once() {
+    let mut suite = Suite::start().await;
+    suite.wait_ready().await;
+    suite.take(Which::Billing).kill().await;
+
+    let mut orders: Vec<Value> = Vec::new();
+    for price in 100..105 {
+        orders.push(suite.place_order(&order_request(price, 1, "AT")).await);
+    }
+    suite.start_service(Which::Billing).await;
+
+    for order in &orders {
+        let id = order["id"].as_str().expect("id");
+        suite.wait_for_status(id, "completed").await;
+        assert_eq!(suite.payments(id).await.len(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_order_does_not_matter_an_order_placed_before_billing_ever_ran_completes() {
+    let mut suite = Suite::start_with(Options::default(), &[Which::Orders]).await;
+    suite.wait_ready().await;
+    let order = suite.place_order(&order_request(1500, 1, "AT")).await;
+    let id = order["id"].as_str().expect("id");
+
+    suite.start_service(Which::Shipping).await;
+    suite.start_service(Which::Billing).await;
+
+    suite.wait_for_status(id, "completed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_orders_are_still_accepted_readyz_says_503_and_they_flow_once_it_is_back()
+{
+    let unreachable = Options {
+        amqp_url: "amqp://guest:guest@127.0.0.1:1/%2f".into(),
+        ..Options::default()
+    };
+    let mut suite = Suite::start_with(unreachable, &[Which::Orders]).await;
+
+    let ready = suite
+        .http
+        .get(suite.url(Which::Orders, "/readyz"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(ready.status(), 503);
+    let checks: Value = ready.json().await.expect("JSON");
+    assert_eq!(checks["checks"]["broker"], "failing");
+    assert_eq!(checks["checks"]["database"], "ok");
+    let order = suite.place_order(&order_request(1500, 1, "AT")).await;
+    let id = order["id"].as_str().expect("id").to_owned();
+    suite.take(Which::Orders).stop().await;
+
+    suite.options.amqp_url = choreo_e2e::amqp_url();
+    for which in Which::ALL {
+        suite.start_service(which).await;
+    }
+    suite.wait_for_status(&id, "completed").await;
+}
