@@ -85,6 +85,13 @@ pub struct Options {
     pub tap: bool,
     /// The broker URL the services use (tests of an unreachable broker change it).
     pub amqp_url: String,
+    /// Run on PostgreSQL (a fresh database per service) instead of SQLite.
+    pub postgres: bool,
+    /// `CHOREO_FAILPOINTS` of each service, by name.
+    pub failpoints: Vec<(Which, String)>,
+    /// Wait until every started service is ready (connected, topology declared) before the
+    /// test goes on.
+    pub wait_ready: bool,
 }
 
 impl Default for Options {
@@ -97,6 +104,9 @@ impl Default for Options {
                 .collect(),
             tap: false,
             amqp_url: amqp_url(),
+            postgres: false,
+            failpoints: Vec::new(),
+            wait_ready: true,
         }
     }
 }
@@ -110,6 +120,8 @@ pub struct Suite {
     pub orders: Option<Running>,
     pub billing: Option<Running>,
     pub shipping: Option<Running>,
+    /// Extra instances (replicas) started with [`Suite::start_replica`].
+    pub replicas: Vec<Running>,
     pub http: reqwest::Client,
     /// Kept open: `channel` lives on it.
     _broker: Connection,
@@ -144,6 +156,7 @@ impl Suite {
             orders: None,
             billing: None,
             shipping: None,
+            replicas: Vec::new(),
             http: reqwest::Client::new(),
             _broker: broker,
             channel,
@@ -151,10 +164,53 @@ impl Suite {
         if suite.options.tap {
             suite.declare_tap().await;
         }
+        if suite.options.postgres {
+            suite.create_databases().await;
+        }
         for service in which {
             suite.start_service(*service).await;
         }
+        if suite.options.wait_ready {
+            suite.wait_ready().await;
+        }
         suite
+    }
+
+    /// The PostgreSQL database of one service of this suite.
+    pub fn postgres_database(&self, which: Which) -> String {
+        format!(
+            "{}_{}",
+            self.prefix.trim_end_matches('.').replace('-', "_"),
+            which.topology().name
+        )
+    }
+
+    async fn create_databases(&self) {
+        use sqlx::Connection as _;
+        let mut admin = sqlx::PgConnection::connect(&postgres_url("postgres"))
+            .await
+            .expect("the test PostgreSQL is reachable");
+        for which in Which::ALL {
+            sqlx::query(&format!(
+                "CREATE DATABASE {}",
+                self.postgres_database(which)
+            ))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        }
+    }
+
+    /// The settings of one service of this suite.
+    pub fn settings_for(&self, which: Which) -> CommonSettings {
+        let mut common = self.common();
+        if self.options.postgres {
+            common.database_url = postgres_url(&self.postgres_database(which));
+        }
+        if let Some((_, points)) = self.options.failpoints.iter().find(|(w, _)| *w == which) {
+            common.failpoints = points.clone();
+        }
+        common
     }
 
     /// The common settings every service of this suite gets.
@@ -177,7 +233,18 @@ impl Suite {
 
     /// Starts one service (again, after a stop: same database, same queues).
     pub async fn start_service(&mut self, which: Which) {
-        let common = self.common();
+        let running = self.spawn(which).await;
+        *self.slot(which) = Some(running);
+    }
+
+    /// Starts one more instance of a service: a competing consumer on the same queue and database.
+    pub async fn start_replica(&mut self, which: Which) {
+        let running = self.spawn(which).await;
+        self.replicas.push(running);
+    }
+
+    async fn spawn(&self, which: Which) -> Running {
+        let common = self.settings_for(which);
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
             let _ = stopped.await;
@@ -218,12 +285,11 @@ impl Suite {
                 )
             }
         };
-        let running = Running {
+        Running {
             addr,
             stop: Some(stop),
             task,
-        };
-        *self.slot(which) = Some(running);
+        }
     }
 
     fn slot(&mut self, which: Which) -> &mut Option<Running> {
@@ -455,6 +521,17 @@ impl Drop for Suite {
                 running.task.abort();
             }
         }
+        for replica in self.replicas.drain(..) {
+            replica.task.abort();
+        }
+        let databases: Vec<String> = if self.options.postgres {
+            Which::ALL
+                .iter()
+                .map(|w| self.postgres_database(*w))
+                .collect()
+        } else {
+            Vec::new()
+        };
         // Remove this suite's exchanges and queues, even when a test failed: on a thread of its
         // own, since a runtime cannot block inside itself.
         let prefix = self.prefix.clone();
@@ -467,6 +544,7 @@ impl Drop for Suite {
                 return;
             };
             runtime.block_on(delete_topology(&prefix, &delays));
+            runtime.block_on(drop_databases(&databases));
         })
         .join();
     }
@@ -534,6 +612,29 @@ async fn delete_topology(prefix: &str, delays_ms: &[u64]) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = connection.close(200, "cleaned up".into()).await;
+}
+
+/// The URL of a database on the test PostgreSQL (`PG_URL` overrides the server part,
+/// default `postgres://postgres@127.0.0.1:5432`).
+pub fn postgres_url(database: &str) -> String {
+    let server =
+        std::env::var("PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
+    format!("{}/{database}", server.trim_end_matches('/'))
+}
+
+async fn drop_databases(databases: &[String]) {
+    use sqlx::Connection as _;
+    if databases.is_empty() {
+        return;
+    }
+    let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_url("postgres")).await else {
+        return;
+    };
+    for database in databases {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
+    }
 }
 
 /// Polls `check` every 25 ms until it yields a value; panics after [`DEADLINE`].

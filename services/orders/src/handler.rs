@@ -36,7 +36,12 @@ impl Handler for OrdersHandler {
         };
         match decision {
             Decision::Move { to, emit } => {
-                store::set_status(conn, order_id, to, &now).await?;
+                if !store::set_status(conn, order_id, status, to, &now).await? {
+                    // A concurrent replica moved the order after we read it: decide again later.
+                    return Err(HandlerError::Transient(format!(
+                        "order {order_id} changed concurrently"
+                    )));
+                }
                 store::insert_history(conn, order_id, &history(to.as_str())).await?;
                 tracing::info!(from = %status, to = %to, "order moved");
                 Ok(emit

@@ -132,7 +132,7 @@ async fn place_order(
         return Err(error.into());
     }
     tx.commit().await?;
-    choreo_messaging::failpoint::hit("orders.after_commit");
+    let _ = parts.failpoints.hit("orders.after_commit");
     parts.waker.wake();
     tracing::info!(order_id = %id, total_cents = total, "order placed");
 

@@ -109,22 +109,27 @@ pub async fn load_status(
     .transpose()
 }
 
+/// Moves an order from `from` to `to`. Returns `false` if the order was not in `from` any more:
+/// another replica moved it since it was read (optimistic concurrency, portable across SQLite
+/// and PostgreSQL without `SELECT ... FOR UPDATE`).
 pub async fn set_status(
     conn: &mut AnyConnection,
     id: &str,
-    status: OrderStatus,
+    from: OrderStatus,
+    to: OrderStatus,
     now: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE orders SET status = $1, cancellation_reason = $2, updated_at = $3 WHERE id = $4",
+) -> Result<bool, sqlx::Error> {
+    let moved = sqlx::query(
+        "UPDATE orders SET status = $1, cancellation_reason = $2, updated_at = $3 WHERE id = $4 AND status = $5",
     )
-    .bind(status.as_str())
-    .bind(status.cancellation_reason().map(|r| r.as_str()))
+    .bind(to.as_str())
+    .bind(to.cancellation_reason().map(|r| r.as_str()))
     .bind(now)
     .bind(id)
+    .bind(from.as_str())
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(moved.rows_affected() == 1)
 }
 
 const ORDER_COLUMNS: &str = "id, customer_id, status, cancellation_reason, total_cents, currency, items, shipping_address, created_at, updated_at";

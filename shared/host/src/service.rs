@@ -29,6 +29,7 @@ pub struct Service<H> {
 pub struct Parts {
     pub database: Database,
     pub waker: OutboxWaker,
+    pub failpoints: choreo_messaging::failpoint::Failpoints,
 }
 
 /// How long a starting service waits for an unreachable database before giving up.
@@ -53,9 +54,11 @@ impl<H: Handler> Service<H> {
             DATABASE_PATIENCE,
         )
         .await?;
+        let broker_settings = common.broker()?;
         let parts = Parts {
             database: database.clone(),
             waker: OutboxWaker::default(),
+            failpoints: broker_settings.failpoints.clone(),
         };
         let health = Arc::new(BrokerHealth::default());
         let router = crate::http::with_conventions(
@@ -67,7 +70,7 @@ impl<H: Handler> Service<H> {
         );
         let listener = TcpListener::bind(&common.http_addr).await?;
         let broker = Broker {
-            settings: common.broker()?,
+            settings: broker_settings,
             service: topology,
             pool: database.pool.clone(),
             backend: database.backend,

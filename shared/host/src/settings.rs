@@ -47,6 +47,7 @@ const COMMON_DEFAULTS: &[(&str, &str)] = &[
     ("outbox_batch", "256"),
     ("outbox_sweep_ms", "1000"),
     ("log_format", "pretty"),
+    ("failpoints", ""),
 ];
 
 /// The settings every service has.
@@ -83,6 +84,8 @@ pub struct CommonSettings {
     pub outbox_sweep_ms: u64,
     /// `pretty` (human) or `json`.
     pub log_format: String,
+    /// Fault testing only: see `choreo_messaging::failpoint`.
+    pub failpoints: String,
 }
 
 impl std::fmt::Debug for CommonSettings {
@@ -134,6 +137,8 @@ impl CommonSettings {
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
             outbox_batch: self.outbox_batch,
             outbox_sweep: Duration::from_millis(self.outbox_sweep_ms),
+            failpoints: choreo_messaging::failpoint::Failpoints::parse(&self.failpoints)
+                .map_err(config::ConfigError::Message)?,
         })
     }
 }

@@ -43,6 +43,8 @@ pub struct BrokerSettings {
     /// Outbox rows published per batch, and the period of the safety-net sweep.
     pub outbox_batch: i64,
     pub outbox_sweep: Duration,
+    /// Fault-test crash and error points (empty in production).
+    pub failpoints: crate::failpoint::Failpoints,
 }
 
 impl std::fmt::Debug for BrokerSettings {
@@ -205,6 +207,7 @@ impl<H: Handler> Broker<H> {
             waker: self.waker.clone(),
             batch_size: self.settings.outbox_batch,
             sweep_interval: self.settings.outbox_sweep,
+            failpoints: self.settings.failpoints.clone(),
         };
         let consumer = Arc::new(ConsumerLoop {
             handler: self.handler.clone(),
@@ -214,6 +217,7 @@ impl<H: Handler> Broker<H> {
             waker: self.waker.clone(),
             retry_delays: self.settings.retry_delays.clone(),
             health: self.health.clone(),
+            failpoints: self.settings.failpoints.clone(),
         });
         let mut relay_task: JoinHandle<Result<()>> = tokio::spawn(relay.run(
             publisher.clone(),

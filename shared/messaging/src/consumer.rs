@@ -85,6 +85,7 @@ pub struct ConsumerLoop<H> {
     pub waker: OutboxWaker,
     pub retry_delays: Vec<Duration>,
     pub health: Arc<BrokerHealth>,
+    pub failpoints: crate::failpoint::Failpoints,
 }
 
 impl<H: Handler> ConsumerLoop<H> {
@@ -154,7 +155,7 @@ impl<H: Handler> ConsumerLoop<H> {
         async {
             match self.apply(&envelope).await {
                 Outcome::Handled(emitted) => {
-                    crate::failpoint::hit("consumer.after_commit");
+                    let _ = self.failpoints.hit("consumer.after_commit");
                     if emitted > 0 {
                         self.waker.wake();
                     }
@@ -182,6 +183,9 @@ impl<H: Handler> ConsumerLoop<H> {
             if !inbox::record(&mut tx, &envelope.id, &envelope.event_type).await? {
                 return Ok(Outcome::Duplicate);
             }
+            self.failpoints
+                .hit("consumer.before_handle")
+                .map_err(HandlerError::Transient)?;
             let emitted = self.handler.handle(envelope, &mut tx).await?;
             for event in &emitted {
                 Outbox::enqueue(&mut tx, event).await?;

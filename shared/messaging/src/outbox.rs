@@ -89,6 +89,7 @@ pub struct Relay {
     pub waker: OutboxWaker,
     pub batch_size: i64,
     pub sweep_interval: Duration,
+    pub failpoints: crate::failpoint::Failpoints,
 }
 
 impl Relay {
@@ -219,7 +220,7 @@ impl Relay {
             }
             match confirm.confirmed().await {
                 Ok(()) => {
-                    crate::failpoint::hit("relay.after_confirm");
+                    let _ = self.failpoints.hit("relay.after_confirm");
                     confirmed.push(seq);
                 }
                 Err(error) => failure = Some(error),

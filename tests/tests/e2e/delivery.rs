@@ -237,3 +237,56 @@ async fn an_event_that_contradicts_what_a_service_knows_is_dead_lettered_not_dro
             .contains("no shipping_address")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_is_retried_through_the_delay_queues_and_the_saga_completes() {
+    let failing = Options {
+        failpoints: vec![(Which::Billing, "consumer.before_handle=transient:2".into())],
+        ..Options::default()
+    };
+    let suite = Suite::start_with(failing, &Which::ALL).await;
+
+    let order = suite.place_order(&order_request(1500, 1, "AT")).await;
+    let id = order["id"].as_str().expect("id");
+
+    suite.wait_for_status(id, "completed").await;
+    assert_eq!(suite.payments(id).await.len(), 1);
+    assert!(
+        suite.drain("billing.dlq").await.is_empty(),
+        "recovered, so not dead-lettered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_that_outlasts_every_retry_is_dead_lettered_with_the_last_error() {
+    let failing = Options {
+        failpoints: vec![(
+            Which::Billing,
+            "consumer.before_handle=transient:1000".into(),
+        )],
+        ..Options::default()
+    };
+    let suite = Suite::start_with(failing, &Which::ALL).await;
+
+    let order = suite.place_order(&order_request(1500, 1, "AT")).await;
+    let id = order["id"].as_str().expect("id");
+
+    let dead = suite.wait_for_messages("billing.dlq", 1).await;
+    let reason = header(&dead[0].0, "x-error").expect("x-error");
+    assert!(
+        reason.starts_with("retries exhausted after 3 attempts"),
+        "{reason}"
+    );
+    assert!(reason.contains("injected transient failure"), "{reason}");
+    assert_eq!(
+        header(&dead[0].0, "x-original-exchange").as_deref(),
+        Some(suite.name("orders.events").as_str())
+    );
+    let body = Envelope::decode(&dead[0].1).expect("the original event");
+    assert_eq!(body.data["order_id"], id);
+    assert_eq!(
+        suite.order(id).await["status"],
+        "pending",
+        "no effect without the handler"
+    );
+}

@@ -6,3 +6,4 @@ mod delivery;
 mod http_api;
 mod restarts;
 mod saga;
+mod scale;

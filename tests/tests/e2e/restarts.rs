@@ -55,6 +55,7 @@ async fn without_a_broker_orders_are_still_accepted_readyz_says_503_and_they_flo
 {
     let unreachable = Options {
         amqp_url: "amqp://guest:guest@127.0.0.1:1/%2f".into(),
+        wait_ready: false,
         ..Options::default()
     };
     let mut suite = Suite::start_with(unreachable, &[Which::Orders]).await;
