@@ -1,11 +1,19 @@
-//! The `billing` binary: settings, telemetry, then the service until SIGINT or SIGTERM.
+//! The `billing` binary: serves until SIGINT or SIGTERM, or runs a `dlq` command (see `--help`
+//! in the README's operations guide).
 
+use choreo_host::cli::Command;
 use choreo_host::service::shutdown_signal;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let command = Command::from_env()?;
     let settings = billing::Settings::load()?;
-    choreo_host::telemetry::init(&settings.common.log_format, std::io::stdout);
+    choreo_host::telemetry::init(&settings.common.log_format, std::io::stderr);
+    if let Command::Dlq(dlq) = command {
+        dlq.run(&settings.common, choreo_events::topology::BILLING)
+            .await?;
+        return Ok(());
+    }
     tracing::info!(?settings, "starting billing");
     let service = billing::build(settings).await?;
     service.run_until_stopped(shutdown_signal()).await?;

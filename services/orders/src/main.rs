@@ -1,11 +1,19 @@
-//! The `orders` binary: settings, telemetry, then the service until SIGINT or SIGTERM.
+//! The `orders` binary: serves until SIGINT or SIGTERM, or runs a `dlq` command (see `--help`
+//! in the README's operations guide).
 
+use choreo_host::cli::Command;
 use choreo_host::service::shutdown_signal;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let command = Command::from_env()?;
     let settings = orders::Settings::load()?;
-    choreo_host::telemetry::init(&settings.common.log_format, std::io::stdout);
+    choreo_host::telemetry::init(&settings.common.log_format, std::io::stderr);
+    if let Command::Dlq(dlq) = command {
+        dlq.run(&settings.common, choreo_events::topology::ORDERS)
+            .await?;
+        return Ok(());
+    }
     tracing::info!(?settings, "starting orders");
     let service = orders::build(settings).await?;
     service.run_until_stopped(shutdown_signal()).await?;

@@ -9,6 +9,7 @@
 //!   bad input, `/healthz` and `/readyz`;
 //! - [`service`]: binds, runs the HTTP server and the broker supervisor, stops gracefully.
 
+pub mod cli;
 pub mod database;
 pub mod http;
 pub mod service;
@@ -31,6 +32,10 @@ pub enum Error {
     UnsupportedDatabase(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("broker: {0}")]
+    Messaging(#[from] choreo_messaging::Error),
+    #[error("{0}")]
+    Usage(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -74,3 +74,195 @@ pub fn with_headers(
 pub fn text(value: impl Into<String>) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value.into()))
 }
+
+/// One dead letter, as the operator tools show it.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub message_id: Option<String>,
+    pub event_type: Option<String>,
+    pub routing_key: Option<String>,
+    pub error: Option<String>,
+    pub dead_lettered_at: Option<String>,
+    pub properties: BasicProperties,
+    pub body: Vec<u8>,
+}
+
+impl DeadLetter {
+    fn read(properties: &BasicProperties, body: &[u8]) -> Self {
+        DeadLetter {
+            message_id: properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.as_str().to_owned()),
+            event_type: properties.kind().as_ref().map(|t| t.as_str().to_owned()),
+            routing_key: header_text(properties, X_ORIGINAL_ROUTING_KEY),
+            // Dead-lettered by the broker itself (delivery limit): the reason is in x-death.
+            error: header_text(properties, X_ERROR).or_else(|| {
+                header_text(properties, "x-death")
+                    .map(|d| format!("dead-lettered by the broker: {d}"))
+            }),
+            dead_lettered_at: header_text(properties, X_DEAD_LETTERED_AT),
+            properties: properties.clone(),
+            body: body.to_vec(),
+        }
+    }
+}
+
+/// Operator access to one service's dead-letter queue.
+#[derive(Debug)]
+pub struct DeadLetterQueue {
+    channel: lapin::Channel,
+    /// The prefixed name of the dead-letter queue.
+    pub queue: String,
+    /// The prefixed name of the service's own queue, where redriven messages go.
+    pub home: String,
+}
+
+/// Which dead letters a command applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    All,
+    MessageId(String),
+}
+
+impl DeadLetterQueue {
+    /// Opens the dead-letter queue of `service` (names with `prefix`).
+    pub async fn open(
+        connection: &lapin::Connection,
+        names: &crate::Names,
+        service: &choreo_events::topology::ServiceTopology,
+    ) -> crate::Result<Self> {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await?;
+        Ok(DeadLetterQueue {
+            channel,
+            queue: names.of(&service.dead_letter_queue()),
+            home: names.of(service.name),
+        })
+    }
+
+    /// Reads every dead letter without removing any: they are fetched unacked and handed back to
+    /// the queue when the channel closes.
+    pub async fn list(self) -> crate::Result<Vec<DeadLetter>> {
+        let mut letters = Vec::new();
+        for _ in 0..self.count().await? {
+            let Some(message) = self.get().await? else {
+                break;
+            };
+            letters.push(DeadLetter::read(
+                &message.delivery.properties,
+                &message.delivery.data,
+            ));
+        }
+        self.channel.close(200, "listed".into()).await?;
+        Ok(letters)
+    }
+
+    /// How many dead letters are ready now.
+    pub async fn count(&self) -> crate::Result<u32> {
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        Ok(self
+            .channel
+            .queue_declare(self.queue.as_str().into(), passive, FieldTable::default())
+            .await?
+            .message_count())
+    }
+
+    async fn get(&self) -> crate::Result<Option<lapin::message::BasicGetMessage>> {
+        let options = lapin::options::BasicGetOptions { no_ack: false };
+        Ok(self
+            .channel
+            .basic_get(self.queue.as_str().into(), options)
+            .await?)
+    }
+
+    /// Sends the selected dead letters back to the service's own queue, with their original
+    /// body and message id (so the service's inbox still de-duplicates them) and without the
+    /// dead-letter headers. Each is removed from the DLQ only after the broker confirmed its
+    /// copy. Returns how many were redriven.
+    pub async fn redrive(self, selection: &Selection) -> crate::Result<usize> {
+        let mut redriven = 0;
+        // At most the messages there now: one redriven and dead-lettered again at once must not
+        // be picked up a second time in the same run.
+        for _ in 0..self.count().await? {
+            let Some(message) = self.get().await? else {
+                break;
+            };
+            let delivery = &message.delivery;
+            let id = delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.as_str().to_owned());
+            let selected = match selection {
+                Selection::All => true,
+                Selection::MessageId(wanted) => id.as_deref() == Some(wanted.as_str()),
+            };
+            if !selected {
+                continue;
+            }
+            let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+            let mut kept = FieldTable::default();
+            for (name, value) in headers.inner() {
+                if ![
+                    X_ERROR,
+                    X_DEAD_LETTERED_AT,
+                    X_RETRY_COUNT,
+                    X_LAST_ERROR,
+                    "x-death",
+                    "x-first-death-exchange",
+                    "x-first-death-queue",
+                    "x-first-death-reason",
+                    "x-delivery-count",
+                ]
+                .contains(&name.as_str())
+                {
+                    kept.insert(name.clone(), value.clone());
+                }
+            }
+            headers = kept;
+            let properties = delivery
+                .properties
+                .clone()
+                .with_headers(headers)
+                .with_delivery_mode(crate::publisher::PERSISTENT);
+            let publisher = crate::Publisher::from_channel(self.channel.clone());
+            publisher
+                .publish(crate::publisher::Outgoing {
+                    exchange: String::new(),
+                    routing_key: self.home.clone(),
+                    body: delivery.data.clone(),
+                    properties,
+                })
+                .await?;
+            if !delivery
+                .acker
+                .ack(lapin::options::BasicAckOptions::default())
+                .await?
+            {
+                return Err(crate::Error::ChannelGone);
+            }
+            redriven += 1;
+        }
+        self.channel.close(200, "redriven".into()).await?;
+        Ok(redriven)
+    }
+
+    /// Deletes every dead letter. Returns how many there were.
+    pub async fn purge(self) -> crate::Result<u32> {
+        let purged = self
+            .channel
+            .queue_purge(
+                self.queue.as_str().into(),
+                lapin::options::QueuePurgeOptions::default(),
+            )
+            .await?;
+        self.channel.close(200, "purged".into()).await?;
+        Ok(purged)
+    }
+}

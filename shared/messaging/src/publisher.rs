@@ -96,6 +96,11 @@ impl Publisher {
         Ok(Publisher { channel })
     }
 
+    /// Wraps a channel the caller already put in confirm mode.
+    pub fn from_channel(channel: Channel) -> Self {
+        Publisher { channel }
+    }
+
     /// Sends `message` (mandatory) and returns the confirm to wait for. Sending many before waiting
     /// for any is what makes the relay fast: confirms arrive in batches.
     pub async fn send(&self, message: Outgoing) -> Result<PendingConfirm> {

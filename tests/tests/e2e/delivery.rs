@@ -290,3 +290,109 @@ async fn a_failure_that_outlasts_every_retry_is_dead_lettered_with_the_last_erro
         "no effect without the handler"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_redriven_with_their_original_id_and_purged() {
+    use choreo_messaging::Names;
+    use choreo_messaging::dead_letter::{DeadLetterQueue, Selection};
+    // Three failing attempts exhaust the two retries; the fourth (the redrive) succeeds.
+    let failing = Options {
+        failpoints: vec![(Which::Billing, "consumer.before_handle=transient:3".into())],
+        ..Options::default()
+    };
+    let suite = Suite::start_with(failing, &Which::ALL).await;
+    let order = suite.place_order(&order_request(1500, 1, "AT")).await;
+    let id = order["id"].as_str().expect("id");
+    let names = Names::new(suite.prefix.clone());
+    let connection = lapin::Connection::connect(
+        &choreo_e2e::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("connect");
+    let billing = choreo_events::topology::BILLING;
+    let open = || DeadLetterQueue::open(&connection, &names, &billing);
+
+    let letters = choreo_e2e::poll("a dead letter", || {
+        Box::pin(async {
+            open()
+                .await
+                .expect("open")
+                .list()
+                .await
+                .ok()
+                .filter(|l| !l.is_empty())
+        })
+    })
+    .await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].event_type.as_deref(), Some("order.placed"));
+    assert!(
+        letters[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("retries exhausted")
+    );
+    let event_id = letters[0].message_id.clone().expect("message id");
+    assert_eq!(
+        open()
+            .await
+            .expect("open")
+            .list()
+            .await
+            .expect("list")
+            .len(),
+        1,
+        "listing removes nothing"
+    );
+
+    assert_eq!(
+        open()
+            .await
+            .expect("open")
+            .redrive(&Selection::MessageId(event_id.clone()))
+            .await
+            .expect("redrive"),
+        1
+    );
+    suite.wait_for_status(id, "completed").await;
+    assert_eq!(suite.payments(id).await.len(), 1);
+    assert_eq!(
+        suite.order(id).await["history"][0]["event_id"],
+        event_id.as_str(),
+        "the original event id"
+    );
+
+    suite
+        .publish(
+            "orders.events",
+            "order.placed",
+            b"garbage",
+            BasicProperties::default(),
+        )
+        .await;
+    suite
+        .publish(
+            "orders.events",
+            "order.placed",
+            b"more garbage",
+            BasicProperties::default(),
+        )
+        .await;
+    choreo_e2e::poll("two dead letters", || {
+        Box::pin(async {
+            open()
+                .await
+                .expect("open")
+                .count()
+                .await
+                .ok()
+                .filter(|n| *n == 2)
+        })
+    })
+    .await;
+    assert_eq!(open().await.expect("open").purge().await.expect("purge"), 2);
+    assert_eq!(open().await.expect("open").count().await.expect("count"), 0);
+    let _ = connection.close(200, "done".into()).await;
+}
