@@ -550,7 +550,8 @@ impl Drop for Suite {
     }
 }
 
-async fn delete_topology(prefix: &str, delays_ms: &[u64]) {
+/// Deletes every exchange and queue of the suite under `prefix` (and its retry queues).
+pub async fn delete_topology(prefix: &str, delays_ms: &[u64]) {
     let Ok(connection) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await
     else {
         return;
@@ -622,7 +623,8 @@ pub fn postgres_url(database: &str) -> String {
     format!("{}/{database}", server.trim_end_matches('/'))
 }
 
-async fn drop_databases(databases: &[String]) {
+/// Drops test databases on the test PostgreSQL.
+pub async fn drop_databases(databases: &[String]) {
     use sqlx::Connection as _;
     if databases.is_empty() {
         return;

@@ -1,0 +1,1132 @@
+//! `chaos`: the fault matrix. Runs the release binaries of the three services as real processes
+//! against the local RabbitMQ, drives a bounded load of orders mixing the three outcomes through
+//! them while injecting one fault at a time, waits until the system is quiet, and checks every
+//! accepted order: one terminal status, at most one payment and refund, money that adds up, a
+//! dispatched shipment if and only if completed, no unsent outbox row, dead-letter queues holding
+//! exactly what was poisoned on purpose, and a graceful exit (code 0) on SIGTERM.
+//!
+//! ```text
+//! chaos [--orders N] [--only name,name] [--ci] [--report FILE]
+//! ```
+//! It stops, kills and freezes the local broker: run it alone, never next to other tests. Every
+//! address it touches is on loopback.
+
+use anyhow::{Context, Result, anyhow, bail};
+use choreo_e2e::{amqp_url, delete_topology, drop_databases, order_request, postgres_url};
+use choreo_events::topology::SERVICES;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// The heartbeat the services run with here, so a frozen broker is noticed within seconds.
+const HEARTBEAT_SECS: &str = "2";
+/// The retry delays of the services here: short, so a retried message settles quickly.
+const RETRY_DELAYS_MS: &str = "200,1000,3000";
+/// How long the system may take to settle after a fault.
+const QUIET_DEADLINE: Duration = Duration::from_secs(180);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    BrokerRestart,
+    BrokerKill,
+    CloseConnections,
+    BrokerHang,
+    Kill(&'static str),
+    Failpoint(&'static str, &'static str),
+    Duplicates,
+    Poison,
+    MemoryAlarm,
+    StartBeforeBroker,
+    ReplicasOnPostgres,
+}
+
+impl Fault {
+    fn name(self) -> String {
+        match self {
+            Fault::None => "baseline (no fault)".into(),
+            Fault::BrokerRestart => "broker stop_app/start_app".into(),
+            Fault::BrokerKill => "broker kill -9, restarted".into(),
+            Fault::CloseConnections => "broker closes all connections".into(),
+            Fault::BrokerHang => "broker frozen (SIGSTOP) past heartbeat".into(),
+            Fault::Kill(service) => format!("SIGKILL {service}, restarted"),
+            Fault::Failpoint(service, point) => format!("{service} aborts at {point}"),
+            Fault::Duplicates => "burst of duplicated deliveries".into(),
+            Fault::Poison => "malformed and unsupported-version messages".into(),
+            Fault::MemoryAlarm => "memory alarm blocks publishing".into(),
+            Fault::StartBeforeBroker => "services started before the broker".into(),
+            Fault::ReplicasOnPostgres => "2 replicas each on PostgreSQL".into(),
+        }
+    }
+
+    fn short(self) -> String {
+        self.name()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join("-")
+            .replace(['(', ')', '/', ','], "")
+    }
+}
+
+fn matrix() -> Vec<Fault> {
+    vec![
+        Fault::None,
+        Fault::BrokerRestart,
+        Fault::BrokerKill,
+        Fault::CloseConnections,
+        Fault::BrokerHang,
+        Fault::Kill("orders"),
+        Fault::Kill("billing"),
+        Fault::Kill("shipping"),
+        Fault::Failpoint("billing", "consumer.after_commit"),
+        Fault::Failpoint("shipping", "consumer.after_commit"),
+        Fault::Failpoint("orders", "relay.after_confirm"),
+        Fault::Failpoint("billing", "relay.after_confirm"),
+        Fault::Failpoint("orders", "orders.after_commit"),
+        Fault::Duplicates,
+        Fault::Poison,
+        Fault::MemoryAlarm,
+        Fault::StartBeforeBroker,
+        Fault::ReplicasOnPostgres,
+    ]
+}
+
+/// The subset CI runs on every submission: one of each family, kept short.
+fn ci_subset() -> Vec<Fault> {
+    vec![
+        Fault::CloseConnections,
+        Fault::BrokerRestart,
+        Fault::Kill("billing"),
+        Fault::Failpoint("billing", "consumer.after_commit"),
+        Fault::Failpoint("orders", "relay.after_confirm"),
+        Fault::Duplicates,
+        Fault::Poison,
+    ]
+}
+
+struct Args {
+    orders: usize,
+    faults: Vec<Fault>,
+    report: Option<PathBuf>,
+    bin_dir: PathBuf,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        orders: 2000,
+        faults: matrix(),
+        report: None,
+        bin_dir: PathBuf::from("target/release"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--orders" => args.orders = it.next().context("--orders N")?.parse()?,
+            "--ci" => {
+                args.faults = ci_subset();
+                args.orders = 200;
+            }
+            "--only" => {
+                let wanted = it.next().context("--only name,name")?;
+                let all = matrix();
+                args.faults = wanted
+                    .split(',')
+                    .map(|w| {
+                        all.iter()
+                            .copied()
+                            .find(|f| f.short().contains(w))
+                            .ok_or_else(|| anyhow!("no fault matches {w}"))
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            "--report" => args.report = Some(it.next().context("--report FILE")?.into()),
+            "--bin-dir" => args.bin_dir = it.next().context("--bin-dir DIR")?.into(),
+            other => bail!(
+                "unknown argument {other}; usage: chaos [--orders N] [--only a,b] [--ci] [--report FILE] [--bin-dir DIR]"
+            ),
+        }
+    }
+    Ok(args)
+}
+
+/// The result of one row of the matrix.
+#[derive(Debug, Default)]
+struct Row {
+    fault: String,
+    orders: usize,
+    lost: usize,
+    duplicated: usize,
+    recover_secs: f64,
+    problems: Vec<String>,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    for binary in ["orders", "billing", "shipping"] {
+        let path = args.bin_dir.join(binary);
+        if !path.exists() {
+            bail!(
+                "{} is missing: run `cargo build --release` first (make chaos does)",
+                path.display()
+            );
+        }
+    }
+    let mut rows = Vec::new();
+    for fault in &args.faults {
+        eprintln!("== {} ({} orders)", fault.name(), args.orders);
+        let started = Instant::now();
+        let row = match run_scenario(*fault, args.orders, &args.bin_dir).await {
+            Ok(row) => row,
+            Err(error) => Row {
+                fault: fault.name(),
+                orders: args.orders,
+                problems: vec![format!("scenario failed: {error:#}")],
+                ..Row::default()
+            },
+        };
+        // Whatever happened, leave the broker up and unblocked for the next row.
+        heal_broker().await;
+        eprintln!(
+            "   {} in {:.1} s: {}",
+            if row.problems.is_empty() {
+                "PASS"
+            } else {
+                "FAIL"
+            },
+            started.elapsed().as_secs_f64(),
+            row.problems.join("; ")
+        );
+        rows.push(row);
+    }
+    let table = render(&rows);
+    println!("{table}");
+    if let Some(path) = &args.report {
+        let header = format!(
+            "# Fault matrix: last run\n\nRun on {} with `{}`.\n\n",
+            chrono_now(),
+            std::env::args().collect::<Vec<_>>().join(" ")
+        );
+        std::fs::write(path, format!("{header}{table}\n"))?;
+    }
+    let failed = rows.iter().filter(|r| !r.problems.is_empty()).count();
+    println!("{} passed, {failed} failed", rows.len() - failed);
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn chrono_now() -> String {
+    let output = std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output();
+    output
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn render(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| fault | orders | lost | duplicated effects | seconds to recover | verdict |\n|---|---:|---:|---:|---:|---|\n",
+    );
+    for row in rows {
+        let verdict = if row.problems.is_empty() {
+            "PASS".to_owned()
+        } else {
+            format!("FAIL: {}", row.problems.join("; "))
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {:.1} | {} |\n",
+            row.fault, row.orders, row.lost, row.duplicated, row.recover_secs, verdict
+        ));
+    }
+    out
+}
+
+/// One running service process.
+struct Proc {
+    service: &'static str,
+    port: u16,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn start(&mut self, bin_dir: &Path, extra: &[(&str, &str)]) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut command = Command::new(bin_dir.join(self.service));
+        command.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        command
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        self.child = Some(
+            command
+                .spawn()
+                .with_context(|| format!("spawn {}", self.service))?,
+        );
+        Ok(())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit code.
+    async fn terminate(&mut self) -> Result<i32> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(0);
+        };
+        if let Some(pid) = child.id() {
+            std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()?;
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .context("no exit within 30 s of SIGTERM")??;
+        Ok(status.code().unwrap_or(-1))
+    }
+}
+
+/// One isolated copy of the suite as processes.
+struct World {
+    prefix: String,
+    dir: tempfile::TempDir,
+    procs: Vec<Proc>,
+    http: reqwest::Client,
+    databases: Vec<String>,
+    postgres: bool,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl World {
+    async fn new(postgres: bool, replicas: usize) -> Result<World> {
+        let prefix = format!("chaos-{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let dir = tempfile::tempdir()?;
+        let mut world = World {
+            prefix,
+            dir,
+            procs: Vec::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+            databases: Vec::new(),
+            postgres,
+        };
+        for service in ["orders", "billing", "shipping"] {
+            let database_url = if postgres {
+                let name = format!(
+                    "{}_{service}",
+                    world.prefix.trim_end_matches('.').replace('-', "_")
+                );
+                world.databases.push(name.clone());
+                postgres_url(&name)
+            } else {
+                String::new()
+            };
+            for instance in 0..replicas {
+                let port = free_port()?;
+                let env = vec![
+                    ("CHOREO_AMQP_URL".to_owned(), amqp_url()),
+                    ("CHOREO_HTTP_ADDR".to_owned(), format!("127.0.0.1:{port}")),
+                    (
+                        "CHOREO_DATA_DIR".to_owned(),
+                        world.dir.path().display().to_string(),
+                    ),
+                    ("CHOREO_DATABASE_URL".to_owned(), database_url.clone()),
+                    ("CHOREO_PREFIX".to_owned(), world.prefix.clone()),
+                    (
+                        "CHOREO_HEARTBEAT_SECS".to_owned(),
+                        HEARTBEAT_SECS.to_owned(),
+                    ),
+                    (
+                        "CHOREO_RETRY_DELAYS_MS".to_owned(),
+                        RETRY_DELAYS_MS.to_owned(),
+                    ),
+                    ("CHOREO_RECONNECT_MAX_MS".to_owned(), "2000".to_owned()),
+                    ("CHOREO_LOG_FORMAT".to_owned(), "json".to_owned()),
+                    (
+                        "RUST_LOG".to_owned(),
+                        "warn,choreo_messaging=info".to_owned(),
+                    ),
+                ];
+                let log = world.dir.path().join(format!("{service}-{instance}.log"));
+                world.procs.push(Proc {
+                    service,
+                    port,
+                    env,
+                    log,
+                    child: None,
+                });
+            }
+        }
+        if postgres {
+            use sqlx::Connection as _;
+            let mut admin = sqlx::PgConnection::connect(&postgres_url("postgres")).await?;
+            for database in &world.databases {
+                sqlx::query(&format!("CREATE DATABASE {database}"))
+                    .execute(&mut admin)
+                    .await?;
+            }
+        }
+        // A tap on every exchange: the duplicates row republishes what it saw.
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        choreo_messaging::topology::declare_suite(
+            &channel,
+            &choreo_messaging::Names::new(world.prefix.clone()),
+        )
+        .await?;
+        let tap = format!("{}tap", world.prefix);
+        channel
+            .queue_declare(
+                tap.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        for service in SERVICES {
+            let exchange = format!("{}{}", world.prefix, service.exchange);
+            channel
+                .queue_bind(
+                    tap.as_str().into(),
+                    exchange.as_str().into(),
+                    "#".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        let _ = connection.close(200, "declared".into()).await;
+        Ok(world)
+    }
+
+    fn start_all(&mut self, bin_dir: &Path, failpoint: Option<(&str, &str)>) -> Result<()> {
+        for proc in &mut self.procs {
+            let extra: Vec<(&str, &str)> = match failpoint {
+                Some((service, point)) if service == proc.service => {
+                    vec![("CHOREO_FAILPOINTS", point)]
+                }
+                _ => Vec::new(),
+            };
+            proc.start(bin_dir, &extra)?;
+        }
+        Ok(())
+    }
+
+    fn first(&self, service: &str) -> &Proc {
+        self.procs
+            .iter()
+            .find(|p| p.service == service)
+            .expect("every service has a process")
+    }
+
+    async fn ready(&self, proc: &Proc) -> bool {
+        matches!(self.http.get(proc.url("/readyz")).send().await, Ok(r) if r.status() == 200)
+    }
+
+    /// Polls until every process answers /readyz 200; returns how long it took.
+    async fn wait_ready(&self, deadline: Duration) -> Result<f64> {
+        let started = Instant::now();
+        loop {
+            let mut all = true;
+            for proc in &self.procs {
+                all &= self.ready(proc).await;
+            }
+            if all {
+                return Ok(started.elapsed().as_secs_f64());
+            }
+            if started.elapsed() > deadline {
+                bail!("services not ready after {deadline:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop_all(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for proc in &mut self.procs {
+            match proc.terminate().await {
+                Ok(0) => {}
+                Ok(code) => problems.push(format!("{} exited {code} on SIGTERM", proc.service)),
+                Err(error) => problems.push(format!("{}: {error}", proc.service)),
+            }
+        }
+        problems
+    }
+
+    async fn cleanup(&mut self) {
+        for proc in &mut self.procs {
+            proc.kill().await;
+        }
+        let delays = choreo_host::settings::parse_list::<u64>(RETRY_DELAYS_MS).unwrap_or_default();
+        delete_topology(&self.prefix, &delays).await;
+        drop_databases(&self.databases).await;
+    }
+}
+
+/// A broker command; its failure is reported, not fatal, since the fault itself may cause it.
+async fn rabbitmqctl(args: &[&str]) -> Result<()> {
+    let status = Command::new("rabbitmqctl")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await?;
+    if !status.success() {
+        bail!("rabbitmqctl {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+async fn broker_pid() -> Result<String> {
+    let output = Command::new("pgrep")
+        .args(["-f", "beam.smp.*rabbit"])
+        .output()
+        .await?;
+    let pids = String::from_utf8_lossy(&output.stdout);
+    pids.lines()
+        .next()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("no RabbitMQ process found"))
+}
+
+async fn await_broker() -> Result<()> {
+    rabbitmqctl(&["await_startup", "--timeout", "120"]).await
+}
+
+/// Leaves the broker running, its app started, not frozen, with no memory alarm.
+async fn heal_broker() {
+    if let Ok(pid) = broker_pid().await {
+        let _ = Command::new("kill").args(["-CONT", &pid]).status().await;
+    }
+    if broker_pid().await.is_err() {
+        let _ = Command::new("rabbitmq-server")
+            .arg("-detached")
+            .status()
+            .await;
+    }
+    let _ = await_broker().await;
+    let _ = rabbitmqctl(&["start_app"]).await;
+    let _ = rabbitmqctl(&["set_vm_memory_high_watermark", "0.4"]).await;
+    let _ = await_broker().await;
+}
+
+/// The outcome expected of an order, by construction of its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Completed,
+    Declined,
+    ShippingFailed,
+}
+
+/// Places `count` orders with bounded concurrency, each with an Idempotency-Key so a retry after
+/// a dropped connection cannot create a second order. Returns (order id, total, expected end).
+async fn drive_load(
+    world: &World,
+    count: usize,
+    accepted: Arc<AtomicUsize>,
+) -> Vec<(String, i64, Expect)> {
+    let orders_urls: Vec<String> = world
+        .procs
+        .iter()
+        .filter(|p| p.service == "orders")
+        .map(|p| p.url("/orders"))
+        .collect();
+    let results = futures_util::stream::iter(0..count)
+        .map(|i| {
+            let (price, country, expect) = match i % 5 {
+                0..=2 => (1000 + (i % 97) as i64, "DE", Expect::Completed),
+                3 => (200_000, "FR", Expect::Declined),
+                _ => (500 + (i % 13) as i64, "AQ", Expect::ShippingFailed),
+            };
+            let body = order_request(price, 2, country);
+            let key = format!("{}-{i}", world.prefix);
+            let url = orders_urls[i % orders_urls.len()].clone();
+            let fallback = orders_urls[0].clone();
+            let http = world.http.clone();
+            let accepted = accepted.clone();
+            async move {
+                let started = Instant::now();
+                let mut attempt = 0usize;
+                loop {
+                    // Alternate between replicas after a failure, when there are two.
+                    let target = if attempt % 2 == 0 { &url } else { &fallback };
+                    attempt += 1;
+                    let sent = http
+                        .post(target)
+                        .header("Idempotency-Key", &key)
+                        .json(&body)
+                        .send()
+                        .await;
+                    if let Ok(response) = sent {
+                        if response.status() == 201 || response.status() == 200 {
+                            if let Ok(order) = response.json::<Value>().await {
+                                accepted.fetch_add(1, Ordering::SeqCst);
+                                return Some((
+                                    order["id"].as_str().unwrap_or_default().to_owned(),
+                                    price * 2,
+                                    expect,
+                                ));
+                            }
+                        }
+                    }
+                    if started.elapsed() > Duration::from_secs(120) {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    results.into_iter().flatten().collect()
+}
+
+async fn run_scenario(fault: Fault, count: usize, bin_dir: &Path) -> Result<Row> {
+    let postgres = fault == Fault::ReplicasOnPostgres;
+    let mut world = World::new(postgres, if postgres { 2 } else { 1 }).await?;
+    let result = scenario_in(&mut world, fault, count, bin_dir).await;
+    let failed = !matches!(&result, Ok(row) if row.problems.is_empty());
+    if failed {
+        // Keep the services' logs of a failed row for the post-mortem.
+        let kept = PathBuf::from("run/chaos").join(fault.short());
+        if std::fs::create_dir_all(&kept).is_ok() {
+            for proc in &world.procs {
+                if let Some(name) = proc.log.file_name() {
+                    let _ = std::fs::copy(&proc.log, kept.join(name));
+                }
+            }
+            eprintln!("   logs kept in {}", kept.display());
+        }
+    }
+    world.cleanup().await;
+    result
+}
+
+async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Path) -> Result<Row> {
+    let mut row = Row {
+        fault: fault.name(),
+        ..Row::default()
+    };
+    let failpoint = match fault {
+        Fault::Failpoint(service, point) => Some((service, point)),
+        _ => None,
+    };
+    let mut recover = 0.0;
+    if fault == Fault::StartBeforeBroker {
+        rabbitmqctl(&["stop_app"]).await?;
+        world.start_all(bin_dir, None)?;
+        // Up and waiting: healthy, not ready.
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let proc = world.first("orders");
+                if let Ok(r) = world.http.get(proc.url("/readyz")).send().await {
+                    if r.status() == 503 {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .context("orders did not come up (503) while the broker was away")?;
+        rabbitmqctl(&["start_app"]).await?;
+        recover = world.wait_ready(Duration::from_secs(60)).await?;
+    } else {
+        world.start_all(bin_dir, failpoint)?;
+        world.wait_ready(Duration::from_secs(60)).await?;
+    }
+
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let poisoned = if fault == Fault::Poison { 20 } else { 0 };
+    let (placed, injected) = {
+        let world_ref: &World = world;
+        let load = drive_load(world_ref, count, accepted.clone());
+        let inject = inject(world_ref, fault, count, accepted.clone(), bin_dir);
+        tokio::join!(load, inject)
+    };
+    // Failpoint and kill rows restart processes: fold their new handles back in.
+    let (recovered, restarted) = injected?;
+    for (index, child) in restarted {
+        world.procs[index].child = Some(child);
+    }
+    recover += recovered;
+    row.recover_secs = recover;
+    row.orders = placed.len();
+    if placed.len() < count {
+        row.problems.push(format!(
+            "only {} of {count} orders were accepted",
+            placed.len()
+        ));
+    }
+    if fault == Fault::Duplicates {
+        republish_tapped(world).await?;
+    }
+
+    // Quiet: every accepted order terminal.
+    let started = Instant::now();
+    let mut pending: Vec<&(String, i64, Expect)> = placed.iter().collect();
+    let mut finals: Vec<(&(String, i64, Expect), Value)> = Vec::new();
+    while !pending.is_empty() && started.elapsed() < QUIET_DEADLINE {
+        let mut still = Vec::new();
+        for order in pending {
+            let response = world
+                .http
+                .get(world.first("orders").url(&format!("/orders/{}", order.0)))
+                .send()
+                .await;
+            match response {
+                Ok(r) if r.status() == 200 => {
+                    let body: Value = r.json().await.unwrap_or_default();
+                    if body["status"] == "completed" || body["status"] == "cancelled" {
+                        finals.push((order, body));
+                    } else {
+                        still.push(order);
+                    }
+                }
+                _ => still.push(order),
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    row.lost = pending.len();
+    if !pending.is_empty() {
+        row.problems.push(format!(
+            "{} orders never reached a terminal status, e.g. {}",
+            pending.len(),
+            pending[0].0
+        ));
+    }
+
+    // Effects per order.
+    for ((id, total, expect), order) in &finals {
+        let payments = get_list(
+            world,
+            "billing",
+            &format!("/payments?order_id={id}"),
+            "payments",
+        )
+        .await?;
+        let shipments = get_list(
+            world,
+            "shipping",
+            &format!("/shipments?order_id={id}"),
+            "shipments",
+        )
+        .await?;
+        let mut wrong = Vec::new();
+        if payments.len() > 1 || shipments.len() > 1 {
+            wrong.push(format!(
+                "{} payments, {} shipments",
+                payments.len(),
+                shipments.len()
+            ));
+        }
+        let payment = payments.first().map(|p| {
+            (
+                p["status"].as_str().unwrap_or_default().to_owned(),
+                p["amount_cents"].as_i64().unwrap_or_default(),
+            )
+        });
+        let dispatched = shipments
+            .iter()
+            .filter(|s| s["status"] == "dispatched")
+            .count();
+        let status = order["status"].as_str().unwrap_or_default();
+        let reason = order["cancellation_reason"].as_str();
+        // captured - refunded: completed keeps the total, cancelled keeps nothing.
+        let kept = match &payment {
+            Some((s, amount)) if s == "captured" => *amount,
+            _ => 0,
+        };
+        match (status, reason) {
+            ("completed", None) => {
+                if kept != *total || dispatched != 1 {
+                    wrong.push(format!(
+                        "completed with {kept} kept of {total} and {dispatched} dispatched"
+                    ));
+                }
+            }
+            ("cancelled", Some(_)) => {
+                if kept != 0 || dispatched != 0 {
+                    wrong.push(format!(
+                        "cancelled with {kept} kept and {dispatched} dispatched"
+                    ));
+                }
+            }
+            other => wrong.push(format!("impossible status {other:?}")),
+        }
+        let expected = match expect {
+            Expect::Completed => ("completed", None),
+            Expect::Declined => ("cancelled", Some("payment_declined")),
+            Expect::ShippingFailed => ("cancelled", Some("shipping_failed")),
+        };
+        if (status, reason) != expected {
+            wrong.push(format!("ended {status}/{reason:?}, expected {expected:?}"));
+        }
+        if !wrong.is_empty() {
+            row.duplicated += 1;
+            if row.duplicated <= 3 {
+                row.problems
+                    .push(format!("order {id}: {}", wrong.join(", ")));
+            }
+        }
+    }
+
+    // Outboxes drained (the relay may still be confirming the last terminal events).
+    let unsent = wait_outboxes_empty(world).await?;
+    if unsent > 0 {
+        row.problems.push(format!("{unsent} outbox rows unsent"));
+    }
+    // Dead letters: exactly the poison.
+    let dead = count_dead_letters(world).await?;
+    let expected_dead = [("orders", 0), ("billing", poisoned), ("shipping", 0)];
+    for ((service, found), (_, expected)) in dead.iter().zip(expected_dead) {
+        if *found != expected {
+            row.problems
+                .push(format!("{service}.dlq holds {found}, expected {expected}"));
+        }
+    }
+    row.problems.extend(world.stop_all().await);
+    Ok(row)
+}
+
+async fn get_list(world: &World, service: &str, path: &str, key: &str) -> Result<Vec<Value>> {
+    let body: Value = world
+        .http
+        .get(world.first(service).url(path))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(body[key].as_array().cloned().unwrap_or_default())
+}
+
+/// Injects `fault` once a third of the load is accepted. Returns the seconds until every
+/// service was ready again, and processes restarted (index, child).
+async fn inject(
+    world: &World,
+    fault: Fault,
+    count: usize,
+    accepted: Arc<AtomicUsize>,
+    bin_dir: &Path,
+) -> Result<(f64, Vec<(usize, Child)>)> {
+    let mut restarted = Vec::new();
+    if matches!(
+        fault,
+        Fault::None | Fault::Duplicates | Fault::StartBeforeBroker | Fault::ReplicasOnPostgres
+    ) {
+        return Ok((0.0, restarted));
+    }
+    if let Fault::Failpoint(service, _) = fault {
+        // The process aborts at its first hit; restart it without the failpoint.
+        let index = world
+            .procs
+            .iter()
+            .position(|p| p.service == service)
+            .expect("process");
+        let started = Instant::now();
+        let pid = world.procs[index]
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .context("no pid")?;
+        while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("{service} never reached its failpoint");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let aborted = std::fs::read_to_string(&world.procs[index].log).unwrap_or_default();
+        if !aborted.contains("failpoint") {
+            bail!(
+                "{service} exited without hitting its failpoint; see {}",
+                world.procs[index].log.display()
+            );
+        }
+        eprintln!(
+            "   {service} aborted at its failpoint after {:.1} s; restarting it",
+            started.elapsed().as_secs_f64()
+        );
+        let mut proc = Proc {
+            service: world.procs[index].service,
+            port: world.procs[index].port,
+            env: world.procs[index].env.clone(),
+            log: world.procs[index].log.clone(),
+            child: None,
+        };
+        proc.start(bin_dir, &[])?;
+        let healed = Instant::now();
+        restarted.push((index, proc.child.take().context("child")?));
+        return Ok((wait_ready_except(world, healed, &[]).await?, restarted));
+    }
+    while accepted.load(Ordering::SeqCst) < count / 3 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let healed = match fault {
+        Fault::BrokerRestart => {
+            rabbitmqctl(&["stop_app"]).await?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            rabbitmqctl(&["start_app"]).await?;
+            Instant::now()
+        }
+        Fault::BrokerKill => {
+            let pid = broker_pid().await?;
+            Command::new("kill").args(["-9", &pid]).status().await?;
+            while broker_pid().await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Command::new("rabbitmq-server")
+                .arg("-detached")
+                .status()
+                .await?;
+            await_broker().await?;
+            Instant::now()
+        }
+        Fault::CloseConnections => {
+            rabbitmqctl(&["close_all_connections", "chaos: closing every connection"]).await?;
+            Instant::now()
+        }
+        Fault::BrokerHang => {
+            let pid = broker_pid().await?;
+            Command::new("kill").args(["-STOP", &pid]).status().await?;
+            // Longer than two heartbeats: the services must notice and reconnect.
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            Command::new("kill").args(["-CONT", &pid]).status().await?;
+            Instant::now()
+        }
+        Fault::MemoryAlarm => {
+            rabbitmqctl(&["set_vm_memory_high_watermark", "0"]).await?;
+            tokio::time::sleep(Duration::from_secs(if count >= 1000 { 30 } else { 5 })).await;
+            rabbitmqctl(&["set_vm_memory_high_watermark", "0.4"]).await?;
+            Instant::now()
+        }
+        Fault::Kill(service) => {
+            let index = world
+                .procs
+                .iter()
+                .position(|p| p.service == service)
+                .expect("process");
+            let pid = world.procs[index]
+                .child
+                .as_ref()
+                .and_then(Child::id)
+                .context("no pid")?;
+            Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status()
+                .await?;
+            while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let mut proc = Proc {
+                service,
+                port: world.procs[index].port,
+                env: world.procs[index].env.clone(),
+                log: world.procs[index].log.clone(),
+                child: None,
+            };
+            proc.start(bin_dir, &[])?;
+            restarted.push((index, proc.child.take().context("child")?));
+            Instant::now()
+        }
+        Fault::Poison => {
+            poison(world, 10).await?;
+            Instant::now()
+        }
+        Fault::None
+        | Fault::Duplicates
+        | Fault::StartBeforeBroker
+        | Fault::ReplicasOnPostgres
+        | Fault::Failpoint(..) => Instant::now(),
+    };
+    Ok((wait_ready_except(world, healed, &[]).await?, restarted))
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.contains(") Z "))
+        .unwrap_or(true)
+}
+
+/// Seconds from `healed` until every process answers /readyz 200.
+async fn wait_ready_except(world: &World, healed: Instant, _skip: &[usize]) -> Result<f64> {
+    loop {
+        let mut all = true;
+        for proc in &world.procs {
+            all &= world.ready(proc).await;
+        }
+        if all {
+            return Ok(healed.elapsed().as_secs_f64());
+        }
+        if healed.elapsed() > Duration::from_secs(120) {
+            bail!("services not ready 120 s after the fault was healed");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Publishes `n` undecodable and `n` unsupported-version events that billing must dead-letter.
+async fn poison(world: &World, n: usize) -> Result<()> {
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let exchange = format!("{}orders.events", world.prefix);
+    for i in 0..n {
+        let unsupported = serde_json::json!({
+            "specversion": "1.0", "id": format!("poison-{}-{i}", world.prefix), "type": "order.placed", "source": "chaos",
+            "time": "2026-11-28T14:00:00.000Z", "schemaversion": 99, "correlationid": "poison", "data": {}
+        });
+        for body in [
+            format!("poison {i}: not json").into_bytes(),
+            unsupported.to_string().into_bytes(),
+        ] {
+            channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    "order.placed".into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await?
+                .await?;
+        }
+    }
+    let _ = connection.close(200, "poisoned".into()).await;
+    Ok(())
+}
+
+/// Republishes every event the tap saw, twice, to the exchange it was published to.
+async fn republish_tapped(world: &World) -> Result<()> {
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let tap = format!("{}tap", world.prefix);
+    let mut events = Vec::new();
+    while let Some(message) = channel
+        .basic_get(tap.as_str().into(), BasicGetOptions { no_ack: true })
+        .await?
+    {
+        events.push((
+            message.delivery.exchange.to_string(),
+            message.delivery.routing_key.to_string(),
+            message.delivery.data.clone(),
+            message.delivery.properties.clone(),
+        ));
+    }
+    for (exchange, key, body, properties) in events.iter().chain(events.iter()) {
+        channel
+            .basic_publish(
+                exchange.as_str().into(),
+                key.as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                properties.clone(),
+            )
+            .await?
+            .await?;
+    }
+    eprintln!("   republished {} events twice", events.len());
+    let _ = connection.close(200, "duplicated".into()).await;
+    Ok(())
+}
+
+async fn wait_outboxes_empty(world: &World) -> Result<i64> {
+    sqlx::any::install_default_drivers();
+    let started = Instant::now();
+    loop {
+        let mut unsent = 0;
+        for service in ["orders", "billing", "shipping"] {
+            let url = if world.postgres {
+                postgres_url(&format!(
+                    "{}_{service}",
+                    world.prefix.trim_end_matches('.').replace('-', "_")
+                ))
+            } else {
+                format!(
+                    "sqlite://{}/{service}.db?mode=ro",
+                    world.dir.path().display()
+                )
+            };
+            let pool = sqlx::any::AnyPoolOptions::new()
+                .max_connections(1)
+                .connect(&url)
+                .await?;
+            unsent += choreo_messaging::Outbox::unsent(&pool).await?;
+            pool.close().await;
+        }
+        if unsent == 0 || started.elapsed() > Duration::from_secs(30) {
+            return Ok(unsent);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn count_dead_letters(world: &World) -> Result<Vec<(String, u32)>> {
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
+    let mut counts = Vec::new();
+    for service in SERVICES {
+        let channel = connection.create_channel().await?;
+        let queue = format!("{}{}", world.prefix, service.dead_letter_queue());
+        let declared = channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        counts.push((service.name.to_owned(), declared.message_count()));
+    }
+    let _ = connection.close(200, "counted".into()).await;
+    Ok(counts)
+}
