@@ -588,7 +588,11 @@ async fn drive_load(
                 let mut attempt = 0usize;
                 loop {
                     // Alternate between replicas after a failure, when there are two.
-                    let target = if attempt % 2 == 0 { &url } else { &fallback };
+                    let target = if attempt.is_multiple_of(2) {
+                        &url
+                    } else {
+                        &fallback
+                    };
                     attempt += 1;
                     let sent = http
                         .post(target)
@@ -596,17 +600,16 @@ async fn drive_load(
                         .json(&body)
                         .send()
                         .await;
-                    if let Ok(response) = sent {
-                        if response.status() == 201 || response.status() == 200 {
-                            if let Ok(order) = response.json::<Value>().await {
-                                accepted.fetch_add(1, Ordering::SeqCst);
-                                return Some((
-                                    order["id"].as_str().unwrap_or_default().to_owned(),
-                                    price * 2,
-                                    expect,
-                                ));
-                            }
-                        }
+                    if let Ok(response) = sent
+                        && (response.status() == 201 || response.status() == 200)
+                        && let Ok(order) = response.json::<Value>().await
+                    {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                        return Some((
+                            order["id"].as_str().unwrap_or_default().to_owned(),
+                            price * 2,
+                            expect,
+                        ));
                     }
                     if started.elapsed() > Duration::from_secs(120) {
                         return None;
@@ -659,10 +662,10 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
         tokio::time::timeout(Duration::from_secs(20), async {
             loop {
                 let proc = world.first("orders");
-                if let Ok(r) = world.http.get(proc.url("/readyz")).send().await {
-                    if r.status() == 503 {
-                        return;
-                    }
+                if let Ok(r) = world.http.get(proc.url("/readyz")).send().await
+                    && r.status() == 503
+                {
+                    return;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
