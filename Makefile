@@ -1,0 +1,43 @@
+# Choreo: operational entry points. Recipes stay thin; the logic lives in scripts/.
+# `make` alone lists the targets.
+
+.DEFAULT_GOAL := help
+.PHONY: help up down test build fmt lint logs clean chaos
+
+SERVICES := orders billing shipping
+
+help: ## List the targets
+	@echo "Usage: make <target>"
+	@echo
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo
+	@echo "Ports: ORDERS_PORT, BILLING_PORT, SHIPPING_PORT (8080, 8081, 8082); broker: CHOREO_AMQP_URL."
+
+up: ## Build, make sure RabbitMQ runs, start the three services (run/), run the demo
+	@bash scripts/up.sh
+
+down: ## Stop the services started by `make up` (SIGTERM, then wait)
+	@bash scripts/down.sh
+
+test: ## Run the test suite (needs RabbitMQ on 127.0.0.1:5672)
+	cargo test --workspace
+
+build: ## Build the three service binaries in release mode (target/release/)
+	cargo build --release $(addprefix --bin ,$(SERVICES))
+
+fmt: ## Format the code
+	cargo fmt --all
+
+lint: ## Check formatting and run clippy with warnings as errors
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+logs: ## Follow the logs of the running services (SERVICE=orders for one)
+	@bash scripts/logs.sh $(SERVICE)
+
+clean: ## Stop the services, delete run/ (logs, pids, data) and the cargo build output
+	@bash scripts/clean.sh
+
+chaos: ## Fault matrix (docs/operations.md): kills the local RabbitMQ, run it alone; ARGS=--ci for the short one
+	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin chaos
+	target/release/chaos $(ARGS)
