@@ -3,6 +3,8 @@
 //! name prefix, temporary databases and HTTP ports, and removes its exchanges and queues when
 //! dropped (even after a failed assertion). Waiting is always polling with a deadline.
 
+pub mod processes;
+
 use choreo_events::topology::{SERVICES, ServiceTopology};
 use choreo_host::CommonSettings;
 use choreo_messaging::topology::{retry_queue_name, unrouted_name};

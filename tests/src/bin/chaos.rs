@@ -12,6 +12,7 @@
 //! address it touches is on loopback.
 
 use anyhow::{Context, Result, anyhow, bail};
+use choreo_e2e::processes::{Proc, free_port, service_env};
 use choreo_e2e::{amqp_url, delete_topology, drop_databases, order_request, postgres_url};
 use choreo_events::topology::SERVICES;
 use futures_util::StreamExt;
@@ -256,67 +257,6 @@ fn render(rows: &[Row]) -> String {
     out
 }
 
-/// One running service process.
-struct Proc {
-    service: &'static str,
-    port: u16,
-    env: Vec<(String, String)>,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Proc {
-    fn start(&mut self, bin_dir: &Path, extra: &[(&str, &str)]) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let mut command = Command::new(bin_dir.join(self.service));
-        command.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        for (k, v) in extra {
-            command.env(k, v);
-        }
-        command
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        self.child = Some(
-            command
-                .spawn()
-                .with_context(|| format!("spawn {}", self.service))?,
-        );
-        Ok(())
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
-        }
-    }
-
-    /// SIGTERM, then waits for the exit; returns the exit code.
-    async fn terminate(&mut self) -> Result<i32> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(0);
-        };
-        if let Some(pid) = child.id() {
-            std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()?;
-        }
-        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-            .await
-            .context("no exit within 30 s of SIGTERM")??;
-        Ok(status.code().unwrap_or(-1))
-    }
-}
-
 /// One isolated copy of the suite as processes.
 struct World {
     prefix: String,
@@ -325,12 +265,6 @@ struct World {
     http: reqwest::Client,
     databases: Vec<String>,
     postgres: bool,
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 impl World {
@@ -360,30 +294,15 @@ impl World {
             };
             for instance in 0..replicas {
                 let port = free_port()?;
-                let env = vec![
-                    ("CHOREO_AMQP_URL".to_owned(), amqp_url()),
-                    ("CHOREO_HTTP_ADDR".to_owned(), format!("127.0.0.1:{port}")),
-                    (
-                        "CHOREO_DATA_DIR".to_owned(),
-                        world.dir.path().display().to_string(),
-                    ),
-                    ("CHOREO_DATABASE_URL".to_owned(), database_url.clone()),
-                    ("CHOREO_PREFIX".to_owned(), world.prefix.clone()),
-                    (
-                        "CHOREO_HEARTBEAT_SECS".to_owned(),
-                        HEARTBEAT_SECS.to_owned(),
-                    ),
-                    (
-                        "CHOREO_RETRY_DELAYS_MS".to_owned(),
-                        RETRY_DELAYS_MS.to_owned(),
-                    ),
-                    ("CHOREO_RECONNECT_MAX_MS".to_owned(), "2000".to_owned()),
-                    ("CHOREO_LOG_FORMAT".to_owned(), "json".to_owned()),
-                    (
-                        "RUST_LOG".to_owned(),
-                        "warn,choreo_messaging=info".to_owned(),
-                    ),
-                ];
+                let mut env = service_env(&world.prefix, port, world.dir.path(), &database_url);
+                env.push((
+                    "CHOREO_HEARTBEAT_SECS".to_owned(),
+                    HEARTBEAT_SECS.to_owned(),
+                ));
+                env.push((
+                    "CHOREO_RETRY_DELAYS_MS".to_owned(),
+                    RETRY_DELAYS_MS.to_owned(),
+                ));
                 let log = world.dir.path().join(format!("{service}-{instance}.log"));
                 world.procs.push(Proc {
                     service,
@@ -529,7 +448,18 @@ async fn broker_pid() -> Result<String> {
 }
 
 async fn await_broker() -> Result<()> {
-    rabbitmqctl(&["await_startup", "--timeout", "120"]).await
+    // `await_startup` fails at once while a freshly started node has not registered yet, so it
+    // is polled until a deadline.
+    let started = Instant::now();
+    loop {
+        if rabbitmqctl(&["-t", "10", "await_startup"]).await.is_ok() {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            bail!("RabbitMQ did not start within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Leaves the broker running, its app started, not frozen, with no memory alarm.
