@@ -245,6 +245,23 @@ impl Suite {
         self.replicas.push(running);
     }
 
+    /// Starts `per_service` instances of every service all at once, as replicas deployed together
+    /// would start: their migrations race. The first of each is the one [`Suite::url`] uses.
+    pub async fn start_together(&mut self, per_service: usize) {
+        let wanted: Vec<Which> = Which::ALL
+            .iter()
+            .flat_map(|w| std::iter::repeat_n(*w, per_service))
+            .collect();
+        let started = futures_util::future::join_all(wanted.iter().map(|w| self.spawn(*w))).await;
+        for (which, running) in wanted.into_iter().zip(started) {
+            if self.slot(which).is_none() {
+                *self.slot(which) = Some(running);
+            } else {
+                self.replicas.push(running);
+            }
+        }
+    }
+
     async fn spawn(&self, which: Which) -> Running {
         let common = self.settings_for(which);
         let (stop, stopped) = oneshot::channel::<()>();

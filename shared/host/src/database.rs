@@ -9,6 +9,9 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
 use std::time::Duration;
 
+/// The key of the PostgreSQL advisory lock held while a service migrates its database.
+const SCHEMA_LOCK: i64 = 0x63686f72656f; // "choreo"
+
 /// A service's migrations, one set per backend (their SQL differs: types, autoincrement).
 #[derive(Debug)]
 pub struct Migrations {
@@ -73,8 +76,29 @@ impl Database {
             Backend::Sqlite => migrations.sqlite,
             Backend::Postgres => migrations.postgres,
         };
-        migrator.run(&pool).await?;
-        choreo_messaging::schema::install(&pool, backend).await?;
+        // Replicas starting together must not migrate at the same moment: on PostgreSQL one
+        // session-level advisory lock covers the migrations and the runtime's tables.
+        let mut conn = pool.acquire().await?;
+        if backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(SCHEMA_LOCK)
+                .execute(&mut *conn)
+                .await?;
+        }
+        let installed = async {
+            migrator.run(&mut *conn).await?;
+            choreo_messaging::schema::install(&mut conn, backend).await?;
+            Ok::<_, Error>(())
+        }
+        .await;
+        if backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(SCHEMA_LOCK)
+                .execute(&mut *conn)
+                .await?;
+        }
+        installed?;
+        drop(conn);
         Ok(Database { pool, backend })
     }
 

@@ -4,7 +4,7 @@
 //! so every service gets the same tables from one definition; a future change to them ships as a
 //! new statement here, guarded the same way.
 
-use sqlx::AnyPool;
+use sqlx::AnyConnection;
 
 /// Which SQL database a service runs on; picked from the database URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,14 +66,16 @@ const POSTGRES: &[&str] = &[
     )",
 ];
 
-/// Creates the outbox and inbox tables if they are missing.
-pub async fn install(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {
+/// Creates the outbox and inbox tables if they are missing. On PostgreSQL the caller must hold a
+/// lock that keeps replicas from running this at the same moment: `CREATE TABLE IF NOT EXISTS`
+/// is not safe against a concurrent twin.
+pub async fn install(conn: &mut AnyConnection, backend: Backend) -> Result<(), sqlx::Error> {
     let statements = match backend {
         Backend::Sqlite => SQLITE,
         Backend::Postgres => POSTGRES,
     };
     for statement in statements {
-        sqlx::query(statement).execute(pool).await?;
+        sqlx::query(statement).execute(&mut *conn).await?;
     }
     Ok(())
 }

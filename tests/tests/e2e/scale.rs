@@ -12,12 +12,10 @@ async fn two_replicas_of_each_service_on_postgresql_share_the_work_and_nothing_h
             postgres: true,
             ..Options::default()
         },
-        &Which::ALL,
+        &[],
     )
     .await;
-    for which in Which::ALL {
-        suite.start_replica(which).await;
-    }
+    suite.start_together(2).await;
     suite.wait_ready().await;
 
     let cases = [
