@@ -2,9 +2,11 @@
 # `make` alone lists the targets.
 
 .DEFAULT_GOAL := help
-.PHONY: help up down test build fmt lint logs clean chaos
+.PHONY: help up down test build fmt lint logs clean chaos bench
 
 SERVICES := orders billing shipping
+# Where cargo puts binaries (CARGO_TARGET_DIR moves it).
+BIN_DIR := $(or $(CARGO_TARGET_DIR),target)/release
 
 help: ## List the targets
 	@echo "Usage: make <target>"
@@ -40,4 +42,8 @@ clean: ## Stop the services, delete run/ (logs, pids, data) and the cargo build 
 
 chaos: ## Fault matrix (docs/operations.md): kills the local RabbitMQ, run it alone; ARGS=--ci for the short one
 	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin chaos
-	target/release/chaos $(ARGS)
+	$(BIN_DIR)/chaos --bin-dir $(BIN_DIR) $(ARGS)
+
+bench: ## Benchmark: the broker alone vs the suite (throughput, p99 latency, memory); ARGS=--orders N
+	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin bench
+	$(BIN_DIR)/bench --bin-dir $(BIN_DIR) --report docs/benchmarks.md $(ARGS)

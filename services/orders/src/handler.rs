@@ -49,10 +49,6 @@ impl Handler for OrdersHandler {
                     .map(|e| Envelope::caused_by(envelope, ORDERS.name, e))
                     .collect())
             }
-            Decision::Record => {
-                store::insert_history(conn, order_id, &history(status.as_str())).await?;
-                Ok(Vec::new())
-            }
             Decision::Ignore(why) => {
                 tracing::info!(%status, why, "event ignored");
                 Ok(Vec::new())

@@ -1,5 +1,6 @@
 //! The orders HTTP API: `POST /orders`, `GET /orders/{id}`, `GET /orders?status=&limit=`.
 
+use crate::lifecycle::OrderStatus;
 use crate::store::{self, HistoryEntry, NewOrder, OrderView};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -191,7 +192,7 @@ async fn list_orders(
         query.map_err(|rejection| ApiError::unprocessable(vec![rejection.body_text()]))?;
     let status = query.status.filter(|s| !s.is_empty());
     if let Some(status) = &status
-        && !["pending", "paid", "completed", "cancelled"].contains(&status.as_str())
+        && !OrderStatus::NAMES.contains(&status.as_str())
     {
         return Err(ApiError::unprocessable(vec![format!(
             "status must be one of pending, paid, completed, cancelled; got {status:?}"

@@ -3,7 +3,7 @@
 //! ```text
 //! pending --payment.captured--> paid --shipment.dispatched--> completed
 //! pending --payment.declined--> cancelled (payment_declined)
-//! paid --shipment.failed--> paid (recorded) --payment.refunded--> cancelled (shipping_failed)
+//! paid --(shipment.failed: billing refunds)--> paid --payment.refunded--> cancelled (shipping_failed)
 //! ```
 //! Events may arrive out of order and more than once; the decision converges anyway: a terminal
 //! order ignores everything, and an event that skips a step (dispatched before captured) still
@@ -47,6 +47,9 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    /// Every status name the API and the database use.
+    pub const NAMES: [&'static str; 4] = ["pending", "paid", "completed", "cancelled"];
+
     /// The status as the API and the database spell it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -103,8 +106,6 @@ pub enum Decision {
         to: OrderStatus,
         emit: Option<Event>,
     },
-    /// Worth a line in the history, but the status stays.
-    Record,
     /// Nothing to do (a late or repeated event for an order already past it).
     Ignore(&'static str),
 }
@@ -148,7 +149,8 @@ pub fn decide(status: OrderStatus, event: &Event) -> Result<Decision, Unexpected
         Event::PaymentDeclined(_) => cancel(CancellationReason::PaymentDeclined),
         Event::PaymentRefunded(_) => cancel(CancellationReason::ShippingFailed),
         Event::ShipmentDispatched(_) => complete(),
-        Event::ShipmentFailed(_) => Decision::Record,
+        // Not a move: the order stays paid until billing's refund cancels it.
+        Event::ShipmentFailed(_) => Decision::Ignore("the order waits for the refund"),
         Event::OrderPlaced(_) | Event::OrderCompleted(_) | Event::OrderCancelled(_) => {
             return Err(unexpected(event));
         }

@@ -101,24 +101,37 @@ impl<H: Handler> Service<H> {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let stop = CancellationToken::new();
+        let grace = self.broker.settings.shutdown_timeout;
+        let broker_stop = CancellationToken::new();
+        let http_stop = CancellationToken::new();
         // Dropping this future (a test killing the service) must end the broker session too, as
         // a crash would: the guard aborts the task, which drops its connections.
-        let mut broker = AbortOnDrop(tokio::spawn(self.broker.run(stop.child_token())));
-        let http_stop = stop.child_token();
+        let mut broker = AbortOnDrop(tokio::spawn(self.broker.run(broker_stop.clone())));
         let server = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await });
+            .with_graceful_shutdown(http_stop.clone().cancelled_owned());
         tracing::info!(service = self.name, "started");
-        let trigger = stop.clone();
+        let trigger = http_stop.clone();
         let _signal = AbortOnDrop(tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutdown requested");
             trigger.cancel();
         }));
-        let served = server.await;
-        stop.cancel();
-        if (&mut broker.0).await.is_err() {
-            tracing::error!("the broker supervisor panicked");
+        // HTTP stops first, so an order committed by a request still in flight is in the outbox
+        // before the relay's last drain. Each phase is bounded by the shutdown timeout.
+        let served = tokio::select! {
+            served = server => served,
+            () = async { http_stop.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(?grace, "HTTP requests still open after the shutdown timeout; closing");
+                Ok(())
+            }
+        };
+        broker_stop.cancel();
+        match tokio::time::timeout(grace + Duration::from_secs(5), &mut broker.0).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => tracing::error!("the broker supervisor panicked"),
+            Err(_) => tracing::warn!(
+                "the broker did not stop in time; closing anyway (unacked deliveries are requeued)"
+            ),
         }
         self.database.pool.close().await;
         tracing::info!(service = self.name, "stopped");

@@ -4,7 +4,9 @@
 //! (already there: ack without effect), run the service's [`Handler`], write the events it returns
 //! to the outbox, commit, and only then ack. A [`HandlerError::Permanent`] dead-letters at once; a
 //! [`HandlerError::Transient`] goes to a delay queue and comes back, until the configured attempts
-//! run out and it is dead-lettered with the last error. Nothing is ever requeued in a hot loop.
+//! run out and it is dead-lettered with the last error. A [`HandlerError::Unavailable`] (the
+//! database is unreachable) keeps the delivery and tries it again with backoff, spending none of
+//! its retries. Nothing is ever requeued in a hot loop.
 
 use crate::dead_letter::{
     self, X_DEAD_LETTERED_AT, X_ERROR, X_LAST_ERROR, X_ORIGINAL_EXCHANGE, X_ORIGINAL_ROUTING_KEY,
@@ -38,6 +40,11 @@ pub enum HandlerError {
     /// delay queues, then dead-letter it once the attempts are used up.
     #[error("{0}")]
     Transient(String),
+    /// What the whole service needs is unreachable (the database is down): no message can be
+    /// handled now, so the consumer keeps this delivery, waits with backoff and tries it again,
+    /// without spending its retries (which would dead-letter healthy messages during an outage).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<DecodeError> for HandlerError {
@@ -47,8 +54,21 @@ impl From<DecodeError> for HandlerError {
 }
 
 impl From<sqlx::Error> for HandlerError {
+    /// A database that cannot be reached is [`HandlerError::Unavailable`]; an error the database
+    /// returned (a constraint, a lock timeout, a lost serialization race) is
+    /// [`HandlerError::Transient`].
     fn from(error: sqlx::Error) -> Self {
-        HandlerError::Transient(format!("database: {error}"))
+        match error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => {
+                HandlerError::Unavailable(format!("database unreachable: {error}"))
+            }
+            other => HandlerError::Transient(format!("database: {other}")),
+        }
     }
 }
 
@@ -73,6 +93,8 @@ enum Outcome {
     Duplicate,
     DeadLetter(String),
     Retry(String),
+    /// The database is unreachable: try the same delivery again later.
+    Unavailable(String),
 }
 
 /// The loop that consumes a service's queue.
@@ -116,7 +138,7 @@ impl<H: Handler> ConsumerLoop<H> {
             };
             match next {
                 Some(Ok(delivery)) => {
-                    if let Err(error) = self.process(delivery, &publisher).await {
+                    if let Err(error) = self.process(delivery, &publisher, &stop).await {
                         break Err(error);
                     }
                 }
@@ -134,7 +156,12 @@ impl<H: Handler> ConsumerLoop<H> {
         result
     }
 
-    async fn process(&self, delivery: Delivery, publisher: &Publisher) -> Result<()> {
+    async fn process(
+        &self,
+        delivery: Delivery,
+        publisher: &Publisher,
+        stop: &CancellationToken,
+    ) -> Result<()> {
         let envelope = match Envelope::decode(&delivery.data) {
             Ok(envelope) => envelope,
             Err(error) => {
@@ -153,7 +180,32 @@ impl<H: Handler> ConsumerLoop<H> {
             correlation_id = %envelope.correlationid,
         );
         async {
-            match self.apply(&envelope).await {
+            let mut outcome = self.apply(&envelope).await;
+            let mut waits: u32 = 0;
+            while let Outcome::Unavailable(reason) = &outcome {
+                // Keep the delivery and wait in place: nothing can be handled until the database
+                // is back, and handing the message back would count against its delivery limit.
+                if waits.is_multiple_of(20) {
+                    tracing::warn!(
+                        reason,
+                        "database unreachable; holding the message until it is back"
+                    );
+                }
+                let pause = crate::broker::backoff(
+                    Duration::from_millis(100),
+                    Duration::from_secs(5),
+                    waits,
+                );
+                waits = waits.saturating_add(1);
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    // Stopping: leave it unacked; the broker requeues it when the channel closes.
+                    () = stop.cancelled() => return Ok(()),
+                }
+                outcome = self.apply(&envelope).await;
+            }
+            match outcome {
+                Outcome::Unavailable(_) => Ok(()),
                 Outcome::Handled(emitted) => {
                     let _ = self.failpoints.hit("consumer.after_commit");
                     if emitted > 0 {
@@ -179,7 +231,10 @@ impl<H: Handler> ConsumerLoop<H> {
     /// Inbox, handler and outbox in one transaction.
     async fn apply(&self, envelope: &Envelope) -> Outcome {
         let attempt = async {
-            let mut tx = self.pool.begin().await?;
+            // Without a connection nothing can be handled, whatever the error says.
+            let mut tx = self.pool.begin().await.map_err(|error| {
+                HandlerError::Unavailable(format!("no database connection: {error}"))
+            })?;
             if !inbox::record(&mut tx, &envelope.id, &envelope.event_type).await? {
                 return Ok(Outcome::Duplicate);
             }
@@ -197,6 +252,7 @@ impl<H: Handler> ConsumerLoop<H> {
             Ok(outcome) => outcome,
             Err(HandlerError::Permanent(reason)) => Outcome::DeadLetter(reason),
             Err(HandlerError::Transient(reason)) => Outcome::Retry(reason),
+            Err(HandlerError::Unavailable(reason)) => Outcome::Unavailable(reason),
         }
     }
 

@@ -19,6 +19,9 @@ pub enum Error {
         exchange: String,
         routing_key: String,
     },
+    /// The broker did not confirm a publish in time.
+    #[error("no publisher confirm within {0:?}")]
+    ConfirmTimeout(std::time::Duration),
     /// The channel was not in confirm mode, so the publish is unconfirmed.
     #[error("a publish was not confirmed: the channel is not in confirm mode")]
     NotConfirmed,

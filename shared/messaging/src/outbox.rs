@@ -68,7 +68,7 @@ impl Outbox {
 }
 
 /// One outbox row on its way to the broker.
-struct Row_ {
+struct UnsentEvent {
     seq: i64,
     event_id: String,
     event_type: String,
@@ -102,7 +102,16 @@ impl Relay {
         drain: Duration,
     ) -> Result<()> {
         loop {
-            let published = self.publish_batch(&publisher).await?;
+            let published = match self.publish_batch(&publisher).await {
+                Ok(published) => published,
+                // The database is the relay's problem, not the broker's: keep the session (and
+                // the consumer's deliveries) and try again after a sweep interval.
+                Err(crate::Error::Database(error)) => {
+                    tracing::warn!(%error, "outbox relay cannot read its table; retrying");
+                    0
+                }
+                Err(other) => return Err(other),
+            };
             if published > 0 {
                 continue;
             }
@@ -156,7 +165,7 @@ impl Relay {
         }
     }
 
-    async fn fetch(&self, conn: &mut AnyConnection, lock: &str) -> Result<Vec<Row_>> {
+    async fn fetch(&self, conn: &mut AnyConnection, lock: &str) -> Result<Vec<UnsentEvent>> {
         let sql = format!(
             "SELECT seq, event_id, event_type, correlation_id, time_ms, body FROM outbox
              WHERE sent_at IS NULL ORDER BY seq LIMIT $1{lock}"
@@ -167,7 +176,7 @@ impl Relay {
             .await?;
         rows.iter()
             .map(|row| {
-                Ok(Row_ {
+                Ok(UnsentEvent {
                     seq: row.try_get("seq")?,
                     event_id: row.try_get("event_id")?,
                     event_type: row.try_get("event_type")?,
@@ -185,7 +194,7 @@ impl Relay {
     async fn publish(
         &self,
         publisher: &Publisher,
-        rows: &[Row_],
+        rows: &[UnsentEvent],
     ) -> (Vec<i64>, Option<crate::Error>) {
         let mut pending: Vec<(i64, PendingConfirm)> = Vec::with_capacity(rows.len());
         let mut failure = None;

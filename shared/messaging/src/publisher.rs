@@ -11,6 +11,11 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
 
+/// How long a publish may wait for its confirm. A broker that takes longer (blocked by a resource
+/// alarm, or gone without a TCP reset) ends the session, which releases whatever the caller holds
+/// (the relay's PostgreSQL row locks) and reconnects; the unconfirmed rows stay unsent.
+pub const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// AMQP delivery mode of a message written to disk.
 pub const PERSISTENT: u8 = 2;
 
@@ -77,7 +82,10 @@ impl PendingConfirm {
                 }
             }
         };
-        match self.confirm.await? {
+        let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, self.confirm)
+            .await
+            .map_err(|_| Error::ConfirmTimeout(CONFIRM_TIMEOUT))??;
+        match confirmation {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(_returned)) => Err(failure(true)),
             Confirmation::Nack(_) => Err(failure(false)),

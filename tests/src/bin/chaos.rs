@@ -823,16 +823,8 @@ async fn inject(
             "   {service} aborted at its failpoint after {:.1} s; restarting it",
             started.elapsed().as_secs_f64()
         );
-        let mut proc = Proc {
-            service: world.procs[index].service,
-            port: world.procs[index].port,
-            env: world.procs[index].env.clone(),
-            log: world.procs[index].log.clone(),
-            child: None,
-        };
-        proc.start(bin_dir, &[])?;
         let healed = Instant::now();
-        restarted.push((index, proc.child.take().context("child")?));
+        restarted.push((index, restart(world, index, bin_dir).await?));
         return Ok((wait_ready_except(world, healed, &[]).await?, restarted));
     }
     while accepted.load(Ordering::SeqCst) < count / 3 {
@@ -894,16 +886,9 @@ async fn inject(
             while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            let mut proc = Proc {
-                service,
-                port: world.procs[index].port,
-                env: world.procs[index].env.clone(),
-                log: world.procs[index].log.clone(),
-                child: None,
-            };
-            proc.start(bin_dir, &[])?;
-            restarted.push((index, proc.child.take().context("child")?));
-            Instant::now()
+            let healed = Instant::now();
+            restarted.push((index, restart(world, index, bin_dir).await?));
+            healed
         }
         Fault::Poison => {
             poison(world, 10).await?;
@@ -916,6 +901,42 @@ async fn inject(
         | Fault::Failpoint(..) => Instant::now(),
     };
     Ok((wait_ready_except(world, healed, &[]).await?, restarted))
+}
+
+/// Starts process `index` again, as a supervisor (systemd, Docker) would: if it exits at once
+/// (the dead instance's listening socket can outlive its zombie for a moment, so the bind fails),
+/// it is started again, until it answers /readyz or a deadline passes.
+async fn restart(world: &World, index: usize, bin_dir: &Path) -> Result<Child> {
+    let template = &world.procs[index];
+    let started = Instant::now();
+    loop {
+        let mut proc = Proc {
+            service: template.service,
+            port: template.port,
+            env: template.env.clone(),
+            log: template.log.clone(),
+            child: None,
+        };
+        proc.start(bin_dir, &[])?;
+        let mut child = proc.child.take().context("child")?;
+        loop {
+            if world.ready(&proc).await {
+                return Ok(child);
+            }
+            if child.try_wait()?.is_some() {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("{} did not come back within 60 s", template.service);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!(
+            "   {} exited at once after its restart; starting it again",
+            template.service
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn is_zombie(pid: u32) -> bool {

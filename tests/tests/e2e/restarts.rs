@@ -80,3 +80,55 @@ async fn without_a_broker_orders_are_still_accepted_readyz_says_503_and_they_flo
     }
     suite.wait_for_status(&id, "completed").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_holds_messages_instead_of_dead_lettering_them_and_the_saga_resumes() {
+    use sqlx::Connection as _;
+    let suite = Suite::start_with(
+        Options {
+            postgres: true,
+            ..Options::default()
+        },
+        &Which::ALL,
+    )
+    .await;
+    let billing_db = suite.postgres_database(Which::Billing);
+    let mut admin = sqlx::PgConnection::connect(&choreo_e2e::postgres_url("postgres"))
+        .await
+        .expect("admin");
+    let set_allowed =
+        |allowed: bool| format!("ALTER DATABASE {billing_db} ALLOW_CONNECTIONS {allowed}");
+
+    // Billing's database goes away.
+    sqlx::query(&set_allowed(false))
+        .execute(&mut admin)
+        .await
+        .expect("refuse connections");
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&billing_db)
+        .execute(&mut admin)
+        .await
+        .expect("terminate");
+    let ready = suite.url(Which::Billing, "/readyz");
+    choreo_e2e::poll("billing to see its database down", || {
+        let request = suite.http.get(&ready).send();
+        Box::pin(async move { request.await.ok().filter(|r| r.status() == 503).map(|_| ()) })
+    })
+    .await;
+    let order = suite.place_order(&order_request(1500, 1, "AT")).await;
+    let id = order["id"].as_str().expect("id");
+    // The outage lasts several times the whole retry budget (100 ms + 300 ms here).
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(suite.order(id).await["status"], "pending");
+    sqlx::query(&set_allowed(true))
+        .execute(&mut admin)
+        .await
+        .expect("allow connections");
+
+    suite.wait_for_status(id, "completed").await;
+    assert_eq!(suite.payments(id).await.len(), 1);
+    assert!(
+        suite.drain("billing.dlq").await.is_empty(),
+        "held, not dead-lettered"
+    );
+}

@@ -64,7 +64,6 @@ async fn an_order_to_an_unserviceable_country_is_refunded_then_cancelled_as_ship
         [
             "order.placed -> pending",
             "payment.captured -> paid",
-            "shipment.failed -> paid",
             "payment.refunded -> cancelled"
         ]
     );
