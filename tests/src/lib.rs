@@ -207,7 +207,8 @@ impl Suite {
     pub fn settings_for(&self, which: Which) -> CommonSettings {
         let mut common = self.common();
         if self.options.postgres {
-            common.database_url = postgres_url(&self.postgres_database(which));
+            common.database_url =
+                choreo_messaging::Secret::new(postgres_url(&self.postgres_database(which)));
         }
         if let Some((_, points)) = self.options.failpoints.iter().find(|(w, _)| *w == which) {
             common.failpoints = points.clone();
@@ -220,10 +221,10 @@ impl Suite {
         let config =
             choreo_host::settings::layered(&[("http_addr", "127.0.0.1:0")]).expect("settings");
         let mut common: CommonSettings = choreo_host::settings::part(&config).expect("settings");
-        common.amqp_url = self.options.amqp_url.clone();
+        common.amqp_url = choreo_messaging::Secret::new(self.options.amqp_url.clone());
         common.http_addr = "127.0.0.1:0".into();
         common.data_dir = self.dir.path().display().to_string();
-        common.database_url = String::new();
+        common.database_url = choreo_messaging::Secret::default();
         common.prefix = self.prefix.clone();
         common.retry_delays_ms = RETRY_DELAYS_MS.into();
         common.reconnect_min_ms = 50;

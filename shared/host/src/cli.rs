@@ -66,9 +66,10 @@ impl DlqCommand {
         common: &CommonSettings,
         service: ServiceTopology,
     ) -> Result<(), crate::Error> {
-        let connection = Connection::connect(&common.amqp_url, ConnectionProperties::default())
-            .await
-            .map_err(choreo_messaging::Error::from)?;
+        let connection =
+            Connection::connect(common.amqp_url.expose(), ConnectionProperties::default())
+                .await
+                .map_err(choreo_messaging::Error::from)?;
         let queue =
             DeadLetterQueue::open(&connection, &Names::new(common.prefix.clone()), &service)
                 .await?;

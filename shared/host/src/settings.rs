@@ -5,7 +5,7 @@
 //! One [`config::Config`] is built per service; [`CommonSettings`] and each service's own rules
 //! are deserialized from it separately, so a service adds keys without touching this file.
 
-use choreo_messaging::BrokerSettings;
+use choreo_messaging::{BrokerSettings, Secret};
 use config::{Config, Environment, File};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
@@ -54,13 +54,13 @@ const COMMON_DEFAULTS: &[(&str, &str)] = &[
 #[derive(Clone, Deserialize)]
 pub struct CommonSettings {
     /// Broker URL; holds the password, so it is redacted in `Debug`.
-    pub amqp_url: String,
+    pub amqp_url: Secret,
     /// Where the HTTP server listens; port 0 picks a free one.
     pub http_addr: String,
     /// Directory of the SQLite file `<service>.db`, used when `database_url` is empty.
     pub data_dir: String,
     /// `sqlite://...` or `postgres://...`; empty means SQLite in `data_dir`.
-    pub database_url: String,
+    pub database_url: Secret,
     /// Pool size on PostgreSQL (SQLite always uses one connection: one writer).
     #[serde(deserialize_with = "from_text")]
     pub db_max_connections: u32,
@@ -91,16 +91,10 @@ pub struct CommonSettings {
 impl std::fmt::Debug for CommonSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CommonSettings")
-            .field(
-                "amqp_url",
-                &choreo_messaging::broker::redact(&self.amqp_url),
-            )
+            .field("amqp_url", &self.amqp_url)
             .field("http_addr", &self.http_addr)
             .field("data_dir", &self.data_dir)
-            .field(
-                "database_url",
-                &choreo_messaging::broker::redact(&self.database_url),
-            )
+            .field("database_url", &self.database_url)
             .field("prefix", &self.prefix)
             .field("prefetch", &self.prefetch)
             .finish_non_exhaustive()
@@ -110,13 +104,13 @@ impl std::fmt::Debug for CommonSettings {
 impl CommonSettings {
     /// The database URL of `service`: `database_url`, else a SQLite file in `data_dir`.
     pub fn database_url_for(&self, service: &str) -> String {
-        if self.database_url.trim().is_empty() {
+        if self.database_url.expose().trim().is_empty() {
             format!(
                 "sqlite://{}/{service}.db",
                 self.data_dir.trim_end_matches('/')
             )
         } else {
-            self.database_url.clone()
+            self.database_url.expose().to_owned()
         }
     }
 

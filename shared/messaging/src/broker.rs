@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 /// How a service talks to RabbitMQ.
 #[derive(Clone)]
 pub struct BrokerSettings {
-    /// `amqp://user:password@host:port/vhost`; holds a secret, so it is never logged.
-    pub url: String,
+    /// `amqp://user:password@host:port/vhost`.
+    pub url: crate::Secret,
     /// Prepended to every exchange and queue name.
     pub prefix: String,
     /// Unacked deliveries the broker may push ahead of the consumer.
@@ -50,7 +50,7 @@ pub struct BrokerSettings {
 impl std::fmt::Debug for BrokerSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BrokerSettings")
-            .field("url", &redact(&self.url))
+            .field("url", &self.url)
             .field("prefix", &self.prefix)
             .field("prefetch", &self.prefetch)
             .field("heartbeat", &self.heartbeat)
@@ -59,17 +59,7 @@ impl std::fmt::Debug for BrokerSettings {
     }
 }
 
-/// `url` with its password replaced, for logs.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use crate::secret::redact;
 
 /// What `/readyz` reads of the broker side.
 #[derive(Debug, Default)]
@@ -139,7 +129,7 @@ impl<H: Handler> Broker<H> {
             format!("{}{}-{role}", self.settings.prefix, self.service.name).into(),
         );
         Ok(Connection::connect(
-            &with_heartbeat(&self.settings.url, self.settings.heartbeat),
+            &with_heartbeat(self.settings.url.expose(), self.settings.heartbeat),
             properties,
         )
         .await?)
@@ -195,7 +185,7 @@ impl<H: Handler> Broker<H> {
 
         *failures = 0;
         self.health.set_connected(true);
-        tracing::info!(url = %redact(&self.settings.url), prefix = %names.prefix(), "connected to the broker");
+        tracing::info!(url = ?self.settings.url, prefix = %names.prefix(), "connected to the broker");
 
         let relay_stop = CancellationToken::new();
         let consumer_stop = CancellationToken::new();
@@ -319,15 +309,6 @@ pub fn backoff(min: Duration, max: Duration, failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_password_never_reaches_a_log() {
-        assert_eq!(
-            redact("amqp://guest:secret@127.0.0.1:5672/%2f"),
-            "amqp://guest:***@127.0.0.1:5672/%2f"
-        );
-        assert_eq!(redact("amqp://127.0.0.1"), "amqp://127.0.0.1");
-    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

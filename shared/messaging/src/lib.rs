@@ -20,6 +20,7 @@ pub mod names;
 pub mod outbox;
 pub mod publisher;
 pub mod schema;
+pub mod secret;
 pub mod topology;
 
 pub use broker::{Broker, BrokerHealth, BrokerSettings};
@@ -29,3 +30,4 @@ pub use names::Names;
 pub use outbox::{Outbox, OutboxWaker};
 pub use publisher::Publisher;
 pub use schema::Backend;
+pub use secret::Secret;

@@ -215,7 +215,7 @@ async fn main() -> Result<()> {
     println!("{table}");
     if let Some(path) = &args.report {
         let header = format!(
-            "# Fault matrix: last run\n\nRun on {} with `{}`.\n\n",
+            "# Fault matrix: last run\n\nRun on {} with `{}`.\n\n*lost*: accepted orders (201) that never reached a terminal status; *duplicated effects*: orders with more than one payment, refund or shipment, money that does not add up, or the wrong end; *seconds to recover*: from the end of the fault (broker back, process restarted) until every service answered `/readyz` 200. Every row also checks that no outbox row is left unsent, that the dead-letter queues hold exactly the poison sent on purpose, and that every service exits 0 on SIGTERM.\n\n",
             chrono_now(),
             std::env::args().collect::<Vec<_>>().join(" ")
         );
