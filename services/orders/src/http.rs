@@ -137,9 +137,20 @@ async fn place_order(
     parts.waker.wake();
     tracing::info!(order_id = %id, total_cents = total, "order placed");
 
-    let view = store::get_order(&mut *pool.acquire().await?, &id)
-        .await?
-        .ok_or_else(|| ApiError::unavailable("order vanished after commit"))?;
+    // The order as committed, without reading it back (GET /orders/{id} answers the same).
+    let view = OrderView {
+        id,
+        customer_id: request.customer_id,
+        status: OrderStatus::Pending.as_str().to_owned(),
+        cancellation_reason: None,
+        total_cents: total,
+        currency: request.currency,
+        items: request.items,
+        shipping_address: request.shipping_address,
+        created_at: now.clone(),
+        updated_at: now,
+        history: vec![placed],
+    };
     Ok(created(StatusCode::CREATED, view))
 }
 

@@ -147,9 +147,7 @@ impl Relay {
                 // block every other writer for a broker round trip), then mark.
                 let rows = self.fetch(&mut *self.pool.acquire().await?, "").await?;
                 let (confirmed, failure) = self.publish(publisher, &rows).await;
-                let mut tx = self.pool.begin().await?;
-                mark_sent(&mut tx, &confirmed).await?;
-                tx.commit().await?;
+                mark_range_sent(&mut *self.pool.acquire().await?, &confirmed).await?;
                 failure.map_or(Ok(confirmed.len()), Err)
             }
             Backend::Postgres => {
@@ -239,6 +237,24 @@ impl Relay {
     }
 }
 
+/// SQLite only: marks the confirmed rows with one statement. `confirmed` is a prefix of the
+/// unsent rows in `seq` order, and with one writer `seq` order is commit order, so every unsent
+/// row between its first and last seq is one of them.
+async fn mark_range_sent(conn: &mut AnyConnection, confirmed: &[i64]) -> Result<(), sqlx::Error> {
+    let (Some(first), Some(last)) = (confirmed.first(), confirmed.last()) else {
+        return Ok(());
+    };
+    sqlx::query("UPDATE outbox SET sent_at = $1 WHERE seq BETWEEN $2 AND $3 AND sent_at IS NULL")
+        .bind(now_text())
+        .bind(*first)
+        .bind(*last)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Marks rows sent one by one: on PostgreSQL, sequence values can commit out of order, so a
+/// range could cover a row committed after the batch was read.
 async fn mark_sent(conn: &mut AnyConnection, seqs: &[i64]) -> Result<(), sqlx::Error> {
     let now = now_text();
     for seq in seqs {

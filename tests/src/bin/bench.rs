@@ -67,14 +67,19 @@ async fn main() -> Result<()> {
         args.orders, args.concurrency, suite.orders_per_sec
     ));
     out.push_str(&format!("| suite: events published per second (4 per order) | {events_rate:.0} ({:.0}% of the broker alone) |\n", 100.0 * events_rate / broker_rate));
-    for (label, value) in [
-        ("p50", suite.p50),
-        ("p90", suite.p90),
-        ("p99", suite.p99),
-        ("max", suite.max),
+    for (phase, latency) in [
+        (
+            format!("paced at {:.0} orders/s", suite.paced_rate),
+            &suite.paced,
+        ),
+        (
+            "during the burst (mostly queueing)".to_owned(),
+            &suite.burst,
+        ),
     ] {
         out.push_str(&format!(
-            "| latency placed → completed, {label} (ms) | {value} |\n"
+            "| latency placed → completed, {phase}: p50 / p90 / p99 / max (ms) | {} / {} / {} / {} |\n",
+            latency.p50, latency.p90, latency.p99, latency.max
         ));
     }
     for (service, hwm, rss) in &suite.memory {
@@ -181,12 +186,21 @@ async fn broker_baseline(count: usize) -> Result<f64> {
     Ok(rate)
 }
 
-struct SuiteResult {
-    orders_per_sec: f64,
+/// Latency percentiles of one phase, in milliseconds.
+struct Latency {
     p50: i64,
     p90: i64,
     p99: i64,
     max: i64,
+}
+
+struct SuiteResult {
+    orders_per_sec: f64,
+    /// The burst: every order posted as fast as the clients go, so latency is mostly queueing.
+    burst: Latency,
+    /// Orders paced at half the measured throughput: the latency of one order in a busy system.
+    paced_rate: f64,
+    paced: Latency,
     memory: Vec<(String, u64, u64)>,
 }
 
@@ -229,6 +243,14 @@ async fn measure(args: &Args, procs: &[Proc], data_dir: &std::path::Path) -> Res
     }
     let orders_url = procs[0].url("/orders");
     let body = order_request(1200, 1, "DE");
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}/orders.db?mode=ro", data_dir.display());
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await?;
+
+    // Phase 1, throughput: a burst of orders from `concurrency` clients.
     let placed = futures_util::stream::iter(0..args.orders)
         .map(|_| {
             let request = http.post(&orders_url).json(&body).send();
@@ -241,43 +263,28 @@ async fn measure(args: &Args, procs: &[Proc], data_dir: &std::path::Path) -> Res
     if placed != args.orders {
         bail!("only {placed} of {} orders were accepted", args.orders);
     }
-    sqlx::any::install_default_drivers();
-    let url = format!("sqlite://{}/orders.db?mode=ro", data_dir.display());
-    let pool = sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(&url)
-        .await?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let done: i64 = sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE status = 'completed'")
-            .fetch_one(&pool)
-            .await?
-            .try_get("n")?;
-        if done as usize == args.orders {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("only {done} orders completed within 300 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_completed(&pool, args.orders).await?;
+    let (burst, first, last) = latencies(&pool, "").await?;
+    let orders_per_sec = args.orders as f64 / ((last - first).max(1) as f64 / 1000.0);
+    let phase_two = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+
+    // Phase 2, latency: orders paced at half that rate, each on its own.
+    let paced_rate = (orders_per_sec / 2.0).max(1.0);
+    let paced_count = args.orders / 2;
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / paced_rate));
+    let mut posts = tokio::task::JoinSet::new();
+    for _ in 0..paced_count {
+        ticks.tick().await;
+        let request = http.post(&orders_url).json(&body).send();
+        posts.spawn(async move { matches!(request.await, Ok(r) if r.status() == 201) });
     }
-    let rows = sqlx::query("SELECT created_at, updated_at FROM orders")
-        .fetch_all(&pool)
-        .await?;
-    let parse =
-        |text: String| chrono::DateTime::parse_from_rfc3339(&text).map(|t| t.timestamp_millis());
-    let mut latencies = Vec::with_capacity(rows.len());
-    let (mut first, mut last) = (i64::MAX, i64::MIN);
-    for row in rows {
-        let created = parse(row.try_get("created_at")?)?;
-        let completed = parse(row.try_get("updated_at")?)?;
-        first = first.min(created);
-        last = last.max(completed);
-        latencies.push(completed - created);
+    let accepted = posts.join_all().await.into_iter().filter(|ok| *ok).count();
+    if accepted != paced_count {
+        bail!("only {accepted} of {paced_count} paced orders were accepted");
     }
-    latencies.sort_unstable();
-    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
-    let seconds = (last - first).max(1) as f64 / 1000.0;
+    wait_completed(&pool, args.orders + paced_count).await?;
+    let (paced, _, _) = latencies(&pool, &phase_two).await?;
+
     let mut memory = Vec::new();
     for proc in procs {
         let pid = proc.child.as_ref().and_then(|c| c.id()).context("pid")?;
@@ -294,11 +301,62 @@ async fn measure(args: &Args, procs: &[Proc], data_dir: &std::path::Path) -> Res
     }
     pool.close().await;
     Ok(SuiteResult {
-        orders_per_sec: args.orders as f64 / seconds,
-        p50: at(0.5),
-        p90: at(0.9),
-        p99: at(0.99),
-        max: at(1.0),
+        orders_per_sec,
+        burst,
+        paced_rate,
+        paced,
         memory,
     })
+}
+
+async fn wait_completed(pool: &sqlx::AnyPool, count: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let done: i64 = sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE status = 'completed'")
+            .fetch_one(pool)
+            .await?
+            .try_get("n")?;
+        if done as usize >= count {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {done} of {count} orders completed within 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Latency from creation to completion of the orders created at or after `since` (RFC 3339, so
+/// text order is time order), with the first creation and last completion in epoch ms.
+async fn latencies(pool: &sqlx::AnyPool, since: &str) -> Result<(Latency, i64, i64)> {
+    let rows = sqlx::query("SELECT created_at, updated_at FROM orders WHERE created_at >= $1")
+        .bind(since)
+        .fetch_all(pool)
+        .await?;
+    let parse =
+        |text: String| chrono::DateTime::parse_from_rfc3339(&text).map(|t| t.timestamp_millis());
+    let mut all = Vec::with_capacity(rows.len());
+    let (mut first, mut last) = (i64::MAX, i64::MIN);
+    for row in rows {
+        let created = parse(row.try_get("created_at")?)?;
+        let completed = parse(row.try_get("updated_at")?)?;
+        first = first.min(created);
+        last = last.max(completed);
+        all.push(completed - created);
+    }
+    if all.is_empty() {
+        bail!("no orders to measure");
+    }
+    all.sort_unstable();
+    let at = |q: f64| all[((all.len() as f64 - 1.0) * q).round() as usize];
+    Ok((
+        Latency {
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: at(1.0),
+        },
+        first,
+        last,
+    ))
 }
