@@ -46,4 +46,4 @@ chaos: ## Fault matrix (docs/operations.md): kills the local RabbitMQ, run it al
 
 bench: ## Benchmark: the broker alone vs the suite (throughput, p99 latency, memory); ARGS=--orders N
 	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin bench
-	$(BIN_DIR)/bench --bin-dir $(BIN_DIR) --report docs/benchmarks.md $(ARGS)
+	$(BIN_DIR)/bench --bin-dir $(BIN_DIR) --report docs/benchmark-results.md $(ARGS)
