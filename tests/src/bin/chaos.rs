@@ -611,12 +611,41 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
 
     let accepted = Arc::new(AtomicUsize::new(0));
     let poisoned = if fault == Fault::Poison { 20 } else { 0 };
-    let (placed, injected) = {
+    // While a broker fault lasts, /readyz must say so: a watcher polls the orders service.
+    let injecting = std::sync::atomic::AtomicBool::new(true);
+    let saw_unready = std::sync::atomic::AtomicBool::new(false);
+    let (placed, injected, ()) = {
         let world_ref: &World = world;
         let load = drive_load(world_ref, count, accepted.clone());
-        let inject = inject(world_ref, fault, count, accepted.clone(), bin_dir);
-        tokio::join!(load, inject)
+        let inject = async {
+            let injected = inject(world_ref, fault, count, accepted.clone(), bin_dir).await;
+            injecting.store(false, Ordering::SeqCst);
+            injected
+        };
+        let watch = async {
+            while injecting.load(Ordering::SeqCst) {
+                if let Ok(r) = world_ref
+                    .http
+                    .get(world_ref.first("orders").url("/readyz"))
+                    .send()
+                    .await
+                    && r.status() == 503
+                {
+                    saw_unready.store(true, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::join!(load, inject, watch)
     };
+    if matches!(
+        fault,
+        Fault::BrokerRestart | Fault::BrokerKill | Fault::BrokerHang
+    ) && !saw_unready.load(Ordering::SeqCst)
+    {
+        row.problems
+            .push("/readyz never answered 503 while the broker was away".to_owned());
+    }
     // Failpoint and kill rows restart processes: fold their new handles back in.
     let (recovered, restarted) = injected?;
     for (index, child) in restarted {
