@@ -1,5 +1,5 @@
-//! The `orders` binary: serves until SIGINT or SIGTERM, or runs a `dlq` command (see `--help`
-//! in the README's operations guide).
+//! The `orders` binary: serves until SIGINT or SIGTERM, or runs a `dlq` command (`orders --help`;
+//! docs/operations.md).
 
 use choreo_host::cli::Command;
 use choreo_host::service::shutdown_signal;
@@ -7,6 +7,10 @@ use choreo_host::service::shutdown_signal;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let command = Command::from_env()?;
+    if command == Command::Help {
+        println!("{}", choreo_host::cli::USAGE);
+        return Ok(());
+    }
     let settings = orders::Settings::load()?;
     choreo_host::telemetry::init(&settings.common.log_format, std::io::stderr);
     if let Command::Dlq(dlq) = command {

@@ -20,6 +20,8 @@ use lapin::{Connection, ConnectionProperties};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Serve,
+    /// `--help`: print the usage.
+    Help,
     Dlq(DlqCommand),
 }
 
@@ -32,7 +34,8 @@ pub enum DlqCommand {
     Purge,
 }
 
-const USAGE: &str = "usage: <service> [dlq list | dlq show <message-id> | dlq redrive <message-id>|--all | dlq purge]";
+/// The usage line.
+pub const USAGE: &str = "usage: <service> [dlq list | dlq show <message-id> | dlq redrive <message-id>|--all | dlq purge]";
 
 impl Command {
     /// Parses the arguments after the program name.
@@ -41,6 +44,7 @@ impl Command {
         let words: Vec<&str> = args.iter().map(String::as_str).collect();
         let command = match words.as_slice() {
             [] => Command::Serve,
+            ["--help"] | ["-h"] | ["help"] => Command::Help,
             ["dlq", "list"] => Command::Dlq(DlqCommand::List),
             ["dlq", "show", id] => Command::Dlq(DlqCommand::Show((*id).to_owned())),
             ["dlq", "redrive", "--all"] => Command::Dlq(DlqCommand::Redrive(Selection::All)),
