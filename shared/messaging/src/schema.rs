@@ -28,28 +28,10 @@ impl Backend {
     }
 }
 
-const SQLITE: &[&str] = &[
+/// The tables, with `{seq}` standing for the backend's auto-incrementing key.
+const STATEMENTS: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS outbox (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        event_id TEXT NOT NULL UNIQUE,
-        event_type TEXT NOT NULL,
-        correlation_id TEXT NOT NULL,
-        time_ms BIGINT NOT NULL,
-        body TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        sent_at TEXT
-    )",
-    "CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent_at IS NULL",
-    "CREATE TABLE IF NOT EXISTS inbox (
-        event_id TEXT PRIMARY KEY,
-        event_type TEXT NOT NULL,
-        received_at TEXT NOT NULL
-    )",
-];
-
-const POSTGRES: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS outbox (
-        seq BIGSERIAL PRIMARY KEY,
+        seq {seq},
         event_id TEXT NOT NULL UNIQUE,
         event_type TEXT NOT NULL,
         correlation_id TEXT NOT NULL,
@@ -70,12 +52,14 @@ const POSTGRES: &[&str] = &[
 /// lock that keeps replicas from running this at the same moment: `CREATE TABLE IF NOT EXISTS`
 /// is not safe against a concurrent twin.
 pub async fn install(conn: &mut AnyConnection, backend: Backend) -> Result<(), sqlx::Error> {
-    let statements = match backend {
-        Backend::Sqlite => SQLITE,
-        Backend::Postgres => POSTGRES,
+    let seq = match backend {
+        Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+        Backend::Postgres => "BIGSERIAL PRIMARY KEY",
     };
-    for statement in statements {
-        sqlx::query(statement).execute(&mut *conn).await?;
+    for statement in STATEMENTS {
+        sqlx::query(&statement.replace("{seq}", seq))
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }

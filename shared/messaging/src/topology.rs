@@ -87,38 +87,47 @@ async fn declare_exchange_with_parking_lot(
 ) -> Result<()> {
     let exchange = names.of(exchange);
     let unrouted = unrouted_name(&exchange);
-    channel
-        .exchange_declare(
-            unrouted.as_str().into(),
-            ExchangeKind::Fanout,
-            durable_exchange(),
-            FieldTable::default(),
-        )
-        .await?;
     // A classic lazy queue: events nobody subscribes to (order.completed, order.cancelled) pile up
     // here until an operator binds a consumer or purges them; lazy keeps them on disk, not in RAM.
-    channel
-        .queue_declare(
-            unrouted.as_str().into(),
-            durable_queue(),
-            table(&[("x-queue-mode", text("lazy"))]),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            unrouted.as_str().into(),
-            unrouted.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let lazy = table(&[("x-queue-mode", text("lazy"))]);
+    declare_fanout_into_queue(channel, &unrouted, &unrouted, lazy).await?;
     channel
         .exchange_declare(
             exchange.as_str().into(),
             ExchangeKind::Topic,
             durable_exchange(),
             table(&[("alternate-exchange", text(&unrouted))]),
+        )
+        .await?;
+    Ok(())
+}
+
+/// A durable fanout exchange `exchange` whose every message goes to the durable queue `queue`.
+async fn declare_fanout_into_queue(
+    channel: &Channel,
+    exchange: &str,
+    queue: &str,
+    queue_args: FieldTable,
+) -> Result<()> {
+    let no_args = FieldTable::default;
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Fanout,
+            durable_exchange(),
+            no_args(),
+        )
+        .await?;
+    channel
+        .queue_declare(queue.into(), durable_queue(), queue_args)
+        .await?;
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            no_args(),
         )
         .await?;
     Ok(())
@@ -131,30 +140,8 @@ async fn declare_service_queues(
 ) -> Result<()> {
     let dlx = names.of(&service.dead_letter_exchange());
     let dlq = names.of(&service.dead_letter_queue());
-    channel
-        .exchange_declare(
-            dlx.as_str().into(),
-            ExchangeKind::Fanout,
-            durable_exchange(),
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_declare(
-            dlq.as_str().into(),
-            durable_queue(),
-            table(&[("x-queue-type", text("quorum"))]),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            dlq.as_str().into(),
-            dlx.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let quorum = table(&[("x-queue-type", text("quorum"))]);
+    declare_fanout_into_queue(channel, &dlx, &dlq, quorum).await?;
 
     let queue = names.of(service.name);
     channel
