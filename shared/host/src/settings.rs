@@ -48,6 +48,7 @@ const COMMON_DEFAULTS: &[(&str, &str)] = &[
     ("outbox_sweep_ms", "1000"),
     ("log_format", "pretty"),
     ("failpoints", ""),
+    ("consumer_batch", "32"),
 ];
 
 /// The settings every service has.
@@ -86,6 +87,9 @@ pub struct CommonSettings {
     pub log_format: String,
     /// Fault testing only: see `choreo_messaging::failpoint`.
     pub failpoints: String,
+    /// The most received deliveries handled in one transaction.
+    #[serde(deserialize_with = "from_text")]
+    pub consumer_batch: usize,
 }
 
 impl std::fmt::Debug for CommonSettings {
@@ -133,6 +137,7 @@ impl CommonSettings {
             outbox_sweep: Duration::from_millis(self.outbox_sweep_ms),
             failpoints: choreo_messaging::failpoint::Failpoints::parse(&self.failpoints)
                 .map_err(config::ConfigError::Message)?,
+            consumer_batch: self.consumer_batch,
         })
     }
 }

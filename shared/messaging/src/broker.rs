@@ -45,6 +45,8 @@ pub struct BrokerSettings {
     pub outbox_sweep: Duration,
     /// Fault-test crash and error points (empty in production).
     pub failpoints: crate::failpoint::Failpoints,
+    /// The most received deliveries handled in one transaction (1: one at a time).
+    pub consumer_batch: usize,
 }
 
 impl std::fmt::Debug for BrokerSettings {
@@ -208,6 +210,7 @@ impl<H: Handler> Broker<H> {
             retry_delays: self.settings.retry_delays.clone(),
             health: self.health.clone(),
             failpoints: self.settings.failpoints.clone(),
+            max_batch: self.settings.consumer_batch.max(1),
         });
         let mut relay_task: JoinHandle<Result<()>> = tokio::spawn(relay.run(
             publisher.clone(),

@@ -1,4 +1,7 @@
-//! The consumer loop: one message at a time, each in its own database transaction.
+//! The consumer loop: messages in order, a message's effect committed with its inbox row and its
+//! events. Deliveries the broker has already pushed are handled together in one transaction and
+//! acked with one `multiple` ack; if any of them is not a plain success, that transaction is
+//! rolled back and each is handled on its own, as described below.
 //!
 //! For each delivery: decode the envelope (undecodable: dead-letter), record its id in the inbox
 //! (already there: ack without effect), run the service's [`Handler`], write the events it returns
@@ -17,7 +20,7 @@ use crate::topology::retry_queue_name;
 use crate::{BrokerHealth, Error, Names, Outbox, OutboxWaker, Publisher, Result, inbox};
 use choreo_events::topology::ServiceTopology;
 use choreo_events::{DecodeError, Envelope};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions};
@@ -108,6 +111,8 @@ pub struct ConsumerLoop<H> {
     pub retry_delays: Vec<Duration>,
     pub health: Arc<BrokerHealth>,
     pub failpoints: crate::failpoint::Failpoints,
+    /// The most deliveries already received that are handled together in one transaction.
+    pub max_batch: usize,
 }
 
 impl<H: Handler> ConsumerLoop<H> {
@@ -136,14 +141,29 @@ impl<H: Handler> ConsumerLoop<H> {
                 () = stop.cancelled() => break Ok(()),
                 next = deliveries.next() => next,
             };
-            match next {
-                Some(Ok(delivery)) => {
-                    if let Err(error) = self.process(delivery, &publisher, &stop).await {
-                        break Err(error);
-                    }
-                }
+            let first = match next {
+                Some(Ok(delivery)) => delivery,
                 Some(Err(error)) => break Err(error.into()),
                 None => break Err(Error::ChannelGone),
+            };
+            // Whatever else the broker has already pushed (up to the prefetch) joins it.
+            let mut batch = vec![first];
+            let mut failed = None;
+            while batch.len() < self.max_batch {
+                match deliveries.next().now_or_never() {
+                    Some(Some(Ok(delivery))) => batch.push(delivery),
+                    Some(Some(Err(error))) => {
+                        failed = Some(error);
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+            if let Err(error) = self.process_batch(batch, &publisher, &stop).await {
+                break Err(error);
+            }
+            if let Some(error) = failed {
+                break Err(error.into());
             }
         };
         self.health.set_consuming(false);
@@ -154,6 +174,72 @@ impl<H: Handler> ConsumerLoop<H> {
             channel.close(200, "shutting down".into()).await?;
         }
         result
+    }
+
+    /// Handles deliveries received together. More than one: all in one transaction and one
+    /// `multiple` ack, which saves a commit and an ack per message; if any of them is not a plain
+    /// success (undecodable, failing, database trouble), the transaction is rolled back and each
+    /// is handled on its own, so every outcome is exactly what it would be alone.
+    async fn process_batch(
+        &self,
+        batch: Vec<Delivery>,
+        publisher: &Publisher,
+        stop: &CancellationToken,
+    ) -> Result<()> {
+        if batch.len() > 1 {
+            let envelopes: Option<Vec<Envelope>> = batch
+                .iter()
+                .map(|d| Envelope::decode(&d.data).ok())
+                .collect();
+            if let Some(envelopes) = envelopes
+                && let Some(emitted) = self.apply_together(&envelopes).await
+            {
+                let _ = self.failpoints.hit("consumer.after_commit");
+                if emitted > 0 {
+                    self.waker.wake();
+                }
+                let last = batch.last().expect("a batch is never empty");
+                let multiple = BasicAckOptions { multiple: true };
+                return if last.acker.ack(multiple).await? {
+                    Ok(())
+                } else {
+                    Err(Error::ChannelGone)
+                };
+            }
+        }
+        for delivery in batch {
+            self.process(delivery, publisher, stop).await?;
+        }
+        Ok(())
+    }
+
+    /// Inbox, handler and outbox for every envelope in one transaction; `None` (and nothing
+    /// committed) unless every one of them succeeded or was a duplicate.
+    async fn apply_together(&self, envelopes: &[Envelope]) -> Option<usize> {
+        let mut tx = self.pool.begin().await.ok()?;
+        let mut emitted = 0;
+        for envelope in envelopes {
+            let span = message_span(envelope);
+            let handled = async {
+                if !inbox::record(&mut tx, &envelope.id, &envelope.event_type).await? {
+                    tracing::info!("duplicate delivery acked without effect");
+                    return Ok(0);
+                }
+                self.failpoints
+                    .hit("consumer.before_handle")
+                    .map_err(HandlerError::Transient)?;
+                let events = self.handler.handle(envelope, &mut tx).await?;
+                for event in &events {
+                    Outbox::enqueue(&mut tx, event).await?;
+                }
+                Ok::<_, HandlerError>(events.len())
+            }
+            .instrument(span)
+            .await;
+            emitted += handled.ok()?;
+        }
+        tx.commit().await.ok()?;
+        Some(emitted)
     }
 
     async fn process(
@@ -172,13 +258,7 @@ impl<H: Handler> ConsumerLoop<H> {
                     .await;
             }
         };
-        let span = tracing::info_span!(
-            "message",
-            event_id = %envelope.id,
-            event_type = %envelope.event_type,
-            order_id = envelope.order_id_hint().unwrap_or_default(),
-            correlation_id = %envelope.correlationid,
-        );
+        let span = message_span(&envelope);
         async {
             let mut outcome = self.apply(&envelope).await;
             let mut waits: u32 = 0;
@@ -343,6 +423,17 @@ impl<H: Handler> ConsumerLoop<H> {
             .await?;
         ack(delivery).await
     }
+}
+
+/// The span of one handled message.
+fn message_span(envelope: &Envelope) -> tracing::Span {
+    tracing::info_span!(
+        "message",
+        event_id = %envelope.id,
+        event_type = %envelope.event_type,
+        order_id = envelope.order_id_hint().unwrap_or_default(),
+        correlation_id = %envelope.correlationid,
+    )
 }
 
 /// Acks `delivery`. lapin answers `Ok(false)` when the channel is already gone and nothing was
