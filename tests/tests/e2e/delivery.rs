@@ -396,3 +396,60 @@ async fn dead_letters_are_listed_redriven_with_their_original_id_and_purged() {
     assert_eq!(open().await.expect("open").count().await.expect("count"), 0);
     let _ = connection.close(200, "done".into()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_event_queued_among_good_ones_is_dead_lettered_alone_and_the_others_handled_once()
+ {
+    let mut suite = Suite::start().await;
+    // With billing away, its queue fills. When it comes back the broker pushes them all, and the
+    // ones that arrive while billing is busy are handled as one batch; the invalid one makes its
+    // batch fall back to one at a time. Either way the outcome must be the same.
+    suite.take(Which::Billing).stop().await;
+    let mut orders = Vec::new();
+    for price in 1000..1010 {
+        orders.push(suite.place_order(&order_request(price, 1, "AT")).await);
+    }
+    let mut invalid = Envelope::root(
+        "test",
+        &choreo_events::Event::from_data(
+            choreo_events::EventType::OrderPlaced,
+            &serde_json::json!({
+                "order_id": "batch-poison", "customer_id": "c", "total_cents": 500, "currency": "EUR",
+                "items": [{"sku": "S", "quantity": 1, "unit_price_cents": 500}],
+                "shipping_address": {"name": "n", "line1": "l", "city": "c", "postal_code": "p", "country": "AT"}
+            }),
+        )
+        .expect("valid"),
+    );
+    invalid.data["currency"] = serde_json::json!("euros");
+    suite
+        .publish(
+            "orders.events",
+            "order.placed",
+            &invalid.encode(),
+            properties(&invalid),
+        )
+        .await;
+    for price in 2000..2010 {
+        orders.push(suite.place_order(&order_request(price, 1, "AT")).await);
+    }
+
+    suite.start_service(Which::Billing).await;
+
+    for order in &orders {
+        let id = order["id"].as_str().expect("id");
+        suite.wait_for_status(id, "completed").await;
+        assert_eq!(suite.payments(id).await.len(), 1);
+    }
+    let dead = suite.wait_for_messages("billing.dlq", 1).await;
+    assert_eq!(dead.len(), 1);
+    assert!(
+        header(&dead[0].0, "x-error")
+            .expect("x-error")
+            .contains("currency")
+    );
+    assert_eq!(
+        Envelope::decode(&dead[0].1).expect("envelope").id,
+        invalid.id
+    );
+}
