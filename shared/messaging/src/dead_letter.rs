@@ -9,6 +9,7 @@
 
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use std::time::Duration;
 
 /// Why the message was dead-lettered.
 pub const X_ERROR: &str = "x-error";
@@ -112,6 +113,8 @@ impl DeadLetter {
 #[derive(Debug)]
 pub struct DeadLetterQueue {
     channel: lapin::Channel,
+    /// A second channel that outlives `channel`, to watch the queue after `channel` closes.
+    probe: lapin::Channel,
     /// The prefixed name of the dead-letter queue.
     pub queue: String,
     /// The prefixed name of the service's own queue, where redriven messages go.
@@ -136,15 +139,18 @@ impl DeadLetterQueue {
         channel
             .confirm_select(lapin::options::ConfirmSelectOptions::default())
             .await?;
+        let probe = connection.create_channel().await?;
         Ok(DeadLetterQueue {
             channel,
+            probe,
             queue: names.of(&service.dead_letter_queue()),
             home: names.of(service.name),
         })
     }
 
     /// Reads every dead letter without removing any: they are fetched unacked and handed back to
-    /// the queue when the channel closes.
+    /// the queue when the channel closes. Returns once they are all back (the broker requeues
+    /// them a moment after the close), so a command right after this one sees them.
     pub async fn list(self) -> crate::Result<Vec<DeadLetter>> {
         let mut letters = Vec::new();
         for _ in 0..self.count().await? {
@@ -157,7 +163,17 @@ impl DeadLetterQueue {
             ));
         }
         self.channel.close(200, "listed".into()).await?;
+        self.until_ready(letters.len()).await?;
         Ok(letters)
+    }
+
+    /// Waits (at most 5 s) until at least `count` dead letters are ready again.
+    async fn until_ready(&self, count: usize) -> crate::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while (self.count().await? as usize) < count && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 
     /// How many dead letters are ready now.
@@ -167,7 +183,7 @@ impl DeadLetterQueue {
             ..Default::default()
         };
         Ok(self
-            .channel
+            .probe
             .queue_declare(self.queue.as_str().into(), passive, FieldTable::default())
             .await?
             .message_count())
@@ -189,7 +205,8 @@ impl DeadLetterQueue {
         let mut redriven = 0;
         // At most the messages there now: one redriven and dead-lettered again at once must not
         // be picked up a second time in the same run.
-        for _ in 0..self.count().await? {
+        let present = self.count().await?;
+        for _ in 0..present {
             let Some(message) = self.get().await? else {
                 break;
             };
@@ -250,6 +267,8 @@ impl DeadLetterQueue {
             redriven += 1;
         }
         self.channel.close(200, "redriven".into()).await?;
+        // The ones not selected go back to the queue: wait until they are ready again.
+        self.until_ready(present as usize - redriven).await?;
         Ok(redriven)
     }
 
