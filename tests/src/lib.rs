@@ -122,7 +122,7 @@ pub struct Suite {
     pub orders: Option<Running>,
     pub billing: Option<Running>,
     pub shipping: Option<Running>,
-    /// Extra instances (replicas) started with [`Suite::start_replica`].
+    /// Extra instances (replicas) started with [`Suite::start_together`].
     pub replicas: Vec<Running>,
     pub http: reqwest::Client,
     /// Kept open: `channel` lives on it.
@@ -238,12 +238,6 @@ impl Suite {
     pub async fn start_service(&mut self, which: Which) {
         let running = self.spawn(which).await;
         *self.slot(which) = Some(running);
-    }
-
-    /// Starts one more instance of a service: a competing consumer on the same queue and database.
-    pub async fn start_replica(&mut self, which: Which) {
-        let running = self.spawn(which).await;
-        self.replicas.push(running);
     }
 
     /// Starts `per_service` instances of every service all at once, as replicas deployed together
@@ -397,30 +391,37 @@ impl Suite {
         .await
     }
 
+    /// The payments billing has for an order.
     pub async fn payments(&self, order_id: &str) -> Vec<Value> {
-        let body: Value = self
-            .http
-            .get(self.url(Which::Billing, &format!("/payments?order_id={order_id}")))
-            .send()
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("JSON");
-        body["payments"].as_array().cloned().unwrap_or_default()
+        self.list(
+            Which::Billing,
+            &format!("/payments?order_id={order_id}"),
+            "payments",
+        )
+        .await
     }
 
+    /// The shipments shipping has for an order.
     pub async fn shipments(&self, order_id: &str) -> Vec<Value> {
+        self.list(
+            Which::Shipping,
+            &format!("/shipments?order_id={order_id}"),
+            "shipments",
+        )
+        .await
+    }
+
+    async fn list(&self, which: Which, path: &str, key: &str) -> Vec<Value> {
         let body: Value = self
             .http
-            .get(self.url(Which::Shipping, &format!("/shipments?order_id={order_id}")))
+            .get(self.url(which, path))
             .send()
             .await
             .expect("GET")
             .json()
             .await
             .expect("JSON");
-        body["shipments"].as_array().cloned().unwrap_or_default()
+        body[key].as_array().cloned().unwrap_or_default()
     }
 
     /// The prefixed name of a broker object.

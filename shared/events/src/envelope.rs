@@ -147,8 +147,13 @@ impl Envelope {
 
     /// The envelope as the JSON bytes of an AMQP body.
     pub fn encode(&self) -> Vec<u8> {
+        self.to_json().into_bytes()
+    }
+
+    /// The envelope as JSON text (what the outbox stores).
+    pub fn to_json(&self) -> String {
         // An `Envelope` holds strings, integers, a timestamp and a `Value`: it always serializes.
-        serde_json::to_vec(self).unwrap_or_default()
+        serde_json::to_string(self).unwrap_or_default()
     }
 
     /// The type of this envelope, if the suite knows it.

@@ -61,8 +61,6 @@ impl std::fmt::Debug for BrokerSettings {
     }
 }
 
-pub use crate::secret::redact;
-
 /// What `/readyz` reads of the broker side.
 #[derive(Debug, Default)]
 pub struct BrokerHealth {

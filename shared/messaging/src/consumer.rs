@@ -199,6 +199,8 @@ impl<H: Handler> ConsumerLoop<H> {
                     self.waker.wake();
                 }
                 let last = batch.last().expect("a batch is never empty");
+                // A `multiple` ack covers every unacked delivery up to this one: safe, since every
+                // delivery before this batch was acked or dead-lettered (or the loop has ended).
                 let multiple = BasicAckOptions { multiple: true };
                 return if last.acker.ack(multiple).await? {
                     Ok(())

@@ -51,7 +51,7 @@ impl Outbox {
         .bind(&envelope.event_type)
         .bind(&envelope.correlationid)
         .bind(envelope.time.timestamp_millis())
-        .bind(String::from_utf8_lossy(&envelope.encode()).into_owned())
+        .bind(envelope.to_json())
         .bind(now_text())
         .execute(conn)
         .await?;
@@ -146,7 +146,7 @@ impl Relay {
                 // One writer at a time: read, publish without holding a transaction (which would
                 // block every other writer for a broker round trip), then mark.
                 let rows = self.fetch(&mut *self.pool.acquire().await?, "").await?;
-                let (confirmed, failure) = self.publish(publisher, &rows).await;
+                let (confirmed, failure) = self.publish(publisher, rows).await;
                 mark_range_sent(&mut *self.pool.acquire().await?, &confirmed).await?;
                 failure.map_or(Ok(confirmed.len()), Err)
             }
@@ -155,7 +155,7 @@ impl Relay {
                 // are marked, and skips rows another replica holds.
                 let mut tx = self.pool.begin().await?;
                 let rows = self.fetch(&mut tx, " FOR UPDATE SKIP LOCKED").await?;
-                let (confirmed, failure) = self.publish(publisher, &rows).await;
+                let (confirmed, failure) = self.publish(publisher, rows).await;
                 mark_sent(&mut tx, &confirmed).await?;
                 tx.commit().await?;
                 failure.map_or(Ok(confirmed.len()), Err)
@@ -192,7 +192,7 @@ impl Relay {
     async fn publish(
         &self,
         publisher: &Publisher,
-        rows: &[UnsentEvent],
+        rows: Vec<UnsentEvent>,
     ) -> (Vec<i64>, Option<crate::Error>) {
         let mut pending: Vec<(i64, PendingConfirm)> = Vec::with_capacity(rows.len());
         let mut failure = None;
@@ -200,7 +200,7 @@ impl Relay {
             let message = Outgoing {
                 exchange: self.exchange.clone(),
                 routing_key: row.event_type.clone(),
-                body: row.body.clone().into_bytes(),
+                body: row.body.into_bytes(),
                 properties: event_properties(
                     &row.event_id,
                     &row.event_type,

@@ -381,19 +381,18 @@ impl World {
         matches!(self.http.get(proc.url("/readyz")).send().await, Ok(r) if r.status() == 200)
     }
 
-    /// Polls until every process answers /readyz 200; returns how long it took.
-    async fn wait_ready(&self, deadline: Duration) -> Result<f64> {
-        let started = Instant::now();
+    /// Polls until every process answers /readyz 200; returns the seconds since `since`.
+    async fn wait_ready(&self, since: Instant, deadline: Duration) -> Result<f64> {
         loop {
             let mut all = true;
             for proc in &self.procs {
                 all &= self.ready(proc).await;
             }
             if all {
-                return Ok(started.elapsed().as_secs_f64());
+                return Ok(since.elapsed().as_secs_f64());
             }
-            if started.elapsed() > deadline {
-                bail!("services not ready after {deadline:?}");
+            if since.elapsed() > deadline {
+                bail!("services not ready within {deadline:?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -603,10 +602,14 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
         .await
         .context("orders did not come up (503) while the broker was away")?;
         rabbitmqctl(&["start_app"]).await?;
-        recover = world.wait_ready(Duration::from_secs(60)).await?;
+        recover = world
+            .wait_ready(Instant::now(), Duration::from_secs(60))
+            .await?;
     } else {
         world.start_all(bin_dir, failpoint)?;
-        world.wait_ready(Duration::from_secs(60)).await?;
+        world
+            .wait_ready(Instant::now(), Duration::from_secs(60))
+            .await?;
     }
 
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -854,7 +857,10 @@ async fn inject(
         );
         let healed = Instant::now();
         restarted.push((index, restart(world, index, bin_dir).await?));
-        return Ok((wait_ready_except(world, healed, &[]).await?, restarted));
+        return Ok((
+            world.wait_ready(healed, Duration::from_secs(120)).await?,
+            restarted,
+        ));
     }
     while accepted.load(Ordering::SeqCst) < count / 3 {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -929,7 +935,10 @@ async fn inject(
         | Fault::ReplicasOnPostgres
         | Fault::Failpoint(..) => Instant::now(),
     };
-    Ok((wait_ready_except(world, healed, &[]).await?, restarted))
+    Ok((
+        world.wait_ready(healed, Duration::from_secs(120)).await?,
+        restarted,
+    ))
 }
 
 /// Starts process `index` again, as a supervisor (systemd, Docker) would: if it exits at once
@@ -972,23 +981,6 @@ fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.contains(") Z "))
         .unwrap_or(true)
-}
-
-/// Seconds from `healed` until every process answers /readyz 200.
-async fn wait_ready_except(world: &World, healed: Instant, _skip: &[usize]) -> Result<f64> {
-    loop {
-        let mut all = true;
-        for proc in &world.procs {
-            all &= world.ready(proc).await;
-        }
-        if all {
-            return Ok(healed.elapsed().as_secs_f64());
-        }
-        if healed.elapsed() > Duration::from_secs(120) {
-            bail!("services not ready 120 s after the fault was healed");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Publishes `n` undecodable and `n` unsupported-version events that billing must dead-letter.

@@ -5,6 +5,20 @@ use choreo_e2e::{Options, Suite, Which, header, order_request};
 use choreo_events::Envelope;
 use lapin::BasicProperties;
 
+/// A valid `order.placed` for `order_id`, published by the test itself (source `test`).
+fn placed_by_the_test(order_id: &str) -> Envelope {
+    let placed = choreo_events::Event::from_data(
+        choreo_events::EventType::OrderPlaced,
+        &serde_json::json!({
+            "order_id": order_id, "customer_id": "c", "total_cents": 500, "currency": "EUR",
+            "items": [{"sku": "S", "quantity": 1, "unit_price_cents": 500}],
+            "shipping_address": {"name": "n", "line1": "l", "city": "c", "postal_code": "p", "country": "AT"}
+        }),
+    )
+    .expect("valid");
+    Envelope::root("test", &placed)
+}
+
 fn properties(envelope: &Envelope) -> BasicProperties {
     BasicProperties::default()
         .with_message_id(envelope.id.as_str().into())
@@ -106,22 +120,11 @@ async fn undecodable_invalid_unknown_and_unsupported_messages_are_dead_lettered_
  {
     let suite = Suite::start().await;
     suite.wait_ready().await;
-    let template = {
-        let order = suite.place_order(&order_request(500, 1, "AT")).await;
-        suite
-            .wait_for_status(order["id"].as_str().expect("id"), "completed")
-            .await;
-        let placed = choreo_events::Event::from_data(
-            choreo_events::EventType::OrderPlaced,
-            &serde_json::json!({
-                "order_id": "not-an-order-of-ours", "customer_id": "c", "total_cents": 500, "currency": "EUR",
-                "items": [{"sku": "S", "quantity": 1, "unit_price_cents": 500}],
-                "shipping_address": {"name": "n", "line1": "l", "city": "c", "postal_code": "p", "country": "AT"}
-            }),
-        )
-        .expect("valid");
-        Envelope::root("test", &placed)
-    };
+    let order = suite.place_order(&order_request(500, 1, "AT")).await;
+    suite
+        .wait_for_status(order["id"].as_str().expect("id"), "completed")
+        .await;
+    let template = placed_by_the_test("not-an-order-of-ours");
 
     suite
         .publish(
@@ -409,18 +412,7 @@ async fn an_invalid_event_queued_among_good_ones_is_dead_lettered_alone_and_the_
     for price in 1000..1010 {
         orders.push(suite.place_order(&order_request(price, 1, "AT")).await);
     }
-    let mut invalid = Envelope::root(
-        "test",
-        &choreo_events::Event::from_data(
-            choreo_events::EventType::OrderPlaced,
-            &serde_json::json!({
-                "order_id": "batch-poison", "customer_id": "c", "total_cents": 500, "currency": "EUR",
-                "items": [{"sku": "S", "quantity": 1, "unit_price_cents": 500}],
-                "shipping_address": {"name": "n", "line1": "l", "city": "c", "postal_code": "p", "country": "AT"}
-            }),
-        )
-        .expect("valid"),
-    );
+    let mut invalid = placed_by_the_test("batch-poison");
     invalid.data["currency"] = serde_json::json!("euros");
     suite
         .publish(
