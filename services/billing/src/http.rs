@@ -30,12 +30,10 @@ async fn list_payments(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(query) =
         query.map_err(|rejection| ApiError::unprocessable(vec![rejection.body_text()]))?;
-    let mut conn = parts.database.pool.acquire().await?;
-    let payments = store::list_payments(
-        &mut conn,
-        query.order_id.as_deref().filter(|id| !id.is_empty()),
-        LIST_LIMIT,
-    )
-    .await?;
+    let order_id = query.order_id.filter(|id| !id.is_empty());
+    let payments = parts
+        .database
+        .read(move |tx| store::list_payments(tx, order_id.as_deref(), LIST_LIMIT))
+        .await?;
     Ok(Json(json!({ "payments": payments })))
 }

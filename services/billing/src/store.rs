@@ -1,8 +1,8 @@
-//! The SQL of billing. Each function runs on the caller's connection (and so its transaction).
+//! The SQL of billing. Each function runs on the transaction it is given.
 
-use crate::rules::PaymentState;
+use crate::rules::{Payment, PaymentState};
+use choreo_store::{Error, Result, Tx};
 use serde::Serialize;
-use sqlx::{AnyConnection, Row};
 
 /// A payment as `GET /payments` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -16,145 +16,115 @@ pub struct PaymentView {
     pub refund_id: Option<String>,
 }
 
-/// The payment of an order: its id, state, amount and currency.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Payment {
-    pub id: String,
-    pub state: PaymentState,
-    pub amount_cents: i64,
-    pub currency: String,
+pub fn payment_of(tx: &mut dyn Tx, order_id: &str) -> Result<Option<Payment>> {
+    let Some(mut row) = tx.query_opt(
+        "SELECT id, status, amount_cents, currency FROM payments WHERE order_id = $1",
+        &[order_id.into()],
+    )?
+    else {
+        return Ok(None);
+    };
+    let id = row.take(0)?;
+    let status: String = row.take(1)?;
+    let state = PaymentState::parse(&status)
+        .ok_or_else(|| Error::Failed(format!("impossible payment status {status}")))?;
+    Ok(Some(Payment {
+        id,
+        state,
+        amount_cents: row.take(2)?,
+        currency: row.take(3)?,
+    }))
 }
 
-pub async fn payment_of(
-    conn: &mut AnyConnection,
+/// Records the one payment of `order_id`. Returns `false`, writing nothing, if the order already
+/// has one (`UNIQUE (order_id)`): at most one payment per order, whatever is redelivered.
+pub fn insert_payment(
+    tx: &mut dyn Tx,
     order_id: &str,
-) -> Result<Option<Payment>, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT id, status, amount_cents, currency FROM payments WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_optional(conn)
-            .await?;
-    row.map(|row| {
-        let status: String = row.try_get("status")?;
-        let state = match status.as_str() {
-            "captured" => PaymentState::Captured,
-            "declined" => PaymentState::Declined,
-            "refunded" => PaymentState::Refunded,
-            other => {
-                return Err(sqlx::Error::Decode(
-                    format!("impossible payment status {other}").into(),
-                ));
-            }
-        };
-        Ok(Payment {
-            id: row.try_get("id")?,
-            state,
-            amount_cents: row.try_get("amount_cents")?,
-            currency: row.try_get("currency")?,
-        })
-    })
-    .transpose()
-}
-
-/// A payment to record: captured, or declined with a reason.
-#[derive(Debug, Clone)]
-pub struct NewPayment<'a> {
-    pub id: &'a str,
-    pub order_id: &'a str,
-    pub captured: bool,
-    pub amount_cents: i64,
-    pub currency: &'a str,
-    pub decline_reason: Option<&'a str>,
-    pub now: &'a str,
-}
-
-/// Records the one payment of an order; the `UNIQUE (order_id)` refuses a second.
-pub async fn insert_payment(
-    conn: &mut AnyConnection,
-    p: &NewPayment<'_>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    payment: &Payment,
+    decline_reason: Option<&str>,
+    now: &str,
+) -> Result<bool> {
+    let inserted = tx.execute(
         "INSERT INTO payments (id, order_id, status, amount_cents, currency, decline_reason, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-    )
-    .bind(p.id)
-    .bind(p.order_id)
-    .bind(if p.captured { "captured" } else { "declined" })
-    .bind(p.amount_cents)
-    .bind(p.currency)
-    .bind(p.decline_reason)
-    .bind(p.now)
-    .execute(conn)
-    .await?;
-    Ok(())
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+         ON CONFLICT (order_id) DO NOTHING",
+        &[
+            (&payment.id).into(),
+            order_id.into(),
+            payment.state.as_str().into(),
+            payment.amount_cents.into(),
+            (&payment.currency).into(),
+            decline_reason.into(),
+            now.into(),
+        ],
+    )?;
+    Ok(inserted == 1)
 }
 
 /// Records the one refund of a payment and marks the payment refunded; `UNIQUE (payment_id)`
 /// refuses a second.
-pub async fn insert_refund(
-    conn: &mut AnyConnection,
+pub fn insert_refund(
+    tx: &mut dyn Tx,
     refund_id: &str,
     payment: &Payment,
     order_id: &str,
     reason: &str,
     now: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<()> {
+    tx.execute(
         "INSERT INTO refunds (id, payment_id, order_id, amount_cents, currency, reason, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(refund_id)
-    .bind(&payment.id)
-    .bind(order_id)
-    .bind(payment.amount_cents)
-    .bind(&payment.currency)
-    .bind(reason)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("UPDATE payments SET status = 'refunded', updated_at = $1 WHERE id = $2 AND status = 'captured'")
-        .bind(now)
-        .bind(&payment.id)
-        .execute(conn)
-        .await?;
+        &[
+            refund_id.into(),
+            (&payment.id).into(),
+            order_id.into(),
+            payment.amount_cents.into(),
+            (&payment.currency).into(),
+            reason.into(),
+            now.into(),
+        ],
+    )?;
+    tx.execute(
+        "UPDATE payments SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
+        &[
+            PaymentState::Refunded.as_str().into(),
+            now.into(),
+            (&payment.id).into(),
+            PaymentState::Captured.as_str().into(),
+        ],
+    )?;
     Ok(())
 }
 
 /// The payments of one order (at most one), or the newest ones.
-pub async fn list_payments(
-    conn: &mut AnyConnection,
+pub fn list_payments(
+    tx: &mut dyn Tx,
     order_id: Option<&str>,
     limit: i64,
-) -> Result<Vec<PaymentView>, sqlx::Error> {
+) -> Result<Vec<PaymentView>> {
     const SELECT: &str = "SELECT p.id, p.order_id, p.status, p.amount_cents, p.currency, p.created_at, r.id AS refund_id
                           FROM payments p LEFT JOIN refunds r ON r.payment_id = p.id";
     let rows = match order_id {
-        Some(order_id) => {
-            sqlx::query(&format!(
-                "{SELECT} WHERE p.order_id = $1 ORDER BY p.created_at DESC LIMIT $2"
-            ))
-            .bind(order_id)
-            .bind(limit)
-            .fetch_all(conn)
-            .await?
-        }
-        None => {
-            sqlx::query(&format!("{SELECT} ORDER BY p.created_at DESC LIMIT $1"))
-                .bind(limit)
-                .fetch_all(conn)
-                .await?
-        }
+        Some(order_id) => tx.query(
+            &format!("{SELECT} WHERE p.order_id = $1 ORDER BY p.created_at DESC LIMIT $2"),
+            &[order_id.into(), limit.into()],
+        )?,
+        None => tx.query(
+            &format!("{SELECT} ORDER BY p.created_at DESC LIMIT $1"),
+            &[limit.into()],
+        )?,
     };
-    rows.iter()
-        .map(|row| {
+    rows.into_iter()
+        .map(|mut row| {
             Ok(PaymentView {
-                id: row.try_get("id")?,
-                order_id: row.try_get("order_id")?,
-                status: row.try_get("status")?,
-                amount_cents: row.try_get("amount_cents")?,
-                currency: row.try_get("currency")?,
-                created_at: row.try_get("created_at")?,
-                refund_id: row.try_get("refund_id")?,
+                id: row.take(0)?,
+                order_id: row.take(1)?,
+                status: row.take(2)?,
+                amount_cents: row.take(3)?,
+                currency: row.take(4)?,
+                created_at: row.take(5)?,
+                refund_id: row.take(6)?,
             })
         })
         .collect()

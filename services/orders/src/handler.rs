@@ -4,50 +4,46 @@
 
 use crate::lifecycle::{self, Decision};
 use crate::store::{self, HistoryEntry};
-use choreo_events::Envelope;
-use choreo_events::topology::ORDERS;
+use choreo_events::{Envelope, Event};
 use choreo_messaging::{Handler, HandlerError};
-use sqlx::AnyConnection;
+use choreo_store::Tx;
 
 /// Handles the billing and shipping events the orders queue is bound to.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OrdersHandler;
 
 impl Handler for OrdersHandler {
-    async fn handle(
+    fn handle(
         &self,
+        event: &Event,
         envelope: &Envelope,
-        conn: &mut AnyConnection,
-    ) -> Result<Vec<Envelope>, HandlerError> {
-        let event = envelope.event()?;
+        tx: &mut dyn Tx,
+    ) -> Result<Vec<Event>, HandlerError> {
         let order_id = event.order_id();
-        let status = store::load_status(conn, order_id)
-            .await?
+        let status = store::load_status(tx, order_id)?
             .ok_or_else(|| HandlerError::Permanent(format!("no order {order_id}")))?;
-        let decision = lifecycle::decide(status, &event).map_err(|unexpected| {
+        let decision = lifecycle::decide(status, event).map_err(|unexpected| {
             HandlerError::Permanent(format!("orders does not consume {}", unexpected.0))
         })?;
-        let now = choreo_messaging::outbox::now_text();
-        let history = |status: &str| HistoryEntry {
-            at: now.clone(),
-            event_type: envelope.event_type.clone(),
-            event_id: envelope.id.clone(),
-            status: status.to_owned(),
-        };
         match decision {
             Decision::Move { to, emit } => {
-                if !store::set_status(conn, order_id, status, to, &now).await? {
-                    // A concurrent replica moved the order after we read it: decide again later.
+                let now = choreo_store::now_text();
+                if !store::set_status(tx, order_id, status, to, &now)? {
+                    // Only without the row lock (which PostgreSQL takes in load_status) could
+                    // another replica have moved the order since we read it: decide again later.
                     return Err(HandlerError::Transient(format!(
                         "order {order_id} changed concurrently"
                     )));
                 }
-                store::insert_history(conn, order_id, &history(to.as_str())).await?;
+                let entry = HistoryEntry {
+                    at: now,
+                    event_type: envelope.event_type.clone(),
+                    event_id: envelope.id.clone(),
+                    status: to.as_str().to_owned(),
+                };
+                store::insert_history(tx, order_id, &entry)?;
                 tracing::info!(from = %status, to = %to, "order moved");
-                Ok(emit
-                    .iter()
-                    .map(|e| Envelope::caused_by(envelope, ORDERS.name, e))
-                    .collect())
+                Ok(emit.into_iter().collect())
             }
             Decision::Ignore(why) => {
                 tracing::info!(%status, why, "event ignored");

@@ -14,6 +14,7 @@ use choreo_events::{Envelope, Event};
 use choreo_host::http::{ApiError, JsonBody};
 use choreo_host::service::Parts;
 use choreo_messaging::Outbox;
+use choreo_store::Tx;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -72,6 +73,17 @@ fn created(status: StatusCode, order: OrderView) -> Response {
     (status, [(header::LOCATION, location)], Json(order)).into_response()
 }
 
+/// What `POST /orders` did.
+#[derive(Debug)]
+enum Placed {
+    /// A new order, committed with its `order.placed` event.
+    New(OrderView),
+    /// The `Idempotency-Key` was seen before with the same request: that order, unchanged.
+    Replayed(OrderView),
+    /// The `Idempotency-Key` was seen before with another request.
+    KeyReused,
+}
+
 async fn place_order(
     State(parts): State<Parts>,
     headers: HeaderMap,
@@ -80,16 +92,9 @@ async fn place_order(
     let total = request.validate().map_err(ApiError::unprocessable)?;
     let key = idempotency_key(&headers)?;
     let canonical = serde_json::to_string(&request).unwrap_or_default();
-    let pool = &parts.database.pool;
-
-    if let Some(key) = &key
-        && let Some(response) = replay(&parts, key, &canonical).await?
-    {
-        return Ok(response);
-    }
 
     let id = uuid::Uuid::now_v7().to_string();
-    let now = choreo_messaging::outbox::now_text();
+    let now = choreo_store::now_text();
     let event = Event::OrderPlaced(OrderPlaced {
         order_id: id.clone(),
         customer_id: request.customer_id.clone(),
@@ -99,46 +104,14 @@ async fn place_order(
         shipping_address: request.shipping_address.clone(),
     });
     let envelope = Envelope::root(ORDERS.name, &event);
-
-    let mut tx = pool.begin().await?;
-    let order = NewOrder {
-        id: &id,
-        customer_id: &request.customer_id,
-        total_cents: total,
-        currency: &request.currency,
-        items: &request.items,
-        shipping_address: &request.shipping_address,
-        now: &now,
-    };
-    store::insert_order(&mut tx, &order).await?;
-    let placed = HistoryEntry {
-        at: now.clone(),
-        event_type: envelope.event_type.clone(),
-        event_id: envelope.id.clone(),
-        status: "pending".into(),
-    };
-    store::insert_history(&mut tx, &id, &placed).await?;
-    Outbox::enqueue(&mut tx, &envelope).await?;
-    if let Some(key) = &key
-        && let Err(error) = store::insert_idempotency_key(&mut tx, key, &canonical, &id, &now).await
-    {
-        // Another replica took the key between our look-up and now: answer as it did.
-        let unique = error
-            .as_database_error()
-            .is_some_and(|e| e.is_unique_violation());
-        drop(tx);
-        if unique && let Some(response) = replay(&parts, key, &canonical).await? {
-            return Ok(response);
-        }
-        return Err(error.into());
-    }
-    tx.commit().await?;
-    let _ = parts.failpoints.hit("orders.after_commit");
-    parts.waker.wake();
-    tracing::info!(order_id = %id, total_cents = total, "order placed");
-
-    // The order as committed, without reading it back (GET /orders/{id} answers the same).
-    let view = OrderView {
+    // The order as it will be committed: the answer needs no read-back.
+    let order = OrderView {
+        history: vec![HistoryEntry {
+            at: now.clone(),
+            event_type: envelope.event_type.clone(),
+            event_id: envelope.id.clone(),
+            status: OrderStatus::Pending.as_str().to_owned(),
+        }],
         id,
         customer_id: request.customer_id,
         status: OrderStatus::Pending.as_str().to_owned(),
@@ -149,37 +122,106 @@ async fn place_order(
         shipping_address: request.shipping_address,
         created_at: now.clone(),
         updated_at: now,
-        history: vec![placed],
     };
-    Ok(created(StatusCode::CREATED, view))
+
+    // One unit of work: the key look-up, the order, its history, its event and the key.
+    let (work_key, work_canonical) = (key.clone(), canonical.clone());
+    let placed = parts
+        .database
+        .write(move |tx| place(tx, work_key.as_deref(), &work_canonical, order, &envelope))
+        .await;
+    let placed = match placed {
+        Ok(placed) => placed,
+        // Another replica took the key between our look-up and our insert: answer as it did.
+        Err(error) if error.is_unique_violation() && key.is_some() => {
+            let key = key.unwrap_or_default();
+            parts
+                .database
+                .read(move |tx| replay(tx, &key, &canonical))
+                .await?
+                .ok_or_else(|| ApiError::unavailable(error))?
+        }
+        Err(error) => return Err(error.into()),
+    };
+    match placed {
+        Placed::New(order) => {
+            let _ = parts.failpoints.hit("orders.after_commit");
+            parts.waker.wake();
+            tracing::info!(order_id = %order.id, total_cents = order.total_cents, "order placed");
+            Ok(created(StatusCode::CREATED, order))
+        }
+        Placed::Replayed(order) => Ok(created(StatusCode::OK, order)),
+        Placed::KeyReused => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "Idempotency-Key was already used with a different request",
+        )),
+    }
 }
 
-/// The answer to a request whose `Idempotency-Key` was seen before: the same order (200), or 409
-/// if the key came with a different request.
-async fn replay(parts: &Parts, key: &str, canonical: &str) -> Result<Option<Response>, ApiError> {
-    let mut conn = parts.database.pool.acquire().await?;
-    let Some((request, order_id)) = store::find_idempotency_key(&mut conn, key).await? else {
+/// The unit of work of `POST /orders`, on the database thread.
+fn place(
+    tx: &mut dyn Tx,
+    key: Option<&str>,
+    canonical: &str,
+    order: OrderView,
+    envelope: &Envelope,
+) -> Result<Placed, choreo_store::Error> {
+    if let Some(key) = key
+        && let Some(replayed) = replay(tx, key, canonical)?
+    {
+        return Ok(replayed);
+    }
+    let new = NewOrder {
+        id: &order.id,
+        customer_id: &order.customer_id,
+        total_cents: order.total_cents,
+        currency: &order.currency,
+        items: &order.items,
+        shipping_address: &order.shipping_address,
+        now: &order.created_at,
+    };
+    store::insert_order(tx, &new)?;
+    for entry in &order.history {
+        store::insert_history(tx, &order.id, entry)?;
+    }
+    Outbox::enqueue(tx, envelope)?;
+    if let Some(key) = key {
+        store::insert_idempotency_key(tx, key, canonical, &order.id, &order.created_at)?;
+    }
+    Ok(Placed::New(order))
+}
+
+/// What a request whose `Idempotency-Key` was seen before gets: the same order, or a conflict
+/// if the key came with a different request; `None` for a new key.
+fn replay(
+    tx: &mut dyn Tx,
+    key: &str,
+    canonical: &str,
+) -> Result<Option<Placed>, choreo_store::Error> {
+    let Some((request, order_id)) = store::find_idempotency_key(tx, key)? else {
         return Ok(None);
     };
     if request != canonical {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "Idempotency-Key was already used with a different request",
-        ));
+        return Ok(Some(Placed::KeyReused));
     }
-    let order = store::get_order(&mut conn, &order_id)
-        .await?
-        .ok_or_else(|| ApiError::unavailable("idempotent order missing"))?;
-    Ok(Some(created(StatusCode::OK, order)))
+    let order = store::get_order(tx, &order_id)?.ok_or_else(|| {
+        choreo_store::Error::Failed(format!("the order {order_id} of a known key is missing"))
+    })?;
+    Ok(Some(Placed::Replayed(order)))
 }
 
 async fn get_order(
     State(parts): State<Parts>,
     Path(id): Path<String>,
 ) -> Result<Json<OrderView>, ApiError> {
-    let mut conn = parts.database.pool.acquire().await?;
-    store::get_order(&mut conn, &id)
-        .await?
+    let order = {
+        let id = id.clone();
+        parts
+            .database
+            .read(move |tx| store::get_order(tx, &id))
+            .await?
+    };
+    order
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no order {id}")))
 }
@@ -215,7 +257,9 @@ async fn list_orders(
             "limit must be between 1 and {MAX_LIMIT}, got {limit}"
         )]));
     }
-    let mut conn = parts.database.pool.acquire().await?;
-    let orders = store::list_orders(&mut conn, status.as_deref(), limit).await?;
+    let orders = parts
+        .database
+        .read(move |tx| store::list_orders(tx, status.as_deref(), limit))
+        .await?;
     Ok(Json(json!({ "orders": orders })))
 }

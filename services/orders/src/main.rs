@@ -4,8 +4,7 @@
 use choreo_host::cli::Command;
 use choreo_host::service::shutdown_signal;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let command = Command::from_env()?;
     if command == Command::Help {
         println!("{}", choreo_host::cli::USAGE);
@@ -13,13 +12,15 @@ async fn main() -> anyhow::Result<()> {
     }
     let settings = orders::Settings::load()?;
     choreo_host::telemetry::init(&settings.common.log_format, std::io::stderr);
-    if let Command::Dlq(dlq) = command {
-        dlq.run(&settings.common, choreo_events::topology::ORDERS)
-            .await?;
-        return Ok(());
-    }
-    tracing::info!(?settings, "starting orders");
-    let service = orders::build(settings).await?;
-    service.run_until_stopped(shutdown_signal()).await?;
-    Ok(())
+    choreo_host::runtime::build(&settings.common)?.block_on(async move {
+        if let Command::Dlq(dlq) = command {
+            return Ok(dlq
+                .run(&settings.common, choreo_events::topology::ORDERS)
+                .await?);
+        }
+        tracing::info!(?settings, "starting orders");
+        let service = orders::build(settings).await?;
+        service.run_until_stopped(shutdown_signal()).await?;
+        Ok(())
+    })
 }

@@ -1,11 +1,12 @@
-//! The SQL of the orders service. Every function takes the connection it runs on, so the caller
-//! decides the transaction: the handler and `POST /orders` write state and outbox together.
+//! The SQL of the orders service. Every function runs on the transaction it is given, so the
+//! caller decides the unit of work: the handler and `POST /orders` write state and outbox
+//! together, in one hand-off to the database thread.
 
 use crate::lifecycle::OrderStatus;
 use choreo_events::payloads::{Address, LineItem};
+use choreo_store::{Backend, Error, Param, Result, Row, Tx, placeholders};
 use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use std::collections::HashMap;
 
 /// An order as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -45,23 +46,22 @@ pub struct NewOrder<'a> {
     pub now: &'a str,
 }
 
-pub async fn insert_order(
-    conn: &mut AnyConnection,
-    order: &NewOrder<'_>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+pub fn insert_order(tx: &mut dyn Tx, order: &NewOrder<'_>) -> Result<()> {
+    let (items, address) = (to_json(order.items), to_json(order.shipping_address));
+    tx.execute(
         "INSERT INTO orders (id, customer_id, status, cancellation_reason, total_cents, currency, items, shipping_address, created_at, updated_at)
-         VALUES ($1, $2, 'pending', NULL, $3, $4, $5, $6, $7, $7)",
-    )
-    .bind(order.id)
-    .bind(order.customer_id)
-    .bind(order.total_cents)
-    .bind(order.currency)
-    .bind(to_json(order.items))
-    .bind(to_json(order.shipping_address))
-    .bind(order.now)
-    .execute(conn)
-    .await?;
+         VALUES ($1, $2, $3, NULL, $4, $5, $6, $7, $8, $8)",
+        &[
+            order.id.into(),
+            order.customer_id.into(),
+            OrderStatus::Pending.as_str().into(),
+            order.total_cents.into(),
+            order.currency.into(),
+            items.as_str().into(),
+            address.as_str().into(),
+            order.now.into(),
+        ],
+    )?;
     Ok(())
 }
 
@@ -69,178 +69,165 @@ fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-pub async fn insert_history(
-    conn: &mut AnyConnection,
-    order_id: &str,
-    entry: &HistoryEntry,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+pub fn insert_history(tx: &mut dyn Tx, order_id: &str, entry: &HistoryEntry) -> Result<()> {
+    tx.execute(
         "INSERT INTO order_history (order_id, at, event_type, event_id, status) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (order_id, event_id) DO NOTHING",
-    )
-    .bind(order_id)
-    .bind(&entry.at)
-    .bind(&entry.event_type)
-    .bind(&entry.event_id)
-    .bind(&entry.status)
-    .execute(conn)
-    .await?;
+        &[
+            order_id.into(),
+            (&entry.at).into(),
+            (&entry.event_type).into(),
+            (&entry.event_id).into(),
+            (&entry.status).into(),
+        ],
+    )?;
     Ok(())
 }
 
-/// The status of an order, or `None` if there is no such order.
-pub async fn load_status(
-    conn: &mut AnyConnection,
-    id: &str,
-) -> Result<Option<OrderStatus>, sqlx::Error> {
-    let row = sqlx::query("SELECT status, cancellation_reason FROM orders WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
-    row.map(|row| {
-        let status: String = row.try_get("status")?;
-        let reason: Option<String> = row.try_get("cancellation_reason")?;
-        OrderStatus::from_columns(&status, reason.as_deref()).ok_or_else(|| {
-            sqlx::Error::Decode(
-                format!("order {id} has an impossible status {status}/{reason:?}").into(),
-            )
+/// The status of an order, or `None` if there is no such order. On PostgreSQL the row stays
+/// locked until the transaction ends, so replicas handling two events of one order take turns
+/// instead of one of them losing the guarded update below.
+pub fn load_status(tx: &mut dyn Tx, id: &str) -> Result<Option<OrderStatus>> {
+    let sql = match tx.backend() {
+        Backend::Sqlite => "SELECT status, cancellation_reason FROM orders WHERE id = $1",
+        Backend::Postgres => {
+            "SELECT status, cancellation_reason FROM orders WHERE id = $1 FOR UPDATE"
+        }
+    };
+    let Some(mut row) = tx.query_opt(sql, &[id.into()])? else {
+        return Ok(None);
+    };
+    let status: String = row.take(0)?;
+    let reason: Option<String> = row.take(1)?;
+    OrderStatus::from_columns(&status, reason.as_deref())
+        .map(Some)
+        .ok_or_else(|| {
+            Error::Failed(format!(
+                "order {id} has an impossible status {status}/{reason:?}"
+            ))
         })
-    })
-    .transpose()
 }
 
-/// Moves an order from `from` to `to`. Returns `false` if the order was not in `from` any more:
-/// another replica moved it since it was read (optimistic concurrency, portable across SQLite
-/// and PostgreSQL without `SELECT ... FOR UPDATE`).
-pub async fn set_status(
-    conn: &mut AnyConnection,
+/// Moves an order from `from` to `to`. Returns `false` if the order was not in `from` any more
+/// (a guard that holds even without the row lock).
+pub fn set_status(
+    tx: &mut dyn Tx,
     id: &str,
     from: OrderStatus,
     to: OrderStatus,
     now: &str,
-) -> Result<bool, sqlx::Error> {
-    let moved = sqlx::query(
+) -> Result<bool> {
+    let moved = tx.execute(
         "UPDATE orders SET status = $1, cancellation_reason = $2, updated_at = $3 WHERE id = $4 AND status = $5",
-    )
-    .bind(to.as_str())
-    .bind(to.cancellation_reason().map(|r| r.as_str()))
-    .bind(now)
-    .bind(id)
-    .bind(from.as_str())
-    .execute(conn)
-    .await?;
-    Ok(moved.rows_affected() == 1)
+        &[
+            to.as_str().into(),
+            to.cancellation_reason().map(|r| r.as_str()).into(),
+            now.into(),
+            id.into(),
+            from.as_str().into(),
+        ],
+    )?;
+    Ok(moved == 1)
 }
 
 const ORDER_COLUMNS: &str = "id, customer_id, status, cancellation_reason, total_cents, currency, items, shipping_address, created_at, updated_at";
 
-pub async fn get_order(
-    conn: &mut AnyConnection,
-    id: &str,
-) -> Result<Option<OrderView>, sqlx::Error> {
-    let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    match row {
-        Some(row) => Ok(Some(with_history(conn, &row).await?)),
-        None => Ok(None),
-    }
+pub fn get_order(tx: &mut dyn Tx, id: &str) -> Result<Option<OrderView>> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
+    let rows = tx.query(&sql, &[id.into()])?;
+    Ok(with_history(tx, rows)?.pop())
 }
 
-/// Orders newest first, optionally of one status.
-pub async fn list_orders(
-    conn: &mut AnyConnection,
-    status: Option<&str>,
-    limit: i64,
-) -> Result<Vec<OrderView>, sqlx::Error> {
+/// Orders newest first, optionally of one status: two queries whatever the page size.
+pub fn list_orders(tx: &mut dyn Tx, status: Option<&str>, limit: i64) -> Result<Vec<OrderView>> {
     let rows = match status {
-        Some(status) => {
-            sqlx::query(&format!(
+        Some(status) => tx.query(
+            &format!(
                 "SELECT {ORDER_COLUMNS} FROM orders WHERE status = $1 ORDER BY id DESC LIMIT $2"
-            ))
-            .bind(status)
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await?
-        }
-        None => {
-            sqlx::query(&format!(
-                "SELECT {ORDER_COLUMNS} FROM orders ORDER BY id DESC LIMIT $1"
-            ))
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await?
-        }
+            ),
+            &[status.into(), limit.into()],
+        )?,
+        None => tx.query(
+            &format!("SELECT {ORDER_COLUMNS} FROM orders ORDER BY id DESC LIMIT $1"),
+            &[limit.into()],
+        )?,
     };
-    let mut orders = Vec::with_capacity(rows.len());
-    for row in &rows {
-        orders.push(with_history(conn, row).await?);
+    with_history(tx, rows)
+}
+
+/// The orders of `rows` (in [`ORDER_COLUMNS`] order) with their history, read in one query.
+fn with_history(tx: &mut dyn Tx, rows: Vec<Row>) -> Result<Vec<OrderView>> {
+    let mut orders = rows.into_iter().map(order_of).collect::<Result<Vec<_>>>()?;
+    if orders.is_empty() {
+        return Ok(orders);
+    }
+    let ids: Vec<Param<'_>> = orders.iter().map(|o| o.id.as_str().into()).collect();
+    let sql = format!(
+        "SELECT order_id, at, event_type, event_id, status FROM order_history
+         WHERE order_id IN ({}) ORDER BY seq",
+        placeholders(1, ids.len())
+    );
+    let mut history: HashMap<String, Vec<HistoryEntry>> = HashMap::new();
+    for mut row in tx.query(&sql, &ids)? {
+        let order_id: String = row.take(0)?;
+        history.entry(order_id).or_default().push(HistoryEntry {
+            at: row.take(1)?,
+            event_type: row.take(2)?,
+            event_id: row.take(3)?,
+            status: row.take(4)?,
+        });
+    }
+    for order in &mut orders {
+        order.history = history.remove(&order.id).unwrap_or_default();
     }
     Ok(orders)
 }
 
-async fn with_history(conn: &mut AnyConnection, row: &AnyRow) -> Result<OrderView, sqlx::Error> {
-    let id: String = row.try_get("id")?;
-    let history = sqlx::query("SELECT at, event_type, event_id, status FROM order_history WHERE order_id = $1 ORDER BY seq")
-        .bind(&id)
-        .fetch_all(conn)
-        .await?
-        .iter()
-        .map(|h| {
-            Ok(HistoryEntry {
-                at: h.try_get("at")?,
-                event_type: h.try_get("event_type")?,
-                event_id: h.try_get("event_id")?,
-                status: h.try_get("status")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    let json = |column: &str| -> Result<String, sqlx::Error> { row.try_get(column) };
-    let decode = |e: serde_json::Error| sqlx::Error::Decode(Box::new(e));
+fn order_of(mut row: Row) -> Result<OrderView> {
+    let decode = |e: serde_json::Error| Error::Failed(format!("stored JSON: {e}"));
+    let id = row.take(0)?;
+    let customer_id = row.take(1)?;
+    let status = row.take(2)?;
+    let cancellation_reason = row.take(3)?;
+    let total_cents = row.take(4)?;
+    let currency = row.take(5)?;
+    let items: String = row.take(6)?;
+    let address: String = row.take(7)?;
     Ok(OrderView {
-        customer_id: row.try_get("customer_id")?,
-        status: row.try_get("status")?,
-        cancellation_reason: row.try_get("cancellation_reason")?,
-        total_cents: row.try_get("total_cents")?,
-        currency: row.try_get("currency")?,
-        items: serde_json::from_str(&json("items")?).map_err(decode)?,
-        shipping_address: serde_json::from_str(&json("shipping_address")?).map_err(decode)?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
         id,
-        history,
+        customer_id,
+        status,
+        cancellation_reason,
+        total_cents,
+        currency,
+        items: serde_json::from_str(&items).map_err(decode)?,
+        shipping_address: serde_json::from_str(&address).map_err(decode)?,
+        created_at: row.take(8)?,
+        updated_at: row.take(9)?,
+        history: Vec::new(),
     })
 }
 
 /// The request and order of an `Idempotency-Key` seen before.
-pub async fn find_idempotency_key(
-    conn: &mut AnyConnection,
-    key: &str,
-) -> Result<Option<(String, String)>, sqlx::Error> {
-    let row = sqlx::query("SELECT request, order_id FROM idempotency_keys WHERE key = $1")
-        .bind(key)
-        .fetch_optional(conn)
-        .await?;
-    row.map(|row| Ok((row.try_get("request")?, row.try_get("order_id")?)))
-        .transpose()
+pub fn find_idempotency_key(tx: &mut dyn Tx, key: &str) -> Result<Option<(String, String)>> {
+    tx.query_opt(
+        "SELECT request, order_id FROM idempotency_keys WHERE key = $1",
+        &[key.into()],
+    )?
+    .map(|mut row| Ok((row.take(0)?, row.take(1)?)))
+    .transpose()
 }
 
-pub async fn insert_idempotency_key(
-    conn: &mut AnyConnection,
+pub fn insert_idempotency_key(
+    tx: &mut dyn Tx,
     key: &str,
     request: &str,
     order_id: &str,
     now: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<()> {
+    tx.execute(
         "INSERT INTO idempotency_keys (key, request, order_id, created_at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(key)
-    .bind(request)
-    .bind(order_id)
-    .bind(now)
-    .execute(conn)
-    .await?;
+        &[key.into(), request.into(), order_id.into(), now.into()],
+    )?;
     Ok(())
 }

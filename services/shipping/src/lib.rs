@@ -11,8 +11,8 @@ pub mod rules;
 pub mod store;
 
 use choreo_events::topology::SHIPPING;
-use choreo_host::database::Migrations;
 use choreo_host::{CommonSettings, Service};
+use choreo_store::Migrations;
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

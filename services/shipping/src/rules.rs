@@ -1,5 +1,8 @@
-//! Shipping's decision, pure: dispatch to a serviceable country, fail otherwise.
+//! Shipping's decision, pure: dispatch to a serviceable country, fail otherwise; and the event
+//! that says which.
 
+use choreo_events::Event;
+use choreo_events::payloads::{PaymentCaptured, ShipmentDispatched, ShipmentFailed};
 use serde::{Deserialize, Deserializer};
 
 /// The countries shipped to unless configured otherwise.
@@ -41,6 +44,68 @@ pub fn decide(country: &str, rules: &ShippingRules) -> Shipment {
         }
     } else {
         Shipment::Fail(UNSERVICEABLE_COUNTRY)
+    }
+}
+
+/// The state of a shipment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShipmentState {
+    Dispatched,
+    Failed,
+}
+
+impl ShipmentState {
+    /// The state as the API and the database spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShipmentState::Dispatched => "dispatched",
+            ShipmentState::Failed => "failed",
+        }
+    }
+}
+
+/// A shipment decided: what to record, and the event that announces it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shipped {
+    pub state: ShipmentState,
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
+    pub reason: Option<&'static str>,
+    pub event: Event,
+}
+
+/// What `payment.captured` to `country` does: shipment `shipment_id` dispatched with
+/// `tracking_number`, or failed.
+pub fn ship(
+    captured: &PaymentCaptured,
+    country: &str,
+    shipment_id: &str,
+    tracking_number: String,
+    rules: &ShippingRules,
+) -> Shipped {
+    match decide(country, rules) {
+        Shipment::Dispatch { carrier } => Shipped {
+            state: ShipmentState::Dispatched,
+            event: Event::ShipmentDispatched(ShipmentDispatched {
+                order_id: captured.order_id.clone(),
+                shipment_id: shipment_id.to_owned(),
+                carrier: carrier.clone(),
+                tracking_number: tracking_number.clone(),
+            }),
+            carrier: Some(carrier),
+            tracking_number: Some(tracking_number),
+            reason: None,
+        },
+        Shipment::Fail(reason) => Shipped {
+            state: ShipmentState::Failed,
+            carrier: None,
+            tracking_number: None,
+            reason: Some(reason),
+            event: Event::ShipmentFailed(ShipmentFailed {
+                order_id: captured.order_id.clone(),
+                reason: reason.to_owned(),
+            }),
+        },
     }
 }
 
@@ -90,6 +155,30 @@ mod tests {
         assert_eq!(
             decide("at", &rules()),
             Shipment::Fail("unserviceable_country")
+        );
+    }
+
+    #[test]
+    fn a_shipment_decision_carries_its_event() {
+        let captured = PaymentCaptured {
+            order_id: "o-1".into(),
+            payment_id: "p-1".into(),
+            amount_cents: 100,
+            currency: "EUR".into(),
+            shipping_address: None,
+        };
+        let shipped = ship(&captured, "AT", "s-1", "CP1".into(), &rules());
+        assert_eq!(shipped.state, ShipmentState::Dispatched);
+        assert_eq!(shipped.tracking_number.as_deref(), Some("CP1"));
+        assert!(
+            matches!(shipped.event, Event::ShipmentDispatched(ref d) if d.shipment_id == "s-1" && d.tracking_number == "CP1")
+        );
+
+        let failed = ship(&captured, "ZZ", "s-2", "CP2".into(), &rules());
+        assert_eq!(failed.state, ShipmentState::Failed);
+        assert_eq!(failed.reason, Some(UNSERVICEABLE_COUNTRY));
+        assert!(
+            matches!(failed.event, Event::ShipmentFailed(ref f) if f.reason == UNSERVICEABLE_COUNTRY)
         );
     }
 

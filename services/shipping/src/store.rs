@@ -1,7 +1,8 @@
-//! The SQL of shipping. Each function runs on the caller's connection (and so its transaction).
+//! The SQL of shipping. Each function runs on the transaction it is given.
 
+use crate::rules::Shipped;
+use choreo_store::{Result, Tx};
 use serde::Serialize;
-use sqlx::{AnyConnection, Row};
 
 /// A shipment as `GET /shipments` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -14,82 +15,60 @@ pub struct ShipmentView {
     pub reason: Option<String>,
 }
 
-/// A shipment to record.
-#[derive(Debug, Clone)]
-pub struct NewShipment<'a> {
-    pub id: &'a str,
-    pub order_id: &'a str,
-    pub payment_id: &'a str,
-    pub dispatched: bool,
-    pub carrier: Option<&'a str>,
-    pub tracking_number: Option<&'a str>,
-    pub reason: Option<&'a str>,
-    pub now: &'a str,
-}
-
-pub async fn has_shipment(conn: &mut AnyConnection, order_id: &str) -> Result<bool, sqlx::Error> {
-    Ok(sqlx::query("SELECT id FROM shipments WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_optional(conn)
-        .await?
-        .is_some())
-}
-
-/// Records the one shipment of an order; `UNIQUE (order_id)` refuses a second.
-pub async fn insert_shipment(
-    conn: &mut AnyConnection,
-    s: &NewShipment<'_>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+/// Records the one shipment of `order_id`. Returns `false`, writing nothing, if the order already
+/// has one (`UNIQUE (order_id)`): at most one shipment per order, whatever is redelivered.
+pub fn insert_shipment(
+    tx: &mut dyn Tx,
+    id: &str,
+    order_id: &str,
+    payment_id: &str,
+    shipped: &Shipped,
+    now: &str,
+) -> Result<bool> {
+    let inserted = tx.execute(
         "INSERT INTO shipments (id, order_id, payment_id, status, carrier, tracking_number, reason, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(s.id)
-    .bind(s.order_id)
-    .bind(s.payment_id)
-    .bind(if s.dispatched { "dispatched" } else { "failed" })
-    .bind(s.carrier)
-    .bind(s.tracking_number)
-    .bind(s.reason)
-    .bind(s.now)
-    .execute(conn)
-    .await?;
-    Ok(())
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (order_id) DO NOTHING",
+        &[
+            id.into(),
+            order_id.into(),
+            payment_id.into(),
+            shipped.state.as_str().into(),
+            shipped.carrier.as_deref().into(),
+            shipped.tracking_number.as_deref().into(),
+            shipped.reason.into(),
+            now.into(),
+        ],
+    )?;
+    Ok(inserted == 1)
 }
 
-pub async fn list_shipments(
-    conn: &mut AnyConnection,
+pub fn list_shipments(
+    tx: &mut dyn Tx,
     order_id: Option<&str>,
     limit: i64,
-) -> Result<Vec<ShipmentView>, sqlx::Error> {
+) -> Result<Vec<ShipmentView>> {
     const SELECT: &str =
         "SELECT id, order_id, status, carrier, tracking_number, reason FROM shipments";
     let rows = match order_id {
-        Some(order_id) => {
-            sqlx::query(&format!(
-                "{SELECT} WHERE order_id = $1 ORDER BY created_at DESC LIMIT $2"
-            ))
-            .bind(order_id)
-            .bind(limit)
-            .fetch_all(conn)
-            .await?
-        }
-        None => {
-            sqlx::query(&format!("{SELECT} ORDER BY created_at DESC LIMIT $1"))
-                .bind(limit)
-                .fetch_all(conn)
-                .await?
-        }
+        Some(order_id) => tx.query(
+            &format!("{SELECT} WHERE order_id = $1 ORDER BY created_at DESC LIMIT $2"),
+            &[order_id.into(), limit.into()],
+        )?,
+        None => tx.query(
+            &format!("{SELECT} ORDER BY created_at DESC LIMIT $1"),
+            &[limit.into()],
+        )?,
     };
-    rows.iter()
-        .map(|row| {
+    rows.into_iter()
+        .map(|mut row| {
             Ok(ShipmentView {
-                id: row.try_get("id")?,
-                order_id: row.try_get("order_id")?,
-                status: row.try_get("status")?,
-                carrier: row.try_get("carrier")?,
-                tracking_number: row.try_get("tracking_number")?,
-                reason: row.try_get("reason")?,
+                id: row.take(0)?,
+                order_id: row.take(1)?,
+                status: row.take(2)?,
+                carrier: row.take(3)?,
+                tracking_number: row.take(4)?,
+                reason: row.take(5)?,
             })
         })
         .collect()

@@ -66,8 +66,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(error: sqlx::Error) -> Self {
+impl From<choreo_store::Error> for ApiError {
+    /// Whatever the database says, it is not the client's fault: 503, so the client retries.
+    fn from(error: choreo_store::Error) -> Self {
         ApiError::unavailable(error)
     }
 }
@@ -115,7 +116,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// What `/readyz` checks.
 #[derive(Debug, Clone)]
 pub struct Readiness {
-    pub database: crate::database::Database,
+    pub database: choreo_store::Database,
     pub broker: Arc<BrokerHealth>,
 }
 

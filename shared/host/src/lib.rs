@@ -4,14 +4,14 @@
 //! - [`settings`]: defaults, then an optional file, then `CHOREO_*` environment variables, into
 //!   typed structs;
 //! - [`telemetry`]: one tracing subscriber, human or JSON;
-//! - [`database`]: opens SQLite (WAL, one writer) or PostgreSQL, waits for it, runs migrations;
 //! - [`http`]: the JSON error shape of the contract, a body extractor that never answers 500 for
 //!   bad input, `/healthz` and `/readyz`;
+//! - [`runtime`]: the Tokio runtime, current-thread or multi-thread by setting;
 //! - [`service`]: binds, runs the HTTP server and the broker supervisor, stops gracefully.
 
 pub mod cli;
-pub mod database;
 pub mod http;
+pub mod runtime;
 pub mod service;
 pub mod settings;
 pub mod telemetry;
@@ -24,12 +24,8 @@ pub use settings::CommonSettings;
 pub enum Error {
     #[error("settings: {0}")]
     Settings(#[from] config::ConfigError),
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("unsupported database URL {0:?}: use sqlite:// or postgres://")]
-    UnsupportedDatabase(String),
+    #[error("{0}")]
+    Database(#[from] choreo_store::Error),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     #[error("broker: {0}")]

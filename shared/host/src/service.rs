@@ -2,10 +2,10 @@
 //! until a shutdown signal, then stopped in order.
 
 use crate::CommonSettings;
-use crate::database::{Database, Migrations};
 use axum::Router;
 use choreo_events::topology::ServiceTopology;
 use choreo_messaging::{Broker, BrokerHealth, Handler, OutboxWaker};
+use choreo_store::{Database, Migrations};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,11 +47,16 @@ impl<H: Handler> Service<H> {
         routes: impl FnOnce(&Parts) -> Router,
     ) -> crate::Result<Self> {
         let url = common.database_url_for(topology.name);
+        let options = choreo_store::Options {
+            max_connections: common.db_max_connections,
+            patience: DATABASE_PATIENCE,
+        };
+        // The service's migrations, then the messaging runtime's outbox and inbox tables.
         let database = Database::open(
             &url,
-            common.db_max_connections,
+            &options,
             migrations,
-            DATABASE_PATIENCE,
+            choreo_messaging::schema::statements,
         )
         .await?;
         let broker_settings = common.broker()?;
@@ -72,8 +77,7 @@ impl<H: Handler> Service<H> {
         let broker = Broker {
             settings: broker_settings,
             service: topology,
-            pool: database.pool.clone(),
-            backend: database.backend,
+            db: database.clone(),
             handler: Arc::new(handler),
             waker: parts.waker.clone(),
             health,
@@ -133,7 +137,7 @@ impl<H: Handler> Service<H> {
                 "the broker did not stop in time; closing anyway (unacked deliveries are requeued)"
             ),
         }
-        self.database.pool.close().await;
+        self.database.close().await;
         tracing::info!(service = self.name, "stopped");
         served
     }

@@ -49,6 +49,7 @@ const COMMON_DEFAULTS: &[(&str, &str)] = &[
     ("log_format", "pretty"),
     ("failpoints", ""),
     ("consumer_batch", "32"),
+    ("worker_threads", "1"),
 ];
 
 /// The settings every service has.
@@ -90,6 +91,10 @@ pub struct CommonSettings {
     /// The most received deliveries handled in one transaction.
     #[serde(deserialize_with = "from_text")]
     pub consumer_batch: usize,
+    /// Tokio worker threads; 0 runs everything async on the main thread (a current-thread
+    /// runtime). The database has threads of its own either way.
+    #[serde(deserialize_with = "from_text")]
+    pub worker_threads: usize,
 }
 
 impl std::fmt::Debug for CommonSettings {
@@ -101,6 +106,7 @@ impl std::fmt::Debug for CommonSettings {
             .field("database_url", &self.database_url)
             .field("prefix", &self.prefix)
             .field("prefetch", &self.prefetch)
+            .field("worker_threads", &self.worker_threads)
             .finish_non_exhaustive()
     }
 }

@@ -8,16 +8,17 @@
 //! resumes. The process never exits because the broker went away, and `/readyz` reports 503 while
 //! it is disconnected. Unacked deliveries of a dead session are redelivered by the broker.
 
+use crate::backoff::backoff;
 use crate::consumer::ConsumerLoop;
+use crate::health::BrokerHealth;
 use crate::outbox::Relay;
-use crate::{Backend, Error, Handler, Names, OutboxWaker, Publisher, Result, topology};
+use crate::{Error, Handler, Names, OutboxWaker, Publisher, Result, topology};
 use choreo_events::topology::ServiceTopology;
+use choreo_store::Database;
 use futures_util::StreamExt;
 use lapin::options::BasicQosOptions;
 use lapin::{Connection, ConnectionProperties};
-use sqlx::AnyPool;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -61,38 +62,12 @@ impl std::fmt::Debug for BrokerSettings {
     }
 }
 
-/// What `/readyz` reads of the broker side.
-#[derive(Debug, Default)]
-pub struct BrokerHealth {
-    connected: AtomicBool,
-    consuming: AtomicBool,
-}
-
-impl BrokerHealth {
-    pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
-    }
-
-    pub fn consuming(&self) -> bool {
-        self.consuming.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_connected(&self, value: bool) {
-        self.connected.store(value, Ordering::Relaxed);
-    }
-
-    pub(crate) fn set_consuming(&self, value: bool) {
-        self.consuming.store(value, Ordering::Relaxed);
-    }
-}
-
 /// A service's link to the broker.
 #[derive(Debug)]
 pub struct Broker<H> {
     pub settings: BrokerSettings,
     pub service: ServiceTopology,
-    pub pool: AnyPool,
-    pub backend: Backend,
+    pub db: Database,
     pub handler: Arc<H>,
     pub waker: OutboxWaker,
     pub health: Arc<BrokerHealth>,
@@ -190,8 +165,7 @@ impl<H: Handler> Broker<H> {
         let relay_stop = CancellationToken::new();
         let consumer_stop = CancellationToken::new();
         let relay = Relay {
-            pool: self.pool.clone(),
-            backend: self.backend,
+            db: self.db.clone(),
             exchange: names.of(self.service.exchange),
             source: self.service.name.to_owned(),
             waker: self.waker.clone(),
@@ -201,7 +175,7 @@ impl<H: Handler> Broker<H> {
         };
         let consumer = Arc::new(ConsumerLoop {
             handler: self.handler.clone(),
-            pool: self.pool.clone(),
+            db: self.db.clone(),
             names: names.clone(),
             service: self.service,
             waker: self.waker.clone(),
@@ -296,30 +270,9 @@ fn with_heartbeat(url: &str, heartbeat: Duration) -> String {
     format!("{url}{separator}heartbeat={}", heartbeat.as_secs().max(1))
 }
 
-/// Capped exponential backoff with full jitter: a random wait in `[min, min(max, min * 2^n)]`.
-pub fn backoff(min: Duration, max: Duration, failures: u32) -> Duration {
-    use rand::Rng;
-    let ceiling = min
-        .saturating_mul(2u32.saturating_pow(failures.min(16)))
-        .min(max)
-        .max(min);
-    let spread = ceiling.saturating_sub(min).as_millis() as u64;
-    min + Duration::from_millis(rand::thread_rng().gen_range(0..=spread))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let (min, max) = (Duration::from_millis(100), Duration::from_secs(5));
-        for failures in 0..40 {
-            let delay = backoff(min, max, failures);
-            assert!(delay >= min && delay <= max, "{delay:?}");
-        }
-        assert!(backoff(min, max, 0) <= Duration::from_millis(200));
-    }
 
     #[test]
     fn the_heartbeat_is_added_to_the_url() {

@@ -1,32 +1,41 @@
 //! The consumer loop: messages in order, a message's effect committed with its inbox row and its
-//! events. Deliveries the broker has already pushed are handled together in one transaction and
-//! acked with one `multiple` ack; if any of them is not a plain success, that transaction is
-//! rolled back and each is handled on its own, as described below.
+//! events, and only then acked.
 //!
-//! For each delivery: decode the envelope (undecodable: dead-letter), record its id in the inbox
-//! (already there: ack without effect), run the service's [`Handler`], write the events it returns
-//! to the outbox, commit, and only then ack. A [`HandlerError::Permanent`] dead-letters at once; a
-//! [`HandlerError::Transient`] goes to a delay queue and comes back, until the configured attempts
-//! run out and it is dead-lettered with the last error. A [`HandlerError::Unavailable`] (the
-//! database is unreachable) keeps the delivery and tries it again with backoff, spending none of
-//! its retries. Nothing is ever requeued in a hot loop.
+//! Deliveries the broker has already pushed (up to `CHOREO_CONSUMER_BATCH`) are handled together:
+//! one unit of work on the database thread, one transaction, each message inside its own
+//! savepoint, then one `multiple` ack. For each message: record its id in the inbox (already
+//! there: a duplicate, acked without effect), decode its event, run the service's [`Handler`],
+//! write the events it returns to the outbox. A message that fails rolls back to its savepoint
+//! and only its own writes are lost, so every outcome is exactly what it would be alone:
+//! - undecodable, or [`HandlerError::Permanent`]: dead-lettered at once;
+//! - [`HandlerError::Transient`]: sent to a delay queue, back later, dead-lettered once the
+//!   configured attempts are used up;
+//! - [`HandlerError::Unavailable`] (the database is unreachable): nothing is kept, and the whole
+//!   batch is held and tried again with backoff, spending none of its retries. A stop meanwhile
+//!   leaves the whole batch unacked; the broker hands it back.
+//!
+//! Dead-letter and retry copies are confirmed by the broker before the batch is acked, so a crash
+//! at any point means redelivery, never loss. Nothing is ever requeued in a hot loop.
 
+use crate::backoff::backoff;
 use crate::dead_letter::{
     self, X_DEAD_LETTERED_AT, X_ERROR, X_LAST_ERROR, X_ORIGINAL_EXCHANGE, X_ORIGINAL_ROUTING_KEY,
     X_RETRY_COUNT,
 };
-use crate::publisher::Outgoing;
+use crate::failpoint::Failpoints;
+use crate::health::BrokerHealth;
+use crate::outbox::{Outbox, OutboxWaker};
+use crate::publisher::{Outgoing, Publisher};
 use crate::topology::retry_queue_name;
-use crate::{BrokerHealth, Error, Names, Outbox, OutboxWaker, Publisher, Result, inbox};
+use crate::{Error, Names, Result, inbox};
 use choreo_events::topology::ServiceTopology;
-use choreo_events::{DecodeError, Envelope};
+use choreo_events::{DecodeError, Envelope, Event};
+use choreo_store::{Database, Tx};
 use futures_util::{FutureExt, StreamExt};
 use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use sqlx::{AnyConnection, AnyPool};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -39,13 +48,13 @@ pub enum HandlerError {
     /// schema version, contradicts what the service knows): dead-letter it at once.
     #[error("{0}")]
     Permanent(String),
-    /// Handling may succeed later (database busy or down, a dependency away): retry it through the
-    /// delay queues, then dead-letter it once the attempts are used up.
+    /// Handling may succeed later (a constraint race, a lock timeout, a dependency away): retry
+    /// it through the delay queues, then dead-letter it once the attempts are used up.
     #[error("{0}")]
     Transient(String),
     /// What the whole service needs is unreachable (the database is down): no message can be
-    /// handled now, so the consumer keeps this delivery, waits with backoff and tries it again,
-    /// without spending its retries (which would dead-letter healthy messages during an outage).
+    /// handled now, so the consumer keeps the deliveries, waits with backoff and tries again,
+    /// without spending their retries (which would dead-letter healthy messages during an outage).
     #[error("{0}")]
     Unavailable(String),
 }
@@ -56,70 +65,77 @@ impl From<DecodeError> for HandlerError {
     }
 }
 
-impl From<sqlx::Error> for HandlerError {
-    /// A database that cannot be reached is [`HandlerError::Unavailable`]; an error the database
-    /// returned (a constraint, a lock timeout, a lost serialization race) is
-    /// [`HandlerError::Transient`].
-    fn from(error: sqlx::Error) -> Self {
+impl From<choreo_store::Error> for HandlerError {
+    /// An unreachable database is [`HandlerError::Unavailable`]; anything the database refused
+    /// (a constraint, a lock timeout, a lost serialization race) is [`HandlerError::Transient`].
+    fn from(error: choreo_store::Error) -> Self {
         match error {
-            sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => {
-                HandlerError::Unavailable(format!("database unreachable: {error}"))
-            }
-            other => HandlerError::Transient(format!("database: {other}")),
+            choreo_store::Error::Unavailable(_) => HandlerError::Unavailable(error.to_string()),
+            other => HandlerError::Transient(other.to_string()),
         }
     }
 }
 
 /// What a service does with the events it consumes.
 pub trait Handler: Send + Sync + 'static {
-    /// Applies `envelope` inside the open transaction `conn` and returns the events to emit, which
-    /// the runtime writes to the outbox in the same transaction. Must do no other I/O that cannot
-    /// be rolled back.
+    /// Decides what `event` (decoded from `envelope`) does and writes it with `tx`, the
+    /// transaction that also records the event in the inbox and writes the returned events to the
+    /// outbox; the runtime wraps them as caused by the consumed event (correlation, causation,
+    /// trace). Runs on the database's thread: it must not block on anything but `tx`.
     fn handle(
         &self,
+        event: &Event,
         envelope: &Envelope,
-        conn: &mut AnyConnection,
-    ) -> impl Future<Output = Result<Vec<Envelope>, HandlerError>> + Send;
+        tx: &mut dyn Tx,
+    ) -> Result<Vec<Event>, HandlerError>;
 }
 
 /// What became of one delivery.
-#[derive(Debug)]
-enum Outcome {
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fate {
     /// Committed; this many events were written to the outbox.
-    Handled(usize),
+    Handled {
+        emitted: usize,
+    },
     /// Already in the inbox: acked without effect.
     Duplicate,
     DeadLetter(String),
     Retry(String),
-    /// The database is unreachable: try the same delivery again later.
-    Unavailable(String),
+}
+
+/// One decoded delivery on its way to the database thread.
+#[derive(Debug)]
+struct Incoming {
+    envelope: Envelope,
+    span: tracing::Span,
+}
+
+/// Whether the loop goes on after a batch.
+enum Flow {
+    Continue,
+    Stopped,
 }
 
 /// The loop that consumes a service's queue.
 #[derive(Debug)]
-pub struct ConsumerLoop<H> {
-    pub handler: Arc<H>,
-    pub pool: AnyPool,
-    pub names: Names,
-    pub service: ServiceTopology,
-    pub waker: OutboxWaker,
-    pub retry_delays: Vec<Duration>,
-    pub health: Arc<BrokerHealth>,
-    pub failpoints: crate::failpoint::Failpoints,
+pub(crate) struct ConsumerLoop<H> {
+    pub(crate) handler: Arc<H>,
+    pub(crate) db: Database,
+    pub(crate) names: Names,
+    pub(crate) service: ServiceTopology,
+    pub(crate) waker: OutboxWaker,
+    pub(crate) retry_delays: Vec<Duration>,
+    pub(crate) health: Arc<BrokerHealth>,
+    pub(crate) failpoints: Failpoints,
     /// The most deliveries already received that are handled together in one transaction.
-    pub max_batch: usize,
+    pub(crate) max_batch: usize,
 }
 
 impl<H: Handler> ConsumerLoop<H> {
-    /// Consumes until `stop` is cancelled (then cancels the consumer, having finished the message
-    /// in hand) or the channel fails (then returns the error). Deliveries prefetched but not
-    /// handled are requeued by the broker when the channel closes.
-    pub async fn run(
+    /// Consumes until `stop` is cancelled (then cancels the consumer, having finished or left
+    /// unacked the batch in hand) or the channel fails (then returns the error). Deliveries
+    /// prefetched but not handled are requeued by the broker when the channel closes.
+    pub(crate) async fn run(
         &self,
         channel: Channel,
         publisher: Publisher,
@@ -146,7 +162,7 @@ impl<H: Handler> ConsumerLoop<H> {
                 Some(Err(error)) => break Err(error.into()),
                 None => break Err(Error::ChannelGone),
             };
-            // Whatever else the broker has already pushed (up to the prefetch) joins it.
+            // Whatever else the broker has already pushed (up to the batch size) joins it.
             let mut batch = vec![first];
             let mut failed = None;
             while batch.len() < self.max_batch {
@@ -159,8 +175,10 @@ impl<H: Handler> ConsumerLoop<H> {
                     _ => break,
                 }
             }
-            if let Err(error) = self.process_batch(batch, &publisher, &stop).await {
-                break Err(error);
+            match self.process_batch(batch, &publisher, &stop).await {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Stopped) => break Ok(()),
+                Err(error) => break Err(error),
             }
             if let Some(error) = failed {
                 break Err(error.into());
@@ -176,168 +194,131 @@ impl<H: Handler> ConsumerLoop<H> {
         result
     }
 
-    /// Handles deliveries received together. More than one: all in one transaction and one
-    /// `multiple` ack, which saves a commit and an ack per message; if any of them is not a plain
-    /// success (undecodable, failing, database trouble), the transaction is rolled back and each
-    /// is handled on its own, so every outcome is exactly what it would be alone.
+    /// Handles deliveries received together: one transaction, then the dead-letter and retry
+    /// copies (confirmed), then one ack that covers them all.
     async fn process_batch(
         &self,
         batch: Vec<Delivery>,
         publisher: &Publisher,
         stop: &CancellationToken,
-    ) -> Result<()> {
-        if batch.len() > 1 {
-            let envelopes: Option<Vec<Envelope>> = batch
-                .iter()
-                .map(|d| Envelope::decode(&d.data).ok())
-                .collect();
-            if let Some(envelopes) = envelopes
-                && let Some(emitted) = self.apply_together(&envelopes).await
-            {
-                let _ = self.failpoints.hit("consumer.after_commit");
-                if emitted > 0 {
-                    self.waker.wake();
+    ) -> Result<Flow> {
+        let mut spans = Vec::with_capacity(batch.len());
+        let mut fates: Vec<Option<Fate>> = Vec::with_capacity(batch.len());
+        let mut incoming = Vec::with_capacity(batch.len());
+        for delivery in &batch {
+            match Envelope::decode(&delivery.data) {
+                Ok(envelope) => {
+                    let span = message_span(&envelope);
+                    spans.push(span.clone());
+                    incoming.push(Incoming { envelope, span });
+                    fates.push(None);
                 }
-                let last = batch.last().expect("a batch is never empty");
-                // A `multiple` ack covers every unacked delivery up to this one: safe, since every
-                // delivery before this batch was acked or dead-lettered (or the loop has ended).
-                let multiple = BasicAckOptions { multiple: true };
-                return if last.acker.ack(multiple).await? {
-                    Ok(())
-                } else {
-                    Err(Error::ChannelGone)
-                };
+                // Undecodable: dead-lettered without touching the database.
+                Err(error) => {
+                    spans.push(tracing::info_span!("message", routing_key = %delivery.routing_key));
+                    fates.push(Some(Fate::DeadLetter(error.to_string())));
+                }
             }
         }
-        for delivery in batch {
-            self.process(delivery, publisher, stop).await?;
+        if !incoming.is_empty() {
+            let Some(applied) = self.apply_holding(incoming, stop).await else {
+                return Ok(Flow::Stopped);
+            };
+            let mut applied = applied.into_iter();
+            for fate in fates.iter_mut().filter(|fate| fate.is_none()) {
+                *fate = applied.next();
+            }
+            let _ = self.failpoints.hit("consumer.after_commit");
         }
-        Ok(())
-    }
-
-    /// Inbox, handler and outbox for every envelope in one transaction; `None` (and nothing
-    /// committed) unless every one of them succeeded or was a duplicate.
-    async fn apply_together(&self, envelopes: &[Envelope]) -> Option<usize> {
-        let mut tx = self.pool.begin().await.ok()?;
         let mut emitted = 0;
-        for envelope in envelopes {
-            let span = message_span(envelope);
-            let handled = async {
-                if !inbox::record(&mut tx, &envelope.id, &envelope.event_type).await? {
-                    tracing::info!("duplicate delivery acked without effect");
-                    return Ok(0);
-                }
-                self.failpoints
-                    .hit("consumer.before_handle")
-                    .map_err(HandlerError::Transient)?;
-                let events = self.handler.handle(envelope, &mut tx).await?;
-                for event in &events {
-                    Outbox::enqueue(&mut tx, event).await?;
-                }
-                Ok::<_, HandlerError>(events.len())
-            }
-            .instrument(span)
-            .await;
-            emitted += handled.ok()?;
-        }
-        tx.commit().await.ok()?;
-        Some(emitted)
-    }
-
-    async fn process(
-        &self,
-        delivery: Delivery,
-        publisher: &Publisher,
-        stop: &CancellationToken,
-    ) -> Result<()> {
-        let envelope = match Envelope::decode(&delivery.data) {
-            Ok(envelope) => envelope,
-            Err(error) => {
-                let span = tracing::info_span!("message", routing_key = %delivery.routing_key);
-                return self
-                    .dead_letter(&delivery, publisher, &error.to_string())
-                    .instrument(span)
-                    .await;
-            }
-        };
-        let span = message_span(&envelope);
-        async {
-            let mut outcome = self.apply(&envelope).await;
-            let mut waits: u32 = 0;
-            while let Outcome::Unavailable(reason) = &outcome {
-                // Keep the delivery and wait in place: nothing can be handled until the database
-                // is back, and handing the message back would count against its delivery limit.
-                if waits.is_multiple_of(20) {
-                    tracing::warn!(
-                        reason,
-                        "database unreachable; holding the message until it is back"
-                    );
-                }
-                let pause = crate::broker::backoff(
-                    Duration::from_millis(100),
-                    Duration::from_secs(5),
-                    waits,
-                );
-                waits = waits.saturating_add(1);
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
-                    // Stopping: leave it unacked; the broker requeues it when the channel closes.
-                    () = stop.cancelled() => return Ok(()),
-                }
-                outcome = self.apply(&envelope).await;
-            }
-            match outcome {
-                Outcome::Unavailable(_) => Ok(()),
-                Outcome::Handled(emitted) => {
-                    let _ = self.failpoints.hit("consumer.after_commit");
-                    if emitted > 0 {
-                        self.waker.wake();
+        for ((delivery, fate), span) in batch.iter().zip(&fates).zip(spans) {
+            let settled = async {
+                match fate {
+                    Some(Fate::Handled { emitted: n }) => {
+                        emitted += n;
+                        tracing::debug!(emitted = n, "handled");
+                        Ok(())
                     }
-                    tracing::debug!(emitted, "handled");
-                    ack(&delivery).await
+                    Some(Fate::Duplicate) => {
+                        tracing::info!("duplicate delivery acked without effect");
+                        Ok(())
+                    }
+                    Some(Fate::DeadLetter(reason)) => {
+                        self.dead_letter(delivery, publisher, reason).await
+                    }
+                    Some(Fate::Retry(reason)) => self.retry(delivery, publisher, reason).await,
+                    None => Err(Error::ChannelGone),
                 }
-                Outcome::Duplicate => {
-                    tracing::info!("duplicate delivery acked without effect");
-                    ack(&delivery).await
-                }
-                Outcome::DeadLetter(reason) => {
-                    self.dead_letter(&delivery, publisher, &reason).await
-                }
-                Outcome::Retry(reason) => self.retry(&delivery, publisher, &reason).await,
-            }
+            };
+            settled.instrument(span).await?;
         }
-        .instrument(span)
-        .await
-    }
-
-    /// Inbox, handler and outbox in one transaction.
-    async fn apply(&self, envelope: &Envelope) -> Outcome {
-        let attempt = async {
-            // Without a connection nothing can be handled, whatever the error says.
-            let mut tx = self.pool.begin().await.map_err(|error| {
-                HandlerError::Unavailable(format!("no database connection: {error}"))
-            })?;
-            if !inbox::record(&mut tx, &envelope.id, &envelope.event_type).await? {
-                return Ok(Outcome::Duplicate);
-            }
-            self.failpoints
-                .hit("consumer.before_handle")
-                .map_err(HandlerError::Transient)?;
-            let emitted = self.handler.handle(envelope, &mut tx).await?;
-            for event in &emitted {
-                Outbox::enqueue(&mut tx, event).await?;
-            }
-            tx.commit().await?;
-            Ok::<_, HandlerError>(Outcome::Handled(emitted.len()))
+        if emitted > 0 {
+            self.waker.wake();
+        }
+        let last = batch.last().expect("a batch is never empty");
+        // A `multiple` ack covers every unacked delivery up to this one: safe, since every
+        // delivery before this batch was acked (or the loop has ended).
+        let options = BasicAckOptions {
+            multiple: batch.len() > 1,
         };
-        match attempt.await {
-            Ok(outcome) => outcome,
-            Err(HandlerError::Permanent(reason)) => Outcome::DeadLetter(reason),
-            Err(HandlerError::Transient(reason)) => Outcome::Retry(reason),
-            Err(HandlerError::Unavailable(reason)) => Outcome::Unavailable(reason),
+        if last.acker.ack(options).await? {
+            Ok(Flow::Continue)
+        } else {
+            Err(Error::ChannelGone)
         }
     }
 
+    /// Runs the batch's transaction; while the database is unreachable, keeps the deliveries and
+    /// tries again with backoff. `None` if asked to stop meanwhile.
+    async fn apply_holding(
+        &self,
+        incoming: Vec<Incoming>,
+        stop: &CancellationToken,
+    ) -> Option<Vec<Fate>> {
+        let count = incoming.len();
+        let incoming = Arc::new(incoming);
+        let mut waits: u32 = 0;
+        loop {
+            let handler = self.handler.clone();
+            let failpoints = self.failpoints.clone();
+            let source = self.service.name;
+            let work = incoming.clone();
+            let applied = self
+                .db
+                .write(move |tx| apply_all(tx, &*handler, source, &failpoints, &work))
+                .await;
+            let reason = match applied {
+                Ok(fates) => return Some(fates),
+                // Only a message alone fails like this (in a batch each has its savepoint), or a
+                // commit that failed: nothing was kept, so each is retried or dead-lettered.
+                Err(HandlerError::Permanent(reason)) => {
+                    return Some(vec![Fate::DeadLetter(reason); count]);
+                }
+                Err(HandlerError::Transient(reason)) => {
+                    return Some(vec![Fate::Retry(reason); count]);
+                }
+                Err(HandlerError::Unavailable(reason)) => reason,
+            };
+            // Keep the deliveries and wait in place: nothing can be handled until the database
+            // is back, and handing them back would count against their delivery limit.
+            if waits.is_multiple_of(20) {
+                tracing::warn!(
+                    reason,
+                    messages = count,
+                    "database unreachable; holding the messages until it is back"
+                );
+            }
+            let pause = backoff(Duration::from_millis(100), Duration::from_secs(5), waits);
+            waits = waits.saturating_add(1);
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                // Stopping: leave the batch unacked; the broker requeues it when the channel closes.
+                () = stop.cancelled() => return None,
+            }
+        }
+    }
+
+    /// Publishes a dead-letter copy of `delivery` with `reason` and waits for its confirm.
     async fn dead_letter(
         &self,
         delivery: &Delivery,
@@ -363,7 +344,7 @@ impl<H: Handler> ConsumerLoop<H> {
                 ),
                 (
                     X_DEAD_LETTERED_AT,
-                    dead_letter::text(crate::outbox::now_text()),
+                    dead_letter::text(choreo_store::now_text()),
                 ),
             ],
         );
@@ -374,10 +355,11 @@ impl<H: Handler> ConsumerLoop<H> {
                 body: delivery.data.clone(),
                 properties,
             })
-            .await?;
-        ack(delivery).await
+            .await
     }
 
+    /// Publishes `delivery` to the delay queue of its next attempt (confirmed), or dead-letters
+    /// it once the attempts are used up.
     async fn retry(&self, delivery: &Delivery, publisher: &Publisher, reason: &str) -> Result<()> {
         let attempts = dead_letter::header_count(&delivery.properties, X_RETRY_COUNT);
         let Some(delay) = self.retry_delays.get(attempts as usize) else {
@@ -422,9 +404,72 @@ impl<H: Handler> ConsumerLoop<H> {
                 body: delivery.data.clone(),
                 properties,
             })
-            .await?;
-        ack(delivery).await
+            .await
     }
+}
+
+/// The transaction core, on the database thread: every incoming event in the open transaction,
+/// each in a savepoint when there are several, so a failing one rolls back only its own writes.
+/// `Err` when the whole transaction must be dropped: the database is unavailable, or a message
+/// alone failed (then its error says its fate).
+fn apply_all<H: Handler>(
+    tx: &mut dyn Tx,
+    handler: &H,
+    source: &str,
+    failpoints: &Failpoints,
+    incoming: &[Incoming],
+) -> Result<Vec<Fate>, HandlerError> {
+    if let [alone] = incoming {
+        let _entered = alone.span.enter();
+        return apply_one(tx, handler, source, failpoints, &alone.envelope).map(|fate| vec![fate]);
+    }
+    let mut fates = Vec::with_capacity(incoming.len());
+    for item in incoming {
+        let _entered = item.span.enter();
+        tx.execute("SAVEPOINT message", &[])?;
+        let fate = match apply_one(tx, handler, source, failpoints, &item.envelope) {
+            Ok(fate) => fate,
+            Err(HandlerError::Unavailable(reason)) => {
+                return Err(HandlerError::Unavailable(reason));
+            }
+            Err(failure) => {
+                tx.execute("ROLLBACK TO message", &[])?;
+                match failure {
+                    HandlerError::Permanent(reason) => Fate::DeadLetter(reason),
+                    HandlerError::Transient(reason) | HandlerError::Unavailable(reason) => {
+                        Fate::Retry(reason)
+                    }
+                }
+            }
+        };
+        tx.execute("RELEASE message", &[])?;
+        fates.push(fate);
+    }
+    Ok(fates)
+}
+
+/// Inbox, handler and outbox for one event.
+fn apply_one<H: Handler>(
+    tx: &mut dyn Tx,
+    handler: &H,
+    source: &str,
+    failpoints: &Failpoints,
+    envelope: &Envelope,
+) -> Result<Fate, HandlerError> {
+    if !inbox::record(tx, &envelope.id, &envelope.event_type)? {
+        return Ok(Fate::Duplicate);
+    }
+    failpoints
+        .hit("consumer.before_handle")
+        .map_err(HandlerError::Transient)?;
+    let event = envelope.event()?;
+    let emitted = handler.handle(&event, envelope, tx)?;
+    for event in &emitted {
+        Outbox::enqueue(tx, &Envelope::caused_by(envelope, source, event))?;
+    }
+    Ok(Fate::Handled {
+        emitted: emitted.len(),
+    })
 }
 
 /// The span of one handled message.
@@ -438,16 +483,6 @@ fn message_span(envelope: &Envelope) -> tracing::Span {
     )
 }
 
-/// Acks `delivery`. lapin answers `Ok(false)` when the channel is already gone and nothing was
-/// sent: that is an error here, since the broker will redeliver the message.
-async fn ack(delivery: &Delivery) -> Result<()> {
-    if delivery.acker.ack(BasicAckOptions::default()).await? {
-        Ok(())
-    } else {
-        Err(Error::ChannelGone)
-    }
-}
-
 /// Where the message was first published: a message back from a delay queue arrives through the
 /// default exchange, so the first exchange and key are kept in headers.
 fn original(delivery: &Delivery, header: &str, current: &lapin::types::ShortString) -> String {
@@ -459,4 +494,265 @@ fn original(delivery: &Delivery, header: &str, current: &lapin::types::ShortStri
 fn uuid_like() -> String {
     use rand::Rng;
     format!("{:08x}", rand::thread_rng().r#gen::<u32>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::memory_database;
+    use choreo_events::payloads::{OrderCompleted, ShipmentFailed};
+
+    /// Writes a row per event and emits `order.completed`; refuses `shipment.failed` for order
+    /// `bad` permanently, and any other with a transient error for order `busy`.
+    #[derive(Debug)]
+    struct Recorder;
+
+    impl Handler for Recorder {
+        fn handle(
+            &self,
+            event: &Event,
+            _envelope: &Envelope,
+            tx: &mut dyn Tx,
+        ) -> Result<Vec<Event>, HandlerError> {
+            tx.execute(
+                "INSERT INTO seen (order_id) VALUES ($1)",
+                &[event.order_id().into()],
+            )?;
+            match event.order_id() {
+                "bad" => Err(HandlerError::Permanent("bad order".into())),
+                "busy" => Err(HandlerError::Transient("busy".into())),
+                order_id => Ok(vec![Event::OrderCompleted(OrderCompleted {
+                    order_id: order_id.to_owned(),
+                })]),
+            }
+        }
+    }
+
+    fn incoming(order_id: &str) -> Incoming {
+        let envelope = Envelope::root(
+            "shipping",
+            &Event::ShipmentFailed(ShipmentFailed {
+                order_id: order_id.to_owned(),
+                reason: "unserviceable_country".into(),
+            }),
+        );
+        Incoming {
+            envelope,
+            span: tracing::Span::none(),
+        }
+    }
+
+    async fn apply(
+        db: &Database,
+        failpoints: &Failpoints,
+        batch: Vec<Incoming>,
+    ) -> Result<Vec<Fate>, HandlerError> {
+        let failpoints = failpoints.clone();
+        db.write(move |tx| apply_all(tx, &Recorder, "orders", &failpoints, &batch))
+            .await
+    }
+
+    async fn count(db: &Database, sql: &'static str) -> i64 {
+        db.read(move |tx| tx.query_opt(sql, &[])?.unwrap_or_default().take::<i64>(0))
+            .await
+            .expect("count")
+    }
+
+    async fn database() -> Database {
+        let db = memory_database().await;
+        db.write(|tx| tx.execute("CREATE TABLE seen (order_id TEXT NOT NULL)", &[]))
+            .await
+            .expect("table");
+        db
+    }
+
+    #[tokio::test]
+    async fn in_a_batch_a_failing_message_loses_only_its_own_writes() {
+        let db = database().await;
+
+        let fates = apply(
+            &db,
+            &Failpoints::default(),
+            vec![
+                incoming("a"),
+                incoming("bad"),
+                incoming("busy"),
+                incoming("b"),
+            ],
+        )
+        .await
+        .expect("committed");
+
+        assert_eq!(
+            fates,
+            [
+                Fate::Handled { emitted: 1 },
+                Fate::DeadLetter("bad order".into()),
+                Fate::Retry("busy".into()),
+                Fate::Handled { emitted: 1 },
+            ]
+        );
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM seen").await, 2);
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM inbox").await, 2);
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox").await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_message_alone_that_fails_keeps_nothing_and_says_why() {
+        let db = database().await;
+
+        let failed = apply(&db, &Failpoints::default(), vec![incoming("bad")]).await;
+
+        assert_eq!(failed, Err(HandlerError::Permanent("bad order".into())));
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM seen").await, 0);
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM inbox").await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_event_is_a_duplicate_with_no_effect() {
+        let db = database().await;
+        let first = incoming("a");
+        let again = Incoming {
+            envelope: first.envelope.clone(),
+            span: tracing::Span::none(),
+        };
+        apply(&db, &Failpoints::default(), vec![first])
+            .await
+            .expect("first");
+
+        let fates = apply(&db, &Failpoints::default(), vec![again, incoming("b")])
+            .await
+            .expect("second");
+
+        assert_eq!(fates, [Fate::Duplicate, Fate::Handled { emitted: 1 }]);
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM seen").await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_transient_failpoint_fails_the_first_n_tries_of_messages_even_in_batches() {
+        let db = database().await;
+        let failpoints = Failpoints::parse("consumer.before_handle=transient:2").expect("spec");
+
+        let fates = apply(
+            &db,
+            &failpoints,
+            vec![incoming("a"), incoming("b"), incoming("c")],
+        )
+        .await
+        .expect("committed");
+
+        // Exactly the first two tries failed; the third message went through.
+        assert!(matches!(fates[0], Fate::Retry(_)), "{fates:?}");
+        assert!(matches!(fates[1], Fate::Retry(_)), "{fates:?}");
+        assert_eq!(fates[2], Fate::Handled { emitted: 1 });
+    }
+
+    /// Unavailable (the database "down") for its first `outage` calls, then handles; asks
+    /// `stop` to stop at its first call.
+    #[derive(Debug)]
+    struct Outage {
+        outage: u32,
+        calls: std::sync::atomic::AtomicU32,
+        stop: CancellationToken,
+    }
+
+    impl Handler for Outage {
+        fn handle(
+            &self,
+            event: &Event,
+            envelope: &Envelope,
+            tx: &mut dyn Tx,
+        ) -> Result<Vec<Event>, HandlerError> {
+            let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if call == 0 {
+                self.stop.cancel();
+            }
+            if call < self.outage {
+                return Err(HandlerError::Unavailable("database down".into()));
+            }
+            Recorder.handle(event, envelope, tx)
+        }
+    }
+
+    fn consumer(db: Database, outage: u32, stop: CancellationToken) -> ConsumerLoop<Outage> {
+        ConsumerLoop {
+            handler: Arc::new(Outage {
+                outage,
+                calls: Default::default(),
+                stop,
+            }),
+            db,
+            names: Names::new(""),
+            service: choreo_events::topology::ORDERS,
+            waker: OutboxWaker::default(),
+            retry_delays: vec![Duration::from_secs(1)],
+            health: Arc::new(BrokerHealth::default()),
+            failpoints: Failpoints::default(),
+            max_batch: 32,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_held_while_the_database_is_down_and_handled_whole_when_it_is_back() {
+        let db = database().await;
+        let consumer = consumer(db.clone(), 3, CancellationToken::new());
+
+        let fates = consumer
+            .apply_holding(
+                vec![incoming("a"), incoming("b")],
+                &CancellationToken::new(),
+            )
+            .await;
+
+        // Three failed tries spent no retry: both are handled, neither retried nor dead-lettered.
+        assert_eq!(
+            fates,
+            Some(vec![
+                Fate::Handled { emitted: 1 },
+                Fate::Handled { emitted: 1 }
+            ])
+        );
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM seen").await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_stop_during_an_outage_leaves_the_whole_batch_unhandled() {
+        let db = database().await;
+        let stop = CancellationToken::new();
+        // The stop arrives while the first try is failing.
+        let consumer = consumer(db.clone(), u32::MAX, stop.clone());
+
+        let fates = consumer
+            .apply_holding(vec![incoming("a"), incoming("b"), incoming("c")], &stop)
+            .await;
+
+        // Nothing to ack: the broker gets every delivery of the batch back.
+        assert_eq!(fates, None);
+        assert_eq!(
+            consumer
+                .handler
+                .calls
+                .load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM seen").await, 0);
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM inbox").await, 0);
+    }
+
+    #[test]
+    fn store_errors_map_to_the_broker_action_their_variant_names() {
+        use choreo_store::Error;
+        assert!(matches!(
+            HandlerError::from(Error::Unavailable("down".into())),
+            HandlerError::Unavailable(_)
+        ));
+        assert!(matches!(
+            HandlerError::from(Error::UniqueViolation("dup".into())),
+            HandlerError::Transient(_)
+        ));
+        assert!(matches!(
+            HandlerError::from(Error::Failed("lock timeout".into())),
+            HandlerError::Transient(_)
+        ));
+    }
 }

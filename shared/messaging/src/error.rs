@@ -30,7 +30,7 @@ pub enum Error {
     ChannelGone,
     /// The database failed.
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] choreo_store::Error),
 }
 
 /// Result of the messaging runtime.

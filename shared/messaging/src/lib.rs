@@ -7,27 +7,32 @@
 //! queues, dead-lettering with `x-error`) and the [`outbox`] relay (confirmed publishing of what
 //! handlers and HTTP requests committed).
 //!
-//! Architecture invariant: this crate never names a business type. It sees events as
-//! [`choreo_events::Envelope`]s and hands them to a service's [`Handler`].
+//! Architecture invariant: this crate never names a business type nor decides anything about
+//! one. It decodes the contract's [`choreo_events::Envelope`]s and [`choreo_events::Event`]s,
+//! hands them to a service's [`Handler`] and wraps what the handler returns.
 
-pub mod broker;
-pub mod consumer;
+mod backoff;
+mod broker;
+mod consumer;
 pub mod dead_letter;
-pub mod error;
+mod error;
 pub mod failpoint;
-pub mod inbox;
-pub mod names;
-pub mod outbox;
-pub mod publisher;
+mod health;
+mod inbox;
+mod names;
+mod outbox;
+mod publisher;
 pub mod schema;
-pub mod secret;
+mod secret;
+#[cfg(test)]
+mod testing;
 pub mod topology;
 
-pub use broker::{Broker, BrokerHealth, BrokerSettings};
+pub use broker::{Broker, BrokerSettings};
 pub use consumer::{Handler, HandlerError};
 pub use error::{Error, Result};
+pub use health::BrokerHealth;
 pub use names::Names;
 pub use outbox::{Outbox, OutboxWaker};
 pub use publisher::Publisher;
-pub use schema::Backend;
 pub use secret::Secret;

@@ -7,18 +7,13 @@
 //! the confirm and the mark publishes the row again on restart, which the consumers' inboxes absorb.
 
 use crate::publisher::{Outgoing, PendingConfirm, event_properties};
-use crate::{Backend, Publisher, Result};
+use crate::{Publisher, Result};
 use choreo_events::Envelope;
-use sqlx::{AnyConnection, AnyPool, Row};
+use choreo_store::{Backend, Database, Param, Tx, placeholders};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-
-/// The current time as stored in the runtime's tables (RFC 3339, UTC, milliseconds).
-pub fn now_text() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
 
 /// Wakes the relay after a commit that wrote outbox rows. Cheap to clone.
 #[derive(Debug, Clone, Default)]
@@ -42,32 +37,35 @@ pub struct Outbox;
 
 impl Outbox {
     /// Adds `envelope` to the outbox. Must run inside the transaction of the state change.
-    pub async fn enqueue(conn: &mut AnyConnection, envelope: &Envelope) -> Result<(), sqlx::Error> {
-        sqlx::query(
+    pub fn enqueue(tx: &mut dyn Tx, envelope: &Envelope) -> choreo_store::Result<()> {
+        tx.execute(
             "INSERT INTO outbox (event_id, event_type, correlation_id, time_ms, body, created_at)
              VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&envelope.id)
-        .bind(&envelope.event_type)
-        .bind(&envelope.correlationid)
-        .bind(envelope.time.timestamp_millis())
-        .bind(envelope.to_json())
-        .bind(now_text())
-        .execute(conn)
-        .await?;
+            &[
+                (&envelope.id).into(),
+                (&envelope.event_type).into(),
+                (&envelope.correlationid).into(),
+                envelope.time.timestamp_millis().into(),
+                envelope.to_json().as_str().into(),
+                choreo_store::now_text().as_str().into(),
+            ],
+        )?;
         Ok(())
     }
 
     /// How many rows have not been confirmed by the broker yet.
-    pub async fn unsent(pool: &AnyPool) -> Result<i64, sqlx::Error> {
-        sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL")
-            .fetch_one(pool)
-            .await?
-            .try_get::<i64, _>("n")
+    pub async fn unsent(db: &Database) -> choreo_store::Result<i64> {
+        db.read(|tx| {
+            tx.query_opt("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL", &[])?
+                .unwrap_or_default()
+                .take::<i64>(0)
+        })
+        .await
     }
 }
 
 /// One outbox row on its way to the broker.
+#[derive(Debug)]
 struct UnsentEvent {
     seq: i64,
     event_id: String,
@@ -77,25 +75,83 @@ struct UnsentEvent {
     body: String,
 }
 
+const FETCH: &str = "SELECT seq, event_id, event_type, correlation_id, time_ms, body FROM outbox
+                     WHERE sent_at IS NULL ORDER BY seq LIMIT $1";
+const FETCH_SKIP_LOCKED: &str = "SELECT seq, event_id, event_type, correlation_id, time_ms, body
+                                 FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1
+                                 FOR UPDATE SKIP LOCKED";
+
+/// The first `limit` unsent rows in `seq` order.
+fn fetch(tx: &mut dyn Tx, sql: &str, limit: i64) -> choreo_store::Result<Vec<UnsentEvent>> {
+    tx.query(sql, &[limit.into()])?
+        .into_iter()
+        .map(|mut row| {
+            Ok(UnsentEvent {
+                seq: row.take(0)?,
+                event_id: row.take(1)?,
+                event_type: row.take(2)?,
+                correlation_id: row.take(3)?,
+                time_ms: row.take(4)?,
+                body: row.take(5)?,
+            })
+        })
+        .collect()
+}
+
+/// SQLite only: marks the confirmed rows with one statement. `confirmed` is a prefix of the
+/// unsent rows in `seq` order, and with one writer `seq` order is commit order, so every unsent
+/// row between its first and last seq is one of them.
+fn mark_range_sent(tx: &mut dyn Tx, confirmed: &[i64]) -> choreo_store::Result<()> {
+    let (Some(first), Some(last)) = (confirmed.first(), confirmed.last()) else {
+        return Ok(());
+    };
+    tx.execute(
+        "UPDATE outbox SET sent_at = $1 WHERE seq BETWEEN $2 AND $3 AND sent_at IS NULL",
+        &[
+            choreo_store::now_text().as_str().into(),
+            (*first).into(),
+            (*last).into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Marks exactly the confirmed rows, in one statement: on PostgreSQL, sequence values can commit
+/// out of order, so a range could cover a row committed after the batch was read.
+fn mark_listed_sent(tx: &mut dyn Tx, confirmed: &[i64]) -> choreo_store::Result<()> {
+    if confirmed.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "UPDATE outbox SET sent_at = $1 WHERE seq IN ({})",
+        placeholders(2, confirmed.len())
+    );
+    let now = choreo_store::now_text();
+    let mut params: Vec<Param<'_>> = Vec::with_capacity(confirmed.len() + 1);
+    params.push(now.as_str().into());
+    params.extend(confirmed.iter().map(|seq| Param::from(*seq)));
+    tx.execute(&sql, &params)?;
+    Ok(())
+}
+
 /// Publishes the outbox to the service's exchange.
 #[derive(Debug, Clone)]
-pub struct Relay {
-    pub pool: AnyPool,
-    pub backend: Backend,
+pub(crate) struct Relay {
+    pub(crate) db: Database,
     /// The prefixed exchange of the service.
-    pub exchange: String,
+    pub(crate) exchange: String,
     /// The service name, the `app_id` of every message.
-    pub source: String,
-    pub waker: OutboxWaker,
-    pub batch_size: i64,
-    pub sweep_interval: Duration,
-    pub failpoints: crate::failpoint::Failpoints,
+    pub(crate) source: String,
+    pub(crate) waker: OutboxWaker,
+    pub(crate) batch_size: i64,
+    pub(crate) sweep_interval: Duration,
+    pub(crate) failpoints: crate::failpoint::Failpoints,
 }
 
 impl Relay {
     /// Publishes until `stop` is cancelled, then drains what is committed (bounded by `drain`).
     /// Returns an error when the broker fails; the supervisor reconnects and starts a new relay.
-    pub async fn run(
+    pub(crate) async fn run(
         self,
         publisher: Publisher,
         stop: CancellationToken,
@@ -140,51 +196,38 @@ impl Relay {
 
     /// Publishes one batch of unsent rows in order and marks the confirmed ones sent.
     /// Returns how many rows were published.
-    pub async fn publish_batch(&self, publisher: &Publisher) -> Result<usize> {
-        match self.backend {
+    async fn publish_batch(&self, publisher: &Publisher) -> Result<usize> {
+        let limit = self.batch_size;
+        match self.db.backend() {
             Backend::Sqlite => {
-                // One writer at a time: read, publish without holding a transaction (which would
-                // block every other writer for a broker round trip), then mark.
-                let rows = self.fetch(&mut *self.pool.acquire().await?, "").await?;
+                // One writer at a time: read beside it, publish without holding a transaction
+                // (which would block every other writer for a broker round trip), then mark.
+                let rows = self.db.read(move |tx| fetch(tx, FETCH, limit)).await?;
                 let (confirmed, failure) = self.publish(publisher, rows).await;
-                mark_range_sent(&mut *self.pool.acquire().await?, &confirmed).await?;
-                failure.map_or(Ok(confirmed.len()), Err)
+                let count = confirmed.len();
+                if count > 0 {
+                    self.db
+                        .write(move |tx| mark_range_sent(tx, &confirmed))
+                        .await?;
+                }
+                failure.map_or(Ok(count), Err)
             }
             Backend::Postgres => {
                 // Replicas share the table: each claims its rows with a row lock held until they
                 // are marked, and skips rows another replica holds.
-                let mut tx = self.pool.begin().await?;
-                let rows = self.fetch(&mut tx, " FOR UPDATE SKIP LOCKED").await?;
+                let mut held = self.db.hold().await?;
+                let rows = held
+                    .run(move |tx| fetch(tx, FETCH_SKIP_LOCKED, limit))
+                    .await?;
                 let (confirmed, failure) = self.publish(publisher, rows).await;
-                mark_sent(&mut tx, &confirmed).await?;
-                tx.commit().await?;
-                failure.map_or(Ok(confirmed.len()), Err)
+                let count = confirmed.len();
+                if count > 0 {
+                    held.run(move |tx| mark_listed_sent(tx, &confirmed)).await?;
+                }
+                held.commit().await?;
+                failure.map_or(Ok(count), Err)
             }
         }
-    }
-
-    async fn fetch(&self, conn: &mut AnyConnection, lock: &str) -> Result<Vec<UnsentEvent>> {
-        let sql = format!(
-            "SELECT seq, event_id, event_type, correlation_id, time_ms, body FROM outbox
-             WHERE sent_at IS NULL ORDER BY seq LIMIT $1{lock}"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(self.batch_size)
-            .fetch_all(conn)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(UnsentEvent {
-                    seq: row.try_get("seq")?,
-                    event_id: row.try_get("event_id")?,
-                    event_type: row.try_get("event_type")?,
-                    correlation_id: row.try_get("correlation_id")?,
-                    time_ms: row.try_get("time_ms")?,
-                    body: row.try_get("body")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
     }
 
     /// Sends every row, then waits for the confirms in order. Returns the seqs confirmed before
@@ -197,18 +240,19 @@ impl Relay {
         let mut pending: Vec<(i64, PendingConfirm)> = Vec::with_capacity(rows.len());
         let mut failure = None;
         for row in rows {
+            let properties = event_properties(
+                &row.event_id,
+                &row.event_type,
+                &self.source,
+                &row.correlation_id,
+                row.time_ms,
+                None,
+            );
             let message = Outgoing {
                 exchange: self.exchange.clone(),
-                routing_key: row.event_type.clone(),
+                routing_key: row.event_type,
                 body: row.body.into_bytes(),
-                properties: event_properties(
-                    &row.event_id,
-                    &row.event_type,
-                    &self.source,
-                    &row.correlation_id,
-                    row.time_ms,
-                    None,
-                ),
+                properties,
             };
             match publisher.send(message).await {
                 Ok(confirm) => pending.push((row.seq, confirm)),
@@ -237,32 +281,48 @@ impl Relay {
     }
 }
 
-/// SQLite only: marks the confirmed rows with one statement. `confirmed` is a prefix of the
-/// unsent rows in `seq` order, and with one writer `seq` order is commit order, so every unsent
-/// row between its first and last seq is one of them.
-async fn mark_range_sent(conn: &mut AnyConnection, confirmed: &[i64]) -> Result<(), sqlx::Error> {
-    let (Some(first), Some(last)) = (confirmed.first(), confirmed.last()) else {
-        return Ok(());
-    };
-    sqlx::query("UPDATE outbox SET sent_at = $1 WHERE seq BETWEEN $2 AND $3 AND sent_at IS NULL")
-        .bind(now_text())
-        .bind(*first)
-        .bind(*last)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::memory_database;
+    use choreo_events::Event;
+    use choreo_events::payloads::OrderCompleted;
 
-/// Marks rows sent one by one: on PostgreSQL, sequence values can commit out of order, so a
-/// range could cover a row committed after the batch was read.
-async fn mark_sent(conn: &mut AnyConnection, seqs: &[i64]) -> Result<(), sqlx::Error> {
-    let now = now_text();
-    for seq in seqs {
-        sqlx::query("UPDATE outbox SET sent_at = $1 WHERE seq = $2")
-            .bind(&now)
-            .bind(*seq)
-            .execute(&mut *conn)
-            .await?;
+    fn completed(order: &str) -> Envelope {
+        Envelope::root(
+            "orders",
+            &Event::OrderCompleted(OrderCompleted {
+                order_id: order.to_owned(),
+            }),
+        )
     }
-    Ok(())
+
+    #[tokio::test]
+    async fn the_relay_reads_unsent_rows_in_order_and_marks_a_confirmed_prefix_in_one_statement() {
+        let db = memory_database().await;
+        let events: Vec<Envelope> = (0..5).map(|i| completed(&format!("o-{i}"))).collect();
+        let written = events.clone();
+        db.write(move |tx| written.iter().try_for_each(|e| Outbox::enqueue(tx, e)))
+            .await
+            .expect("enqueued");
+
+        let rows = db.read(|tx| fetch(tx, FETCH, 3)).await.expect("fetched");
+        let ids: Vec<&str> = rows.iter().map(|r| r.event_id.as_str()).collect();
+        assert_eq!(ids, [&events[0].id, &events[1].id, &events[2].id]);
+        assert_eq!(rows[0].body, events[0].to_json());
+        assert_eq!(rows[0].event_type, "order.completed");
+
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        db.write(move |tx| mark_range_sent(tx, &seqs[..2]))
+            .await
+            .expect("marked");
+        assert_eq!(Outbox::unsent(&db).await, Ok(3));
+
+        let last = db.read(|tx| fetch(tx, FETCH, 10)).await.expect("fetched");
+        let seqs: Vec<i64> = last.iter().map(|r| r.seq).collect();
+        db.write(move |tx| mark_listed_sent(tx, &seqs))
+            .await
+            .expect("marked");
+        assert_eq!(Outbox::unsent(&db).await, Ok(0));
+    }
 }

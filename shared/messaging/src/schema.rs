@@ -2,31 +2,10 @@
 //!
 //! They are created with `IF NOT EXISTS` statements rather than through the service's migrations
 //! so every service gets the same tables from one definition; a future change to them ships as a
-//! new statement here, guarded the same way.
+//! new statement here, guarded the same way. The store runs them after the service's migrations
+//! (on PostgreSQL under the same lock, so replicas starting together do not race).
 
-use sqlx::AnyConnection;
-
-/// Which SQL database a service runs on; picked from the database URL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// One embedded file per service; one writer at a time.
-    Sqlite,
-    /// Shared by replicas; the relay claims rows with `FOR UPDATE SKIP LOCKED`.
-    Postgres,
-}
-
-impl Backend {
-    /// The backend a database URL names, if it is one we support.
-    pub fn from_url(url: &str) -> Option<Self> {
-        if url.starts_with("sqlite:") {
-            Some(Backend::Sqlite)
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Some(Backend::Postgres)
-        } else {
-            None
-        }
-    }
-}
+use choreo_store::Backend;
 
 /// The tables, with `{seq}` standing for the backend's auto-incrementing key.
 const STATEMENTS: &[&str] = &[
@@ -48,18 +27,14 @@ const STATEMENTS: &[&str] = &[
     )",
 ];
 
-/// Creates the outbox and inbox tables if they are missing. On PostgreSQL the caller must hold a
-/// lock that keeps replicas from running this at the same moment: `CREATE TABLE IF NOT EXISTS`
-/// is not safe against a concurrent twin.
-pub async fn install(conn: &mut AnyConnection, backend: Backend) -> Result<(), sqlx::Error> {
+/// The statements that create the outbox and inbox on `backend` if they are missing.
+pub fn statements(backend: Backend) -> Vec<String> {
     let seq = match backend {
         Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
         Backend::Postgres => "BIGSERIAL PRIMARY KEY",
     };
-    for statement in STATEMENTS {
-        sqlx::query(&statement.replace("{seq}", seq))
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
+    STATEMENTS
+        .iter()
+        .map(|statement| statement.replace("{seq}", seq))
+        .collect()
 }

@@ -1074,7 +1074,11 @@ async fn wait_outboxes_empty(world: &World) -> Result<i64> {
                 .max_connections(1)
                 .connect(&url)
                 .await?;
-            unsent += choreo_messaging::Outbox::unsent(&pool).await?;
+            let count: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+                    .fetch_one(&pool)
+                    .await?;
+            unsent += count;
             pool.close().await;
         }
         if unsent == 0 || started.elapsed() > Duration::from_secs(30) {

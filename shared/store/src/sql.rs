@@ -1,0 +1,160 @@
+//! The SQL surface a unit of work sees: [`Tx`], an open transaction on either backend, with
+//! parameters written `$1`, `$2`, … in both dialects, and rows of integers and text (the only
+//! column types the services use).
+
+use crate::{Backend, Error, Result};
+
+/// A parameter of a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Param<'a> {
+    Int(Option<i64>),
+    Text(Option<&'a str>),
+}
+
+impl From<i64> for Param<'_> {
+    fn from(value: i64) -> Self {
+        Param::Int(Some(value))
+    }
+}
+
+impl From<Option<i64>> for Param<'_> {
+    fn from(value: Option<i64>) -> Self {
+        Param::Int(value)
+    }
+}
+
+impl<'a> From<&'a str> for Param<'a> {
+    fn from(value: &'a str) -> Self {
+        Param::Text(Some(value))
+    }
+}
+
+impl<'a> From<&'a String> for Param<'a> {
+    fn from(value: &'a String) -> Self {
+        Param::Text(Some(value))
+    }
+}
+
+impl<'a> From<Option<&'a str>> for Param<'a> {
+    fn from(value: Option<&'a str>) -> Self {
+        Param::Text(value)
+    }
+}
+
+/// A value read from a row.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Value {
+    #[default]
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+/// One row of a result, its columns in the order of the `SELECT`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Row(pub Vec<Value>);
+
+impl Row {
+    /// Takes column `index` out of the row as a `T` (the column is left `NULL`), so text is moved
+    /// rather than copied.
+    pub fn take<T: FromValue>(&mut self, index: usize) -> Result<T> {
+        let value = self
+            .0
+            .get_mut(index)
+            .map(std::mem::take)
+            .ok_or_else(|| Error::Failed(format!("no column {index} in the row")))?;
+        T::from_value(value).map_err(|found| {
+            Error::Failed(format!(
+                "column {index}: expected {}, found {found:?}",
+                T::EXPECTED
+            ))
+        })
+    }
+}
+
+/// A Rust type a column converts into.
+pub trait FromValue: Sized {
+    /// What the type expects, for error messages.
+    const EXPECTED: &'static str;
+    /// The value as `Self`, or the value back when it does not fit.
+    fn from_value(value: Value) -> Result<Self, Value>;
+}
+
+impl FromValue for i64 {
+    const EXPECTED: &'static str = "an integer";
+    fn from_value(value: Value) -> Result<Self, Value> {
+        match value {
+            Value::Int(int) => Ok(int),
+            other => Err(other),
+        }
+    }
+}
+
+impl FromValue for String {
+    const EXPECTED: &'static str = "text";
+    fn from_value(value: Value) -> Result<Self, Value> {
+        match value {
+            Value::Text(text) => Ok(text),
+            other => Err(other),
+        }
+    }
+}
+
+impl<T: FromValue> FromValue for Option<T> {
+    const EXPECTED: &'static str = T::EXPECTED;
+    fn from_value(value: Value) -> Result<Self, Value> {
+        match value {
+            Value::Null => Ok(None),
+            other => T::from_value(other).map(Some),
+        }
+    }
+}
+
+/// An open transaction. A unit of work runs its statements on it synchronously, on the thread
+/// the store gave it; the store commits when the work returns `Ok` and rolls back otherwise.
+pub trait Tx {
+    /// Which database this is, for the few statements whose SQL differs.
+    fn backend(&self) -> Backend;
+
+    /// Runs a statement; returns how many rows it changed.
+    fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64>;
+
+    /// Runs a query; returns every row.
+    fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>>;
+
+    /// Runs a query expected to return at most one row.
+    fn query_opt(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+}
+
+/// `$1, $2, … $n` starting at `$first`: placeholders for a list of `n` values.
+pub fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_gives_its_columns_as_typed_values_and_names_a_mismatch() {
+        let mut row = Row(vec![Value::Int(7), Value::Text("a".into()), Value::Null]);
+        assert_eq!(row.take::<i64>(0), Ok(7));
+        assert_eq!(row.take::<String>(1), Ok("a".to_owned()));
+        assert_eq!(row.take::<Option<String>>(2), Ok(None));
+        let mut row = Row(vec![Value::Text("x".into())]);
+        let error = row.take::<i64>(0).unwrap_err();
+        assert!(error.to_string().contains("expected an integer"), "{error}");
+        assert!(row.take::<i64>(3).is_err());
+    }
+
+    #[test]
+    fn placeholders_number_a_list() {
+        assert_eq!(placeholders(2, 3), "$2, $3, $4");
+        assert_eq!(placeholders(1, 0), "");
+    }
+}

@@ -1,0 +1,171 @@
+//! The store's promises, on a real SQLite file: commit on `Ok`, nothing on `Err`, group commit
+//! that keeps each unit of work's fate its own, errors sorted by kind, migrations applied once.
+
+use crate::{Backend, Database, Error, Migrations, Options, Tx};
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./test-migrations");
+const MIGRATIONS: Migrations = Migrations {
+    sqlite: &MIGRATOR,
+    postgres: &MIGRATOR,
+};
+
+async fn open(dir: &tempfile::TempDir) -> Database {
+    let url = format!("sqlite://{}/test.db", dir.path().display());
+    let options = Options {
+        max_connections: 1,
+        patience: Duration::ZERO,
+    };
+    Database::open(&url, &options, &MIGRATIONS, |_| {
+        vec!["CREATE TABLE IF NOT EXISTS extra (id TEXT)".to_owned()]
+    })
+    .await
+    .expect("open")
+}
+
+fn insert(tx: &mut dyn Tx, id: &str, n: i64) -> Result<u64, Error> {
+    tx.execute(
+        "INSERT INTO things (id, n) VALUES ($1, $2)",
+        &[id.into(), n.into()],
+    )
+}
+
+async fn count(db: &Database) -> i64 {
+    db.read(|tx| {
+        tx.query_opt("SELECT COUNT(*) FROM things", &[])?
+            .expect("a row")
+            .take::<i64>(0)
+    })
+    .await
+    .expect("count")
+}
+
+#[tokio::test]
+async fn work_that_returns_ok_is_committed_and_work_that_fails_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    assert_eq!(db.backend(), Backend::Sqlite);
+
+    db.write(|tx| insert(tx, "a", 1)).await.expect("committed");
+    let failed = db
+        .write(|tx| {
+            insert(tx, "b", 2)?;
+            Err::<(), _>(Error::Failed("changed my mind".into()))
+        })
+        .await;
+
+    assert_eq!(failed, Err(Error::Failed("changed my mind".into())));
+    assert_eq!(count(&db).await, 1);
+}
+
+#[tokio::test]
+async fn concurrent_work_shares_commits_but_a_failure_rolls_back_only_its_own_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+
+    // Enough at once that the writer finds many queued and groups them.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200_i64 {
+        let db = db.clone();
+        tasks.spawn(async move {
+            db.write(move |tx| {
+                insert(tx, &format!("t{i}"), i)?;
+                // Every tenth unit breaks a check constraint after its first insert.
+                if i % 10 == 0 {
+                    insert(tx, &format!("bad{i}"), -1)?;
+                }
+                Ok::<_, Error>(i)
+            })
+            .await
+        });
+    }
+    let results = tasks.join_all().await;
+
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    assert_eq!(failed, 20);
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(e, Error::Failed(_))),
+        "{results:?}"
+    );
+    assert_eq!(count(&db).await, 180);
+}
+
+#[tokio::test]
+async fn a_duplicate_key_is_a_unique_violation() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    db.write(|tx| insert(tx, "a", 1)).await.unwrap();
+
+    let again = db.write(|tx| insert(tx, "a", 1)).await;
+
+    assert!(
+        again.as_ref().is_err_and(Error::is_unique_violation),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn reads_cannot_write_and_see_what_was_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    db.write(|tx| insert(tx, "a", 1)).await.unwrap();
+
+    let written = db.read(|tx| insert(tx, "b", 2)).await;
+
+    assert!(written.is_err());
+    assert_eq!(count(&db).await, 1);
+    assert!(db.ping().await);
+}
+
+#[tokio::test]
+async fn reopening_applies_no_migration_twice_and_keeps_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    db.write(|tx| insert(tx, "a", 1)).await.unwrap();
+    db.close().await;
+    drop(db);
+
+    let db = open(&dir).await;
+
+    assert_eq!(count(&db).await, 1);
+}
+
+#[tokio::test]
+async fn a_panicking_unit_of_work_fails_alone_and_the_writer_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+
+    let panicked = db
+        .write(|tx| {
+            insert(tx, "a", 1)?;
+            if tx.backend() == Backend::Sqlite {
+                panic!("a bug in the work");
+            }
+            Ok::<_, Error>(())
+        })
+        .await;
+    db.write(|tx| insert(tx, "b", 1))
+        .await
+        .expect("the writer still works");
+
+    assert!(panicked.is_err());
+    assert_eq!(count(&db).await, 1);
+}
+
+#[test]
+fn the_backend_and_the_file_come_from_the_url() {
+    assert_eq!(Backend::from_url("sqlite://a/b.db"), Some(Backend::Sqlite));
+    assert_eq!(
+        Backend::from_url("postgres://h/db"),
+        Some(Backend::Postgres)
+    );
+    assert_eq!(Backend::from_url("mysql://h/db"), None);
+    assert_eq!(
+        crate::sqlite_path("sqlite://data/x.db?mode=rwc"),
+        "data/x.db"
+    );
+    assert_eq!(crate::sqlite_path("sqlite::memory:"), ":memory:");
+}
