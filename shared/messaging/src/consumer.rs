@@ -18,11 +18,11 @@
 //! at any point means redelivery, never loss. Nothing is ever requeued in a hot loop.
 
 use crate::backoff::backoff;
-use crate::dead_letter::{
+use crate::failpoint::Failpoints;
+use crate::headers::{
     self, X_DEAD_LETTERED_AT, X_ERROR, X_LAST_ERROR, X_ORIGINAL_EXCHANGE, X_ORIGINAL_ROUTING_KEY,
     X_RETRY_COUNT,
 };
-use crate::failpoint::Failpoints;
 use crate::health::BrokerHealth;
 use crate::outbox::{Outbox, OutboxWaker};
 use crate::publisher::{Outgoing, Publisher};
@@ -326,26 +326,23 @@ impl<H: Handler> ConsumerLoop<H> {
         reason: &str,
     ) -> Result<()> {
         tracing::warn!(reason, "dead-lettering message");
-        let properties = dead_letter::with_headers(
+        let properties = headers::with_headers(
             &delivery.properties,
             &[
-                (X_ERROR, dead_letter::text(reason)),
+                (X_ERROR, headers::text(reason)),
                 (
                     X_ORIGINAL_EXCHANGE,
-                    dead_letter::text(original(delivery, X_ORIGINAL_EXCHANGE, &delivery.exchange)),
+                    headers::text(original(delivery, X_ORIGINAL_EXCHANGE, &delivery.exchange)),
                 ),
                 (
                     X_ORIGINAL_ROUTING_KEY,
-                    dead_letter::text(original(
+                    headers::text(original(
                         delivery,
                         X_ORIGINAL_ROUTING_KEY,
                         &delivery.routing_key,
                     )),
                 ),
-                (
-                    X_DEAD_LETTERED_AT,
-                    dead_letter::text(choreo_store::now_text()),
-                ),
+                (X_DEAD_LETTERED_AT, headers::text(choreo_store::now_text())),
             ],
         );
         publisher
@@ -361,7 +358,7 @@ impl<H: Handler> ConsumerLoop<H> {
     /// Publishes `delivery` to the delay queue of its next attempt (confirmed), or dead-letters
     /// it once the attempts are used up.
     async fn retry(&self, delivery: &Delivery, publisher: &Publisher, reason: &str) -> Result<()> {
-        let attempts = dead_letter::header_count(&delivery.properties, X_RETRY_COUNT);
+        let attempts = headers::header_count(&delivery.properties, X_RETRY_COUNT);
         let Some(delay) = self.retry_delays.get(attempts as usize) else {
             let reason = format!(
                 "retries exhausted after {} attempts: {reason}",
@@ -375,21 +372,21 @@ impl<H: Handler> ConsumerLoop<H> {
             ?delay,
             "transient failure; retrying later"
         );
-        let properties = dead_letter::with_headers(
+        let properties = headers::with_headers(
             &delivery.properties,
             &[
                 (
                     X_RETRY_COUNT,
                     AMQPValue::LongLongInt(i64::from(attempts + 1)),
                 ),
-                (X_LAST_ERROR, dead_letter::text(reason)),
+                (X_LAST_ERROR, headers::text(reason)),
                 (
                     X_ORIGINAL_EXCHANGE,
-                    dead_letter::text(original(delivery, X_ORIGINAL_EXCHANGE, &delivery.exchange)),
+                    headers::text(original(delivery, X_ORIGINAL_EXCHANGE, &delivery.exchange)),
                 ),
                 (
                     X_ORIGINAL_ROUTING_KEY,
-                    dead_letter::text(original(
+                    headers::text(original(
                         delivery,
                         X_ORIGINAL_ROUTING_KEY,
                         &delivery.routing_key,
@@ -486,7 +483,7 @@ fn message_span(envelope: &Envelope) -> tracing::Span {
 /// Where the message was first published: a message back from a delay queue arrives through the
 /// default exchange, so the first exchange and key are kept in headers.
 fn original(delivery: &Delivery, header: &str, current: &lapin::types::ShortString) -> String {
-    dead_letter::header_text(&delivery.properties, header)
+    headers::header_text(&delivery.properties, header)
         .unwrap_or_else(|| current.as_str().to_owned())
 }
 

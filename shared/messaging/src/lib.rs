@@ -17,6 +17,7 @@ mod consumer;
 pub mod dead_letter;
 mod error;
 pub mod failpoint;
+mod headers;
 mod health;
 mod inbox;
 mod names;

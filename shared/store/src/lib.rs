@@ -135,27 +135,7 @@ impl Database {
         T: Send + 'static,
         E: From<Error> + Send + 'static,
     {
-        match &self.inner {
-            Inner::Sqlite(sqlite) => {
-                let (job, answer) = Work::queued(work);
-                sqlite.send_write(job);
-                work::answer(answer).await
-            }
-            Inner::Postgres(pg) => {
-                let tx = pg.begin().await?;
-                let (tx, result) = postgres::run_in(tx, work).await?;
-                match result {
-                    Ok(value) => {
-                        tx.commit().await.map_err(Error::from)?;
-                        Ok(value)
-                    }
-                    Err(error) => {
-                        let _ = tx.rollback().await;
-                        Err(error)
-                    }
-                }
-            }
-        }
+        self.run(Mode::Write, work).await
     }
 
     /// Runs `work` on a consistent read snapshot, beside the writer; nothing it does is kept.
@@ -167,17 +147,40 @@ impl Database {
         T: Send + 'static,
         E: From<Error> + Send + 'static,
     {
+        self.run(Mode::Read, work).await
+    }
+
+    async fn run<T, E>(
+        &self,
+        mode: Mode,
+        work: impl FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
         match &self.inner {
             Inner::Sqlite(sqlite) => {
                 let (job, answer) = Work::queued(work);
-                sqlite.send_read(job);
+                match mode {
+                    Mode::Write => sqlite.send_write(job),
+                    Mode::Read => sqlite.send_read(job),
+                }
                 work::answer(answer).await
             }
             Inner::Postgres(pg) => {
                 let tx = pg.begin().await?;
                 let (tx, result) = postgres::run_in(tx, work).await?;
-                let _ = tx.rollback().await;
-                result
+                match (mode, result) {
+                    (Mode::Write, Ok(value)) => {
+                        tx.commit().await.map_err(Error::from)?;
+                        Ok(value)
+                    }
+                    (_, result) => {
+                        let _ = tx.rollback().await;
+                        result
+                    }
+                }
             }
         }
     }
@@ -213,6 +216,13 @@ impl Database {
             Inner::Postgres(pg) => pg.pool.close().await,
         }
     }
+}
+
+/// Whether a unit of work keeps what it wrote.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Write,
+    Read,
 }
 
 /// A PostgreSQL transaction kept open across awaits; see [`Database::hold`]. Dropped without
