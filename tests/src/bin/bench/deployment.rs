@@ -141,20 +141,23 @@ impl Deployment {
     /// Each process with its label ("orders", or "orders 2" among replicas) and pid.
     pub fn pids(&self) -> Vec<(String, u32)> {
         let replicated = self.procs.len() > SERVICES.len();
-        let mut seen: Vec<&str> = Vec::new();
-        self.procs
-            .iter()
-            .filter_map(|proc| {
-                seen.push(proc.service);
-                let nth = seen.iter().filter(|s| **s == proc.service).count();
-                let label = if replicated {
-                    format!("{} {nth}", proc.service)
-                } else {
-                    proc.service.to_owned()
-                };
-                Some((label, proc.pid()?))
-            })
-            .collect()
+        let mut labelled = Vec::with_capacity(self.procs.len());
+        for (index, proc) in self.procs.iter().enumerate() {
+            // Replicas of a service are numbered from 1.
+            let nth = 1 + self.procs[..index]
+                .iter()
+                .filter(|p| p.service == proc.service)
+                .count();
+            let label = if replicated {
+                format!("{} {nth}", proc.service)
+            } else {
+                proc.service.to_owned()
+            };
+            if let Some(pid) = proc.pid() {
+                labelled.push((label, pid));
+            }
+        }
+        labelled
     }
 
     /// An error if a process has exited while it should be serving.
