@@ -80,14 +80,23 @@ async fn main() -> ExitCode {
     };
     progress.done();
     // Whatever happened: processes are gone with their deployments; names and databases here.
-    cleanup.sweep().await;
+    let left: Vec<String> = cleanup
+        .sweep()
+        .await
+        .into_iter()
+        .map(|what| format!("could not delete {what}: delete it by hand"))
+        .collect();
     let mut results = match results {
         Ok(results) => results,
         Err(why) => {
-            eprintln!("bench: {why}; what it had created is deleted");
+            eprintln!("bench: {why}");
+            for problem in &left {
+                eprintln!("bench: {problem}");
+            }
             return ExitCode::FAILURE;
         }
     };
+    results.errors.extend(left);
     results.seconds = started.elapsed().as_secs_f64();
 
     println!("{}", report::tables(&results));
