@@ -98,25 +98,30 @@ fn throughput(out: &mut String, results: &Results) {
     let _ = writeln!(
         out,
         "## Throughput, closed loop\n\nOrders from the first send to the last terminal event at \
-         the probe; events/s = {EVENTS_PER_ORDER} x orders/s.\n"
+         the probe; events/s = {EVENTS_PER_ORDER} x orders/s; latency from each send to its \
+         terminal event, mostly waiting behind the backlog.\n"
     );
     let _ = writeln!(
         out,
-        "| deployment | orders | clients | seconds | orders/s | events/s | of the broker's ceiling |"
+        "| deployment | orders | clients | seconds | orders/s | events/s | of the broker's ceiling | latency p50 / p99 (ms) |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for deployment in results.deployments.iter().chain(&results.baseline) {
         let Some(closed) = &deployment.closed_loop else {
-            let _ = writeln!(out, "| {} | failed | | | | | |", deployment.name);
+            let _ = writeln!(out, "| {} | failed | | | | | | |", deployment.name);
             continue;
         };
         let share = results
             .share_of_ceiling(closed.orders_per_sec)
             .map(|s| format!("{:.0}%", s * 100.0))
             .unwrap_or_default();
+        let latency = closed
+            .latency
+            .map(|l| format!("{} / {}", ms(l.p50), ms(l.p99)))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.1} | {} | {} | {share} |",
+            "| {} | {} | {} | {:.1} | {} | {} | {share} | {latency} |",
             deployment.name,
             thousands(closed.orders as f64),
             closed.clients,
