@@ -44,6 +44,6 @@ chaos: ## Fault matrix (docs/operations.md): kills the local RabbitMQ, run it al
 	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin chaos
 	$(BIN_DIR)/chaos --bin-dir $(BIN_DIR) $(ARGS)
 
-bench: ## Benchmark: the broker alone vs the suite (throughput, p99 latency, memory); ARGS=--orders N
+bench: ## Benchmark as users see it, vs the broker alone (needs RabbitMQ and PostgreSQL; a few minutes); ARGS=--quick, ARGS='--baseline-bin-dir DIR', `bench --help`
 	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin bench
 	$(BIN_DIR)/bench --bin-dir $(BIN_DIR) --report docs/benchmark-results.md $(ARGS)

@@ -1,0 +1,148 @@
+//! The command line (`bench --help`) and the plan it resolves to.
+//!
+//! Sizes are `Option`s on the command line so that `--quick` can pick its own defaults while a
+//! value given explicitly still wins over both.
+
+use anyhow::{Result, bail};
+use clap::Parser;
+use std::path::PathBuf;
+
+/// Measures the Choreo suite the way its users see it: the broker's own ceiling and floor, then
+/// the three release binaries as processes on SQLite and on PostgreSQL, loaded over HTTP and
+/// observed on the bus.
+#[derive(Debug, Parser)]
+#[command(name = "bench", version)]
+pub struct Cli {
+    /// Directory of the service binaries under test (orders, billing, shipping).
+    #[arg(long, value_name = "DIR", default_value = "target/release")]
+    pub bin_dir: PathBuf,
+
+    /// Orders of each closed-loop measurement [default: 5000; --quick: 300].
+    #[arg(long, value_name = "N")]
+    pub orders: Option<usize>,
+
+    /// Concurrent clients of the closed loop, each posting its next order once the last was
+    /// answered.
+    #[arg(long, value_name = "C", default_value_t = 32)]
+    pub concurrency: usize,
+
+    /// Seconds of each open-loop phase [default: 10; --quick: 2].
+    #[arg(long, value_name = "S")]
+    pub phase_secs: Option<f64>,
+
+    /// Orders placed one at a time for the single-order latency [default: 200; --quick: 50].
+    #[arg(long, value_name = "N")]
+    pub sequential: Option<usize>,
+
+    /// The fixed open-loop rate measured on SQLite, besides the fractions of the peak.
+    #[arg(long, value_name = "ORDERS_PER_SEC", default_value_t = 500.0)]
+    pub fixed_rate: f64,
+
+    /// The open-loop rate measured on PostgreSQL.
+    #[arg(long, value_name = "ORDERS_PER_SEC", default_value_t = 300.0)]
+    pub pg_rate: f64,
+
+    /// How long after its phase's last request an order may take to reach its terminal event
+    /// before it counts as lost.
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    pub deadline_secs: u64,
+
+    /// Also run the SQLite closed loop against the service binaries in DIR (say, built from an
+    /// older commit) and report new / baseline.
+    #[arg(long, value_name = "DIR")]
+    pub baseline_bin_dir: Option<PathBuf>,
+
+    /// A setting passed to every service process (repeatable), e.g. --env CHOREO_CONSUMER_BATCH=1.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+
+    /// Skip the PostgreSQL measurements (when no PostgreSQL is at hand).
+    #[arg(long)]
+    pub no_postgres: bool,
+
+    /// Write the markdown report here (`make bench` passes docs/benchmark-results.md).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Write every number as JSON here [default with --report: the report's path with a .json
+    /// extension, so docs/benchmark-results.json for `make bench`].
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// A short run for CI: a few hundred orders, 2 s phases, SQLite and PostgreSQL with one
+    /// replica, no baseline. Fails if any order does not complete or anything errors; asserts no
+    /// performance number.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+fn parse_env(text: &str) -> Result<(String, String)> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => bail!("expected KEY=VALUE, got {text:?}"),
+    }
+}
+
+/// What one run measures, every size resolved.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub bin_dir: PathBuf,
+    pub orders: usize,
+    pub concurrency: usize,
+    /// Orders posted before a closed loop and not counted: connections, caches and the
+    /// services' first transactions warm up.
+    pub warmup: usize,
+    pub phase_secs: f64,
+    pub sequential: usize,
+    /// Messages through the broker for its ceiling: as many as the closed loop publishes.
+    pub broker_messages: usize,
+    /// Fractions of the measured closed-loop peak run open loop on SQLite.
+    pub peak_fractions: Vec<f64>,
+    pub fixed_rate: f64,
+    pub pg_rate: f64,
+    /// Replica counts measured on PostgreSQL.
+    pub pg_replicas: Vec<usize>,
+    pub deadline_secs: u64,
+    pub baseline_bin_dir: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub quick: bool,
+}
+
+impl Plan {
+    pub fn from_cli(cli: &Cli) -> Result<Plan> {
+        let quick = cli.quick;
+        let orders = cli.orders.unwrap_or(if quick { 300 } else { 5000 });
+        let phase_secs = cli.phase_secs.unwrap_or(if quick { 2.0 } else { 10.0 });
+        if orders == 0 || cli.concurrency == 0 {
+            bail!("--orders and --concurrency must be at least 1");
+        }
+        if !(phase_secs > 0.0 && cli.fixed_rate > 0.0 && cli.pg_rate > 0.0) {
+            bail!("--phase-secs, --fixed-rate and --pg-rate must be positive");
+        }
+        if quick && cli.baseline_bin_dir.is_some() {
+            bail!("--quick runs no baseline: drop --baseline-bin-dir or --quick");
+        }
+        let pg_replicas = match (cli.no_postgres, quick) {
+            (true, _) => Vec::new(),
+            (false, true) => vec![1],
+            (false, false) => vec![1, 2],
+        };
+        Ok(Plan {
+            bin_dir: cli.bin_dir.clone(),
+            orders,
+            concurrency: cli.concurrency,
+            warmup: (cli.concurrency * 4).min(orders),
+            phase_secs,
+            sequential: cli.sequential.unwrap_or(if quick { 50 } else { 200 }),
+            broker_messages: orders * 4,
+            peak_fractions: vec![0.25, 0.5, 0.75],
+            fixed_rate: cli.fixed_rate,
+            pg_rate: cli.pg_rate,
+            pg_replicas,
+            deadline_secs: cli.deadline_secs,
+            baseline_bin_dir: cli.baseline_bin_dir.clone(),
+            env: cli.env.clone(),
+            quick,
+        })
+    }
+}

@@ -1,0 +1,164 @@
+//! The client's side of an order: post it (round-robin over the orders replicas), remember
+//! when it was meant to be sent, then see it end at the probe and turn that into latencies and
+//! errors. Shared by the closed loop, the open loop and the one-at-a-time measurement.
+
+use crate::probe::Probe;
+use crate::progress::Progress;
+use anyhow::{Context, Result, bail};
+use choreo_e2e::order_request;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Posts orders, each to the next orders replica.
+#[derive(Debug)]
+pub struct Poster {
+    http: reqwest::Client,
+    urls: Vec<String>,
+    /// A happy-path order (1 x 12.00 EUR to Germany): it completes, through all three hops.
+    body: serde_json::Value,
+    next: AtomicUsize,
+    progress: Arc<Progress>,
+}
+
+impl Poster {
+    pub fn new(http: reqwest::Client, urls: Vec<String>, progress: Arc<Progress>) -> Poster {
+        Poster {
+            http,
+            urls,
+            body: order_request(1200, 1, "DE"),
+            next: AtomicUsize::new(0),
+            progress,
+        }
+    }
+
+    /// Places one order; its id on 201, an error otherwise.
+    pub async fn post(&self) -> Result<String> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let url = &self.urls[n % self.urls.len()];
+        self.progress.sent();
+        let response = self
+            .http
+            .post(url)
+            .json(&self.body)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let status = response.status();
+        if status != reqwest::StatusCode::CREATED {
+            let text = response.text().await.unwrap_or_default();
+            bail!("POST {url} answered {status}: {text}");
+        }
+        let order: serde_json::Value = response.json().await.context("the order's JSON")?;
+        order["id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("the answer to POST /orders has no id")
+    }
+}
+
+/// The orders of a phase as sent: each with the instant it was meant to leave.
+#[derive(Debug, Default)]
+pub struct Sent {
+    pub ids: Vec<String>,
+    pub intended: Vec<Instant>,
+    /// Posts that failed, with the first failure.
+    pub failed: usize,
+    pub first_failure: Option<String>,
+}
+
+impl Sent {
+    pub fn record(&mut self, intended: Instant, posted: Result<String>) {
+        match posted {
+            Ok(id) => {
+                self.ids.push(id);
+                self.intended.push(intended);
+            }
+            Err(error) => {
+                self.failed += 1;
+                self.first_failure
+                    .get_or_insert_with(|| format!("{error:#}"));
+            }
+        }
+    }
+}
+
+/// How a phase's orders ended, as the probe saw it.
+#[derive(Debug)]
+pub struct Settled {
+    /// Terminal-event arrival minus intended send, per completed order.
+    pub latencies: Vec<Duration>,
+    /// The last terminal event of the phase, completed or cancelled (the first intended send if
+    /// none arrived).
+    pub last_arrival: Instant,
+    /// Every order-level problem: failed posts, orders without a terminal event by the
+    /// deadline, cancelled orders.
+    pub errors: Vec<String>,
+}
+
+/// Waits until `until` for every sent order's terminal event; an order still without one is
+/// reported as not done within `deadline` (the time it was given).
+pub async fn settle(
+    probe: &Probe,
+    sent: &Sent,
+    phase: &str,
+    until: Instant,
+    deadline: Duration,
+) -> Result<Settled> {
+    let arrivals = probe.wait_all(&sent.ids, until).await?;
+    let first = sent
+        .intended
+        .iter()
+        .min()
+        .copied()
+        .unwrap_or_else(Instant::now);
+    let mut settled = Settled {
+        latencies: Vec::with_capacity(arrivals.len()),
+        last_arrival: first,
+        errors: Vec::new(),
+    };
+    let (mut missing, mut cancelled) = (Vec::new(), Vec::new());
+    for ((id, intended), arrival) in sent.ids.iter().zip(&sent.intended).zip(arrivals) {
+        match arrival {
+            None => missing.push(id.as_str()),
+            Some(arrival) => {
+                settled.last_arrival = settled.last_arrival.max(arrival.at);
+                if arrival.completed {
+                    let latency = arrival.at.saturating_duration_since(*intended);
+                    settled.latencies.push(latency);
+                } else {
+                    cancelled.push(id.as_str());
+                }
+            }
+        }
+    }
+    if sent.failed > 0 {
+        settled.errors.push(format!(
+            "{phase}: {} of {} orders were not accepted; the first: {}",
+            sent.failed,
+            sent.failed + sent.ids.len(),
+            sent.first_failure.as_deref().unwrap_or("?")
+        ));
+    }
+    if !missing.is_empty() {
+        settled.errors.push(format!(
+            "{phase}: {} of {} accepted orders reached no terminal event within {} s (e.g. {})",
+            missing.len(),
+            sent.ids.len(),
+            deadline.as_secs(),
+            examples(&missing)
+        ));
+    }
+    if !cancelled.is_empty() {
+        settled.errors.push(format!(
+            "{phase}: {} orders were cancelled, though every order placed should complete (e.g. {})",
+            cancelled.len(),
+            examples(&cancelled)
+        ));
+    }
+    Ok(settled)
+}
+
+fn examples(ids: &[&str]) -> String {
+    ids.iter().take(3).copied().collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,254 @@
+//! One deployment of the suite under test: the three release binaries as processes, with one or
+//! more replicas each, on SQLite or on PostgreSQL (one database per service, created here and
+//! shared by that service's replicas, as in `chaos`), under a prefix of its own, with the probe
+//! bound once every process is ready. The services are black boxes: environment in, HTTP and
+//! events out.
+
+use crate::cleanup::Cleanup;
+use crate::probe::Probe;
+use anyhow::{Context, Result, bail};
+use choreo_e2e::postgres_url;
+use choreo_e2e::processes::{Proc, free_port, service_env};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const SERVICES: [&str; 3] = ["orders", "billing", "shipping"];
+/// How long a deployment may take from spawn to every process answering `/readyz` 200.
+const READY_DEADLINE: Duration = Duration::from_secs(60);
+/// The services' default `CHOREO_RETRY_DELAYS_MS`: they name the delay queues to delete.
+const DEFAULT_RETRY_DELAYS_MS: &str = "1000,5000,30000";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Database {
+    Sqlite,
+    Postgres,
+}
+
+/// What to deploy.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// How tables name it: "SQLite, 1 replica".
+    pub name: String,
+    /// Short and unique within a run: part of the broker prefix and the database names.
+    pub key: String,
+    pub database: Database,
+    pub replicas: usize,
+    pub bin_dir: PathBuf,
+    /// `--env` settings, given to every process after the bench's own.
+    pub env: Vec<(String, String)>,
+}
+
+impl Spec {
+    pub fn new(key: &str, database: Database, replicas: usize, bin_dir: &Path) -> Spec {
+        let name = match database {
+            Database::Sqlite => "SQLite",
+            Database::Postgres => "PostgreSQL",
+        };
+        let plural = if replicas == 1 { "" } else { "s" };
+        Spec {
+            name: format!("{name}, {replicas} replica{plural}"),
+            key: key.to_owned(),
+            database,
+            replicas,
+            bin_dir: bin_dir.to_owned(),
+            env: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Deployment {
+    pub procs: Vec<Proc>,
+    pub probe: Probe,
+    pub http: reqwest::Client,
+    /// What this deployment's PostgreSQL database names start with ("bench_ab12cd34_pg1_").
+    pub database_prefix: String,
+    /// Kept until the deployment ends: the SQLite files and the logs are in it.
+    _dir: tempfile::TempDir,
+}
+
+impl Deployment {
+    /// Creates the databases, starts every process, waits until all are ready, binds the probe.
+    /// Everything created is listed in `cleanup` first, so a failure half-way leaves nothing
+    /// behind after the sweep; the processes end when the returned value (or the half-built
+    /// one) is dropped.
+    pub async fn start(run_prefix: &str, spec: &Spec, cleanup: &Cleanup) -> Result<Deployment> {
+        for service in SERVICES {
+            let binary = spec.bin_dir.join(service);
+            if !binary.is_file() {
+                bail!(
+                    "{} is missing: build the services first (`cargo build --release`)",
+                    binary.display()
+                );
+            }
+        }
+        let prefix = format!("{run_prefix}{}.", spec.key);
+        cleanup.prefix(&prefix, &retry_delays(&spec.env));
+        let database_prefix = prefix.replace(['-', '.'], "_");
+        let dir = tempfile::tempdir()?;
+        let mut databases = Vec::new();
+        let mut procs = Vec::new();
+        for service in SERVICES {
+            let database_url = match spec.database {
+                Database::Sqlite => String::new(),
+                Database::Postgres => {
+                    let name = format!("{database_prefix}{service}");
+                    databases.push(name.clone());
+                    postgres_url(&name)
+                }
+            };
+            for replica in 1..=spec.replicas {
+                let port = free_port()?;
+                let mut env = service_env(&prefix, port, dir.path(), &database_url);
+                env.extend(spec.env.iter().cloned());
+                procs.push(Proc {
+                    service,
+                    port,
+                    env,
+                    log: dir.path().join(format!("{service}-{replica}.log")),
+                    child: None,
+                });
+            }
+        }
+        create_databases(&databases, cleanup).await?;
+        for proc in &mut procs {
+            proc.start(&spec.bin_dir, &[])?;
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()?;
+        wait_ready(&http, &mut procs).await?;
+        let probe = Probe::start(&prefix, cleanup).await?;
+        Ok(Deployment {
+            procs,
+            probe,
+            http,
+            database_prefix,
+            _dir: dir,
+        })
+    }
+
+    /// Where to post orders: every orders replica, for round-robin.
+    pub fn orders_urls(&self) -> Vec<String> {
+        self.procs
+            .iter()
+            .filter(|p| p.service == "orders")
+            .map(|p| p.url("/orders"))
+            .collect()
+    }
+
+    /// Each process with its label ("orders", or "orders 2" among replicas) and pid.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        let replicated = self.procs.len() > SERVICES.len();
+        let mut labelled = Vec::with_capacity(self.procs.len());
+        for (index, proc) in self.procs.iter().enumerate() {
+            // Replicas of a service are numbered from 1.
+            let nth = 1 + self.procs[..index]
+                .iter()
+                .filter(|p| p.service == proc.service)
+                .count();
+            let label = if replicated {
+                format!("{} {nth}", proc.service)
+            } else {
+                proc.service.to_owned()
+            };
+            if let Some(pid) = proc.pid() {
+                labelled.push((label, pid));
+            }
+        }
+        labelled
+    }
+
+    /// An error if a process has exited while it should be serving.
+    pub fn check_alive(&mut self) -> Result<()> {
+        for proc in &mut self.procs {
+            if let Some(code) = proc.exited() {
+                bail!(
+                    "{} exited with {code} during the run; its log ends:\n{}",
+                    proc.service,
+                    proc.log_tail(20)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the probe, then every process with SIGTERM; returns the problems (a process that
+    /// did not exit 0). The broker names and databases are left to the cleanup sweep.
+    pub async fn stop(mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        self.probe.stop().await;
+        for proc in &mut self.procs {
+            match proc.terminate().await {
+                Ok(0) => {}
+                Ok(code) => problems.push(format!(
+                    "{} exited {code} on SIGTERM; its log ends:\n{}",
+                    proc.service,
+                    proc.log_tail(10)
+                )),
+                Err(error) => problems.push(format!("{}: {error:#}", proc.service)),
+            }
+        }
+        problems
+    }
+}
+
+/// The retry delays the services will run with (an `--env` may change them).
+fn retry_delays(env: &[(String, String)]) -> Vec<u64> {
+    let text = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "CHOREO_RETRY_DELAYS_MS")
+        .map_or(DEFAULT_RETRY_DELAYS_MS, |(_, v)| v.as_str());
+    text.split(',')
+        .filter_map(|d| d.trim().parse().ok())
+        .collect()
+}
+
+async fn create_databases(databases: &[String], cleanup: &Cleanup) -> Result<()> {
+    use sqlx::Connection as _;
+    if databases.is_empty() {
+        return Ok(());
+    }
+    let mut admin = sqlx::PgConnection::connect(&postgres_url("postgres"))
+        .await
+        .context("connect to PostgreSQL (PG_URL, default postgres://postgres@127.0.0.1:5432)")?;
+    for database in databases {
+        cleanup.database(database);
+        sqlx::query(&format!("CREATE DATABASE {database}"))
+            .execute(&mut admin)
+            .await
+            .with_context(|| format!("create database {database}"))?;
+    }
+    let _ = admin.close().await;
+    Ok(())
+}
+
+/// Polls every process's `/readyz` until all answer 200; fails at once if one exits.
+async fn wait_ready(http: &reqwest::Client, procs: &mut [Proc]) -> Result<()> {
+    let started = Instant::now();
+    for proc in procs.iter_mut() {
+        loop {
+            if let Some(code) = proc.exited() {
+                bail!(
+                    "{} exited with {code} before it was ready; its log ends:\n{}",
+                    proc.service,
+                    proc.log_tail(20)
+                );
+            }
+            if matches!(http.get(proc.url("/readyz")).send().await, Ok(r) if r.status() == 200) {
+                break;
+            }
+            if started.elapsed() > READY_DEADLINE {
+                bail!(
+                    "{} not ready within {READY_DEADLINE:?}; its log ends:\n{}",
+                    proc.service,
+                    proc.log_tail(20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
