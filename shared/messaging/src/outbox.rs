@@ -11,8 +11,9 @@ use crate::{Publisher, Result};
 use choreo_events::Envelope;
 use choreo_store::{Backend, Database, Param, Tx, placeholders};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// Wakes the relay after a commit that wrote outbox rows. Cheap to clone.
@@ -75,15 +76,19 @@ struct UnsentEvent {
     body: String,
 }
 
-const FETCH: &str = "SELECT seq, event_id, event_type, correlation_id, time_ms, body FROM outbox
-                     WHERE sent_at IS NULL ORDER BY seq LIMIT $1";
+const FETCH_AFTER: &str = "SELECT seq, event_id, event_type, correlation_id, time_ms, body
+                           FROM outbox WHERE sent_at IS NULL AND seq > $1 ORDER BY seq LIMIT $2";
 const FETCH_SKIP_LOCKED: &str = "SELECT seq, event_id, event_type, correlation_id, time_ms, body
                                  FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1
                                  FOR UPDATE SKIP LOCKED";
 
-/// The first `limit` unsent rows in `seq` order.
-fn fetch(tx: &mut dyn Tx, sql: &str, limit: i64) -> choreo_store::Result<Vec<UnsentEvent>> {
-    tx.query(sql, &[limit.into()])?
+/// Unsent rows in `seq` order, by one of the queries above.
+fn fetch(
+    tx: &mut dyn Tx,
+    sql: &str,
+    params: &[Param<'_>],
+) -> choreo_store::Result<Vec<UnsentEvent>> {
+    tx.query(sql, params)?
         .into_iter()
         .map(|mut row| {
             Ok(UnsentEvent {
@@ -98,9 +103,10 @@ fn fetch(tx: &mut dyn Tx, sql: &str, limit: i64) -> choreo_store::Result<Vec<Uns
         .collect()
 }
 
-/// SQLite only: marks the confirmed rows with one statement. `confirmed` is a prefix of the
-/// unsent rows in `seq` order, and with one writer `seq` order is commit order, so every unsent
-/// row between its first and last seq is one of them.
+/// SQLite only: marks the confirmed rows with one statement. `confirmed` is a run of the unsent
+/// rows in `seq` order (the relay sends every unsent row after the last one it sent, and confirms
+/// come back in order), and with one writer `seq` order is commit order, so every unsent row
+/// between its first and last seq is one of them.
 fn mark_range_sent(tx: &mut dyn Tx, confirmed: &[i64]) -> choreo_store::Result<()> {
     let (Some(first), Some(last)) = (confirmed.first(), confirmed.last()) else {
         return Ok(());
@@ -134,6 +140,9 @@ fn mark_listed_sent(tx: &mut dyn Tx, confirmed: &[i64]) -> choreo_store::Result<
     Ok(())
 }
 
+/// How many published events may wait for their confirms at once (SQLite's pipelined relay).
+const CONFIRM_WINDOW: usize = 1024;
+
 /// Publishes the outbox to the service's exchange.
 #[derive(Debug, Clone)]
 pub(crate) struct Relay {
@@ -150,18 +159,131 @@ pub(crate) struct Relay {
 
 impl Relay {
     /// Publishes until `stop` is cancelled, then drains what is committed (bounded by `drain`).
-    /// Returns an error when the broker fails; the supervisor reconnects and starts a new relay.
+    /// Returns an error when the broker fails; the supervisor reconnects and starts a new relay,
+    /// which publishes again whatever was not marked sent.
     pub(crate) async fn run(
         self,
         publisher: Publisher,
         stop: CancellationToken,
         drain: Duration,
     ) -> Result<()> {
+        match self.db.backend() {
+            Backend::Sqlite => self.run_pipelined(publisher, stop, drain).await,
+            Backend::Postgres => self.run_claiming(publisher, stop, drain).await,
+        }
+    }
+
+    /// SQLite: one process owns the table, so the relay need not wait for a batch's confirms
+    /// before it publishes the next one. It remembers the last `seq` it sent in this session and
+    /// sends newer rows as they commit; a second task waits for the confirms in order and marks
+    /// each confirmed run of rows in one statement. Waiting for confirms (a quorum queue's
+    /// replication and fsync) is then off the path of the next event.
+    async fn run_pipelined(
+        self,
+        publisher: Publisher,
+        stop: CancellationToken,
+        drain: Duration,
+    ) -> Result<()> {
+        let (window, confirms) = mpsc::channel(CONFIRM_WINDOW);
+        let mut marker = AbortOnDrop(tokio::spawn(mark_confirmed(
+            self.db.clone(),
+            confirms,
+            self.failpoints.clone(),
+        )));
+        let deadline = tokio::time::Instant::now() + drain;
+        let publishing = async {
+            let sent_up_to = AtomicI64::new(0);
+            self.until_stopped(&stop, || {
+                self.publish_after(&publisher, &window, &sent_up_to)
+            })
+            .await?;
+            // Stopping: what is committed goes out, within the shutdown timeout.
+            let drained = tokio::time::timeout_at(deadline, async {
+                while self.publish_after(&publisher, &window, &sent_up_to).await? > 0 {}
+                Ok::<_, crate::Error>(())
+            })
+            .await;
+            drained.unwrap_or_else(|_| {
+                warn_undrained(drain);
+                Ok(())
+            })
+        };
+        tokio::select! {
+            published = publishing => published?,
+            // The marker ends early only on a failed confirm or a database error.
+            marked = &mut marker.0 => return marked.unwrap_or(Err(crate::Error::ChannelGone)),
+        }
+        // Every send is in the window (its sender is gone now): the marker finishes the rest.
+        match tokio::time::timeout_at(deadline, &mut marker.0).await {
+            Ok(marked) => marked.unwrap_or(Err(crate::Error::ChannelGone)),
+            Err(_) => {
+                warn_undrained(drain);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends the committed rows after `sent_up_to`, in `seq` order, into the confirm window.
+    async fn publish_after(
+        &self,
+        publisher: &Publisher,
+        window: &mpsc::Sender<(i64, PendingConfirm)>,
+        sent_up_to: &AtomicI64,
+    ) -> Result<usize> {
+        let (after, limit) = (sent_up_to.load(Ordering::Relaxed), self.batch_size);
+        let rows = self
+            .db
+            .read(move |tx| fetch(tx, FETCH_AFTER, &[after.into(), limit.into()]))
+            .await?;
+        let count = rows.len();
+        for row in rows {
+            let seq = row.seq;
+            let confirm = publisher.send(self.message(row)).await?;
+            sent_up_to.store(seq, Ordering::Relaxed);
+            window
+                .send((seq, confirm))
+                .await
+                .map_err(|_| crate::Error::ChannelGone)?;
+        }
+        Ok(count)
+    }
+
+    /// PostgreSQL: replicas share the table, so each batch is claimed with row locks
+    /// (`FOR UPDATE SKIP LOCKED`) held until its confirms are in and the rows are marked.
+    async fn run_claiming(
+        self,
+        publisher: Publisher,
+        stop: CancellationToken,
+        drain: Duration,
+    ) -> Result<()> {
+        self.until_stopped(&stop, || self.publish_claimed(&publisher))
+            .await?;
+        let drained = tokio::time::timeout(drain, async {
+            while self.publish_claimed(&publisher).await? > 0 {}
+            Ok::<_, crate::Error>(())
+        })
+        .await;
+        drained.unwrap_or_else(|_| {
+            warn_undrained(drain);
+            Ok(())
+        })
+    }
+
+    /// Runs `publish` whenever a commit wakes the relay or the sweep interval passes, and again
+    /// at once while it finds rows, until `stop`. A database error is the relay's problem, not
+    /// the broker's: it keeps the session (and the consumer's deliveries) and tries again later.
+    async fn until_stopped<'a, F, Fut>(
+        &'a self,
+        stop: &CancellationToken,
+        mut publish: F,
+    ) -> Result<()>
+    where
+        F: FnMut() -> Fut + 'a,
+        Fut: std::future::Future<Output = Result<usize>> + 'a,
+    {
         loop {
-            let published = match self.publish_batch(&publisher).await {
+            let published = match publish().await {
                 Ok(published) => published,
-                // The database is the relay's problem, not the broker's: keep the session (and
-                // the consumer's deliveries) and try again after a sweep interval.
                 Err(crate::Error::Database(error)) => {
                     tracing::warn!(%error, "outbox relay cannot read its table; retrying");
                     0
@@ -174,59 +296,43 @@ impl Relay {
             tokio::select! {
                 () = self.waker.woken() => {}
                 () = tokio::time::sleep(self.sweep_interval) => {}
-                () = stop.cancelled() => break,
-            }
-        }
-        let drained = tokio::time::timeout(drain, async {
-            while self.publish_batch(&publisher).await? > 0 {}
-            Ok::<_, crate::Error>(())
-        })
-        .await;
-        match drained {
-            Ok(result) => result,
-            Err(_) => {
-                tracing::warn!(
-                    ?drain,
-                    "outbox not drained before the shutdown timeout; the rest is published on the next start"
-                );
-                Ok(())
+                () = stop.cancelled() => return Ok(()),
             }
         }
     }
 
-    /// Publishes one batch of unsent rows in order and marks the confirmed ones sent.
-    /// Returns how many rows were published.
-    async fn publish_batch(&self, publisher: &Publisher) -> Result<usize> {
+    /// Claims one batch of unsent rows, publishes it in order and marks the confirmed ones
+    /// sent. Returns how many rows were published.
+    async fn publish_claimed(&self, publisher: &Publisher) -> Result<usize> {
         let limit = self.batch_size;
-        match self.db.backend() {
-            Backend::Sqlite => {
-                // One writer at a time: read beside it, publish without holding a transaction
-                // (which would block every other writer for a broker round trip), then mark.
-                let rows = self.db.read(move |tx| fetch(tx, FETCH, limit)).await?;
-                let (confirmed, failure) = self.publish(publisher, rows).await;
-                let count = confirmed.len();
-                if count > 0 {
-                    self.db
-                        .write(move |tx| mark_range_sent(tx, &confirmed))
-                        .await?;
-                }
-                failure.map_or(Ok(count), Err)
-            }
-            Backend::Postgres => {
-                // Replicas share the table: each claims its rows with a row lock held until they
-                // are marked, and skips rows another replica holds.
-                let mut held = self.db.hold().await?;
-                let rows = held
-                    .run(move |tx| fetch(tx, FETCH_SKIP_LOCKED, limit))
-                    .await?;
-                let (confirmed, failure) = self.publish(publisher, rows).await;
-                let count = confirmed.len();
-                if count > 0 {
-                    held.run(move |tx| mark_listed_sent(tx, &confirmed)).await?;
-                }
-                held.commit().await?;
-                failure.map_or(Ok(count), Err)
-            }
+        let mut held = self.db.hold().await?;
+        let rows = held
+            .run(move |tx| fetch(tx, FETCH_SKIP_LOCKED, &[limit.into()]))
+            .await?;
+        let (confirmed, failure) = self.publish(publisher, rows).await;
+        let count = confirmed.len();
+        if count > 0 {
+            held.run(move |tx| mark_listed_sent(tx, &confirmed)).await?;
+        }
+        held.commit().await?;
+        failure.map_or(Ok(count), Err)
+    }
+
+    /// The message of an outbox row.
+    fn message(&self, row: UnsentEvent) -> Outgoing {
+        let properties = event_properties(
+            &row.event_id,
+            &row.event_type,
+            &self.source,
+            &row.correlation_id,
+            row.time_ms,
+            None,
+        );
+        Outgoing {
+            exchange: self.exchange.clone(),
+            routing_key: row.event_type,
+            body: row.body.into_bytes(),
+            properties,
         }
     }
 
@@ -240,22 +346,9 @@ impl Relay {
         let mut pending: Vec<(i64, PendingConfirm)> = Vec::with_capacity(rows.len());
         let mut failure = None;
         for row in rows {
-            let properties = event_properties(
-                &row.event_id,
-                &row.event_type,
-                &self.source,
-                &row.correlation_id,
-                row.time_ms,
-                None,
-            );
-            let message = Outgoing {
-                exchange: self.exchange.clone(),
-                routing_key: row.event_type,
-                body: row.body.into_bytes(),
-                properties,
-            };
-            match publisher.send(message).await {
-                Ok(confirm) => pending.push((row.seq, confirm)),
+            let seq = row.seq;
+            match publisher.send(self.message(row)).await {
+                Ok(confirm) => pending.push((seq, confirm)),
                 Err(error) => {
                     failure = Some(error);
                     break;
@@ -278,6 +371,54 @@ impl Relay {
             }
         }
         (confirmed, failure)
+    }
+}
+
+/// The marking half of the pipelined relay: waits for each confirm in send order and marks
+/// every confirmed run in one statement. Ends when the window closes (every confirm handled) or
+/// at the first failed confirm, having marked what was confirmed before it.
+async fn mark_confirmed(
+    db: Database,
+    mut confirms: mpsc::Receiver<(i64, PendingConfirm)>,
+    failpoints: crate::failpoint::Failpoints,
+) -> Result<()> {
+    while let Some(first) = confirms.recv().await {
+        let mut confirmed = Vec::new();
+        let mut failure = None;
+        let mut next = Some(first);
+        while let Some((seq, confirm)) = next.take() {
+            if let Err(error) = confirm.confirmed().await {
+                failure = Some(error);
+                break;
+            }
+            let _ = failpoints.hit("relay.after_confirm");
+            confirmed.push(seq);
+            // Whatever was sent meanwhile joins this mark; its confirms are most likely in.
+            next = confirms.try_recv().ok();
+        }
+        if !confirmed.is_empty() {
+            db.write(move |tx| mark_range_sent(tx, &confirmed)).await?;
+        }
+        if let Some(error) = failure {
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+fn warn_undrained(drain: Duration) {
+    tracing::warn!(
+        ?drain,
+        "outbox not drained before the shutdown timeout; the rest is published on the next start"
+    );
+}
+
+/// Aborts a task when dropped, so a relay that ends takes its marker with it.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -306,7 +447,10 @@ mod tests {
             .await
             .expect("enqueued");
 
-        let rows = db.read(|tx| fetch(tx, FETCH, 3)).await.expect("fetched");
+        let rows = db
+            .read(|tx| fetch(tx, FETCH_AFTER, &[0.into(), 3.into()]))
+            .await
+            .expect("fetched");
         let ids: Vec<&str> = rows.iter().map(|r| r.event_id.as_str()).collect();
         assert_eq!(ids, [&events[0].id, &events[1].id, &events[2].id]);
         assert_eq!(rows[0].body, events[0].to_json());
@@ -318,7 +462,16 @@ mod tests {
             .expect("marked");
         assert_eq!(Outbox::unsent(&db).await, Ok(3));
 
-        let last = db.read(|tx| fetch(tx, FETCH, 10)).await.expect("fetched");
+        let after = rows[2].seq;
+        let later = db
+            .read(move |tx| fetch(tx, FETCH_AFTER, &[after.into(), 10.into()]))
+            .await
+            .expect("fetched");
+        assert_eq!(later.len(), 2, "only what comes after the last sent");
+        let last = db
+            .read(|tx| fetch(tx, FETCH_AFTER, &[0.into(), 10.into()]))
+            .await
+            .expect("fetched");
         let seqs: Vec<i64> = last.iter().map(|r| r.seq).collect();
         db.write(move |tx| mark_listed_sent(tx, &seqs))
             .await
