@@ -44,6 +44,7 @@ chaos: ## Fault matrix (docs/operations.md): kills the local RabbitMQ, run it al
 	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin chaos
 	$(BIN_DIR)/chaos --bin-dir $(BIN_DIR) $(ARGS)
 
-bench: ## Benchmark as users see it, vs the broker alone (needs RabbitMQ and PostgreSQL; a few minutes); ARGS=--quick, ARGS='--baseline-bin-dir DIR', `bench --help`
+bench: ## Benchmark as users see it, vs the broker alone (needs RabbitMQ and PostgreSQL; a few minutes); BASELINE=<git rev> also measures that commit; ARGS=--quick, `bench --help`
 	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin bench
-	$(BIN_DIR)/bench --bin-dir $(BIN_DIR) --report docs/benchmark-results.md $(ARGS)
+	$(if $(BASELINE),bash scripts/build-baseline.sh $(BASELINE))
+	$(BIN_DIR)/bench --bin-dir $(BIN_DIR) --report docs/benchmark-results.md $(if $(BASELINE),--baseline-bin-dir target/baseline/release) $(ARGS)

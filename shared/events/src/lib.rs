@@ -11,6 +11,7 @@
 pub mod envelope;
 pub mod event;
 pub mod payloads;
+pub mod provenance;
 pub mod topology;
 
 pub use envelope::{DecodeError, Envelope, SCHEMA_VERSION, SPEC_VERSION};

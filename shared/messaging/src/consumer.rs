@@ -210,8 +210,14 @@ impl<H: Handler> ConsumerLoop<H> {
                 Ok(envelope) => {
                     let span = message_span(&envelope);
                     spans.push(span.clone());
-                    incoming.push(Incoming { envelope, span });
-                    fates.push(None);
+                    // A forgery is dead-lettered before it can have any effect.
+                    match self.provenance(delivery, &envelope) {
+                        Ok(()) => {
+                            incoming.push(Incoming { envelope, span });
+                            fates.push(None);
+                        }
+                        Err(reason) => fates.push(Some(Fate::DeadLetter(reason))),
+                    }
                 }
                 // Undecodable: dead-lettered without touching the database.
                 Err(error) => {
@@ -266,6 +272,18 @@ impl<H: Handler> ConsumerLoop<H> {
         } else {
             Err(Error::ChannelGone)
         }
+    }
+
+    /// Whether `envelope` is what its delivery says (see [`choreo_events::provenance`]). A
+    /// message back from a delay queue or redriven from the DLQ arrives through the default
+    /// exchange; it is checked against the first exchange and key, kept in its headers.
+    fn provenance(&self, delivery: &Delivery, envelope: &Envelope) -> Result<(), String> {
+        let exchange = original(delivery, X_ORIGINAL_EXCHANGE, &delivery.exchange);
+        let routing_key = original(delivery, X_ORIGINAL_ROUTING_KEY, &delivery.routing_key);
+        let exchange = exchange
+            .strip_prefix(self.names.prefix())
+            .unwrap_or(&exchange);
+        choreo_events::provenance::check(envelope, exchange, &routing_key)
     }
 
     /// Runs the batch's transaction; while the database is unreachable, keeps the deliveries and

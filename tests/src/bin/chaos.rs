@@ -993,7 +993,7 @@ async fn poison(world: &World, n: usize) -> Result<()> {
     let exchange = format!("{}orders.events", world.prefix);
     for i in 0..n {
         let unsupported = serde_json::json!({
-            "specversion": "1.0", "id": format!("poison-{}-{i}", world.prefix), "type": "order.placed", "source": "chaos",
+            "specversion": "1.0", "id": format!("poison-{}-{i}", world.prefix), "type": "order.placed", "source": "orders",
             "time": "2026-11-28T14:00:00.000Z", "schemaversion": 99, "correlationid": "poison", "data": {}
         });
         for body in [

@@ -16,7 +16,7 @@ fn placed_by_the_test(order_id: &str) -> Envelope {
         }),
     )
     .expect("valid");
-    Envelope::root("test", &placed)
+    Envelope::root("orders", &placed)
 }
 
 fn properties(envelope: &Envelope) -> BasicProperties {
@@ -217,7 +217,7 @@ async fn an_event_that_contradicts_what_a_service_knows_is_dead_lettered_not_dro
             currency: "EUR".into(),
             shipping_address: None,
         });
-    let envelope = Envelope::root("test", &captured);
+    let envelope = Envelope::root("billing", &captured);
     suite
         .publish(
             "billing.events",
@@ -444,4 +444,85 @@ async fn an_invalid_event_queued_among_good_ones_is_dead_lettered_alone_and_the_
         Envelope::decode(&dead[0].1).expect("envelope").id,
         invalid.id
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_events_are_dead_lettered_with_the_mismatch_and_refund_nothing() {
+    let suite = Suite::start().await;
+    suite.wait_ready().await;
+    let order = suite.place_order(&order_request(700, 1, "AT")).await;
+    let id = order["id"].as_str().expect("id");
+    suite.wait_for_status(id, "completed").await;
+    let failed = |source: &str| {
+        Envelope::root(
+            source,
+            &choreo_events::Event::ShipmentFailed(choreo_events::payloads::ShipmentFailed {
+                order_id: id.to_owned(),
+                reason: "unserviceable_country".into(),
+            }),
+        )
+    };
+
+    // Under another type's routing key, through that type's exchange (billing binds it).
+    let under_placed = failed("shipping");
+    suite
+        .publish(
+            "orders.events",
+            "order.placed",
+            &under_placed.encode(),
+            properties(&under_placed),
+        )
+        .await;
+    // Through the right exchange and key, but claiming a source that never publishes it
+    // (billing and orders both bind it).
+    let wrong_source = failed("orders");
+    suite
+        .publish(
+            "shipping.events",
+            "shipment.failed",
+            &wrong_source.encode(),
+            properties(&wrong_source),
+        )
+        .await;
+    // Straight into billing's queue through the default exchange.
+    let straight_in = failed("shipping");
+    suite
+        .publish(
+            "",
+            &suite.name("billing"),
+            &straight_in.encode(),
+            properties(&straight_in),
+        )
+        .await;
+
+    let at_billing = suite.wait_for_messages("billing.dlq", 3).await;
+    let reasons: Vec<String> = at_billing
+        .iter()
+        .map(|(headers, _)| header(headers, "x-error").expect("x-error"))
+        .collect();
+    let named = |needle: &str| reasons.iter().any(|reason| reason.contains(needle));
+    assert!(named("claims source \"orders\""), "{reasons:?}");
+    assert!(
+        named("differs from the routing key \"order.placed\""),
+        "{reasons:?}"
+    );
+    assert!(
+        named(&format!(
+            "differs from the routing key \"{}\"",
+            suite.name("billing")
+        )),
+        "{reasons:?}"
+    );
+    let at_orders = suite.wait_for_messages("orders.dlq", 1).await;
+    assert!(
+        header(&at_orders[0].0, "x-error")
+            .expect("x-error")
+            .contains("only shipping publishes it")
+    );
+    // No effect: the payment is still captured, no refund, the order still completed.
+    let payments = suite.payments(id).await;
+    assert_eq!(payments.len(), 1);
+    assert_eq!(payments[0]["status"], "captured");
+    assert!(payments[0]["refund_id"].is_null());
+    assert_eq!(suite.order(id).await["status"], "completed");
 }
