@@ -46,6 +46,7 @@ impl<H: Handler> Service<H> {
         handler: H,
         routes: impl FnOnce(&Parts) -> Router,
     ) -> crate::Result<Self> {
+        common.validate()?;
         let url = common.database_url_for(topology.name);
         let options = choreo_store::Options {
             max_connections: common.db_max_connections,

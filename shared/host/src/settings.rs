@@ -124,6 +124,73 @@ impl CommonSettings {
         }
     }
 
+    /// Refuses a value out of its range, naming the setting, the value and the range: a service
+    /// must not start with `CHOREO_OUTBOX_BATCH=0` (a relay that publishes nothing, forever),
+    /// `CHOREO_PREFETCH=0` (unlimited, in AMQP) or `CHOREO_RECONNECT_MIN_MS=0` (reconnecting in
+    /// a hot loop).
+    pub fn validate(&self) -> crate::Result<()> {
+        let count = |list: &str| parse_list::<u64>(list).map_or(0, |l| l.len());
+        let ranges: [(&str, i128, i128, i128); 11] = [
+            (
+                "db_max_connections",
+                self.db_max_connections.into(),
+                1,
+                1_000,
+            ),
+            ("prefetch", self.prefetch.into(), 1, 65_535),
+            ("heartbeat_secs", self.heartbeat_secs.into(), 1, 600),
+            ("reconnect_min_ms", self.reconnect_min_ms.into(), 1, 60_000),
+            (
+                "reconnect_max_ms",
+                self.reconnect_max_ms.into(),
+                self.reconnect_min_ms.max(1).into(),
+                3_600_000,
+            ),
+            (
+                "shutdown_timeout_secs",
+                self.shutdown_timeout_secs.into(),
+                1,
+                3_600,
+            ),
+            ("outbox_batch", self.outbox_batch.into(), 1, 10_000),
+            (
+                "outbox_sweep_ms",
+                self.outbox_sweep_ms.into(),
+                10,
+                3_600_000,
+            ),
+            ("consumer_batch", self.consumer_batch as i128, 1, 1_000),
+            ("worker_threads", self.worker_threads as i128, 0, 256),
+            (
+                "retry_delays_ms (count)",
+                count(&self.retry_delays_ms) as i128,
+                0,
+                100,
+            ),
+        ];
+        for (key, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(out_of_range(key, &value.to_string(), min, max));
+            }
+        }
+        for delay in parse_list::<u64>(&self.retry_delays_ms).map_err(|e| {
+            config::ConfigError::Message(format!(
+                "CHOREO_RETRY_DELAYS_MS={:?} is not a list of milliseconds: {e}",
+                self.retry_delays_ms
+            ))
+        })? {
+            if !(1..=86_400_000).contains(&delay) {
+                return Err(out_of_range(
+                    "retry_delays_ms",
+                    &delay.to_string(),
+                    1,
+                    86_400_000,
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The broker half of the settings.
     pub fn broker(&self) -> crate::Result<BrokerSettings> {
         Ok(BrokerSettings {
@@ -146,6 +213,16 @@ impl CommonSettings {
             consumer_batch: self.consumer_batch,
         })
     }
+}
+
+fn out_of_range(key: &str, value: &str, min: i128, max: i128) -> crate::Error {
+    let variable = format!(
+        "CHOREO_{}",
+        key.split(' ').next().unwrap_or(key).to_ascii_uppercase()
+    );
+    crate::Error::Usage(format!(
+        "{variable} (`{key}` in the settings file) is {value}: it must be between {min} and {max}"
+    ))
 }
 
 /// Parses a comma-separated list; empty text is an empty list.
@@ -180,6 +257,36 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn defaults() -> CommonSettings {
+        let config = layered(&[("http_addr", "0.0.0.0:8080")]).expect("builds");
+        part(&config).expect("deserializes")
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_a_value_out_of_range_is_named_with_its_range() {
+        assert!(defaults().validate().is_ok());
+        let refused = |change: fn(&mut CommonSettings)| {
+            let mut settings = defaults();
+            change(&mut settings);
+            settings.validate().expect_err("refused").to_string()
+        };
+
+        let message = refused(|s| s.outbox_batch = 0);
+        assert!(message.contains("CHOREO_OUTBOX_BATCH"), "{message}");
+        assert!(message.contains("is 0"), "{message}");
+        assert!(message.contains("between 1 and 10000"), "{message}");
+        assert!(refused(|s| s.outbox_batch = -3).contains("is -3"));
+        assert!(refused(|s| s.prefetch = 0).contains("CHOREO_PREFETCH"));
+        assert!(refused(|s| s.reconnect_min_ms = 0).contains("CHOREO_RECONNECT_MIN_MS"));
+        assert!(
+            refused(|s| s.reconnect_max_ms = s.reconnect_min_ms - 1)
+                .contains("CHOREO_RECONNECT_MAX_MS")
+        );
+        assert!(refused(|s| s.consumer_batch = 0).contains("CHOREO_CONSUMER_BATCH"));
+        assert!(refused(|s| s.retry_delays_ms = "100,0".into()).contains("CHOREO_RETRY_DELAYS_MS"));
+        assert!(refused(|s| s.retry_delays_ms = "100,soon".into()).contains("not a list"));
+    }
 
     #[test]
     fn lists_parse_with_spaces_and_empties() {

@@ -103,11 +103,8 @@ impl<H: Handler> Broker<H> {
         let properties = ConnectionProperties::default().with_connection_name(
             format!("{}{}-{role}", self.settings.prefix, self.service.name).into(),
         );
-        Ok(Connection::connect(
-            &with_heartbeat(self.settings.url.expose(), self.settings.heartbeat),
-            properties,
-        )
-        .await?)
+        let uri = broker_uri(&self.settings.url, self.settings.heartbeat)?;
+        Ok(Connection::connect_uri(uri, properties).await?)
     }
 
     /// One connected session; `Ok` only after a graceful stop.
@@ -261,6 +258,16 @@ async fn close(connection: &Connection) {
     }
 }
 
+/// The broker URL with its heartbeat, parsed here rather than by lapin: lapin's parser quotes a
+/// URL it rejects whole, password included, and the error is logged at every reconnection.
+fn broker_uri(url: &crate::Secret, heartbeat: Duration) -> Result<lapin::uri::AMQPUri> {
+    with_heartbeat(url.expose(), heartbeat)
+        .parse()
+        .map_err(|_| Error::BadUrl {
+            url: crate::secret::redact(url.expose()),
+        })
+}
+
 /// `url` with `heartbeat=<seconds>` added unless it already sets one.
 fn with_heartbeat(url: &str, heartbeat: Duration) -> String {
     if url.contains("heartbeat=") {
@@ -273,6 +280,28 @@ fn with_heartbeat(url: &str, heartbeat: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_malformed_broker_url_is_refused_without_its_password() {
+        for malformed in [
+            "amqp:u:pw-4711@h",
+            "amqp://u:pw-4711@h:port/%2f",
+            "u:pw-4711@h",
+        ] {
+            let error = broker_uri(&crate::Secret::new(malformed), Duration::from_secs(5))
+                .expect_err("refused")
+                .to_string();
+            assert!(error.contains("not a valid amqp"), "{error}");
+            assert!(!error.contains("pw-4711"), "{error}");
+        }
+        assert!(
+            broker_uri(
+                &crate::Secret::new("amqp://u:p@h:5672/%2f"),
+                Duration::from_secs(5)
+            )
+            .is_ok()
+        );
+    }
 
     #[test]
     fn the_heartbeat_is_added_to_the_url() {
