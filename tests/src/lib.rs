@@ -218,8 +218,9 @@ impl Suite {
 
     /// The common settings every service of this suite gets.
     pub fn common(&self) -> CommonSettings {
-        let config =
-            choreo_host::settings::layered(&[("http_addr", "127.0.0.1:0")]).expect("settings");
+        // Defaults only: a developer's CHOREO_* variables (CHOREO_FAILPOINTS, say) stay out.
+        let config = choreo_host::settings::defaults_only(&[("http_addr", "127.0.0.1:0")])
+            .expect("settings");
         let mut common: CommonSettings = choreo_host::settings::part(&config).expect("settings");
         common.amqp_url = choreo_messaging::Secret::new(self.options.amqp_url.clone());
         common.http_addr = "127.0.0.1:0".into();

@@ -14,10 +14,7 @@ use std::time::Duration;
 /// Builds the layered configuration of `service`, with its own `defaults` on top of the common
 /// ones (its HTTP port, its business rules).
 pub fn layered(defaults: &[(&str, &str)]) -> crate::Result<Config> {
-    let mut builder = Config::builder();
-    for (key, value) in COMMON_DEFAULTS.iter().chain(defaults) {
-        builder = builder.set_default(*key, *value)?;
-    }
+    let mut builder = with_defaults(defaults)?;
     if let Ok(path) = std::env::var("CHOREO_CONFIG_FILE") {
         builder = builder.add_source(File::with_name(&path).required(true));
     }
@@ -25,6 +22,22 @@ pub fn layered(defaults: &[(&str, &str)]) -> crate::Result<Config> {
         .add_source(Environment::with_prefix("CHOREO").prefix_separator("_"))
         .build()?;
     Ok(config)
+}
+
+/// The built-in defaults alone, with `defaults` on top: what tests start from, so that a
+/// developer's own `CHOREO_*` variables or settings file never leak into them.
+pub fn defaults_only(defaults: &[(&str, &str)]) -> crate::Result<Config> {
+    Ok(with_defaults(defaults)?.build()?)
+}
+
+fn with_defaults(
+    defaults: &[(&str, &str)],
+) -> crate::Result<config::ConfigBuilder<config::builder::DefaultState>> {
+    let mut builder = Config::builder();
+    for (key, value) in COMMON_DEFAULTS.iter().chain(defaults) {
+        builder = builder.set_default(*key, *value)?;
+    }
+    Ok(builder)
 }
 
 /// Deserializes one part of the settings.
