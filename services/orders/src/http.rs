@@ -2,7 +2,7 @@
 
 use crate::lifecycle::OrderStatus;
 use crate::store::{self, HistoryEntry, NewOrder, OrderView};
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -212,8 +212,13 @@ fn replay(
 
 async fn get_order(
     State(parts): State<Parts>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<OrderView>, ApiError> {
+    // An id that is not UTF-8 (`/orders/%FF`) gets the contract's JSON error, not axum's text.
+    let Path(id) = id.map_err(|rejection| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid order id")
+            .with_details(vec![rejection.body_text()])
+    })?;
     let order = {
         let id = id.clone();
         parts

@@ -73,7 +73,8 @@ impl From<choreo_store::Error> for ApiError {
     }
 }
 
-/// A JSON body, whatever the `Content-Type`, with the contract's errors: 413 over
+/// A JSON body with the contract's errors: 415 unless the `Content-Type` says JSON (so a
+/// cross-site `text/plain` form cannot post one without a CORS preflight), 413 over
 /// [`BODY_LIMIT`], 400 for bytes that are not JSON, 422 for JSON of the wrong shape.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
@@ -82,6 +83,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok());
+        if !content_type.is_some_and(is_json) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/json",
+            ));
+        }
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
             .map_err(|rejection| match rejection {
@@ -97,6 +108,65 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             })?;
         parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// Whether a `Content-Type` is JSON: `application/json` or `application/<something>+json`, with
+/// or without parameters.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// How much HTTP work a service takes on at once, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Requests handled at once; one more is shed at once with 503 and `Retry-After`.
+    pub max_concurrent: usize,
+    /// How long one request may take before it is answered 503. Work it started on the
+    /// database still completes (the answer is lost, as with any dropped connection), so a
+    /// client retrying with its `Idempotency-Key` gets the order it placed.
+    pub request_timeout: std::time::Duration,
+}
+
+/// `router` with [`Limits`]: a shared concurrency limit (not one per route), load shedding in
+/// front of it and a timeout behind it, each refusal in the contract's JSON shape.
+pub fn bounded(router: Router, limits: Limits) -> Router {
+    router.layer(
+        tower::ServiceBuilder::new()
+            .layer(axum::error_handling::HandleErrorLayer::new(refusal))
+            .load_shed()
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                limits.max_concurrent,
+            ))
+            .timeout(limits.request_timeout),
+    )
+}
+
+/// The answer to a request the bounds refused.
+async fn refusal(error: tower::BoxError) -> Response {
+    let (error, details) = if error.is::<tower::load_shed::error::Overloaded>() {
+        ("overloaded, retry later", "too many requests in progress")
+    } else if error.is::<tower::timeout::error::Elapsed>() {
+        (
+            "timed out, retry later",
+            "the request took longer than allowed",
+        )
+    } else {
+        tracing::error!(%error, "request failed");
+        ("temporarily unavailable, retry later", "internal error")
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(axum::http::header::RETRY_AFTER, "1")],
+        Json(json!({"error": error, "details": [details]})),
+    )
+        .into_response()
 }
 
 /// Parses JSON with the contract's statuses.
@@ -144,4 +214,107 @@ async fn readyz(State(readiness): State<Readiness>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::sync::Notify;
+    use tower::ServiceExt;
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        assert!(is_json("application/json"));
+        assert!(is_json("Application/JSON; charset=utf-8"));
+        assert!(is_json("application/cloudevents+json"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json("application/x-www-form-urlencoded"));
+        assert!(!is_json("multipart/form-data; boundary=x"));
+    }
+
+    async fn status_and_body(router: &Router, uri: &str) -> (StatusCode, Option<String>, String) {
+        let response = router
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap_or_default().to_owned());
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        (
+            status,
+            retry_after,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_concurrency_limit_is_shed_with_retry_after_and_json() {
+        let release = Arc::new(Notify::new());
+        let entered = Arc::new(Notify::new());
+        let (held, arrived) = (release.clone(), entered.clone());
+        let routes = Router::new()
+            .route(
+                "/slow",
+                get(move || async move {
+                    arrived.notify_one();
+                    held.notified().await;
+                    "done"
+                }),
+            )
+            .route("/fast", get(|| async { "fast" }));
+        let router = bounded(
+            routes,
+            Limits {
+                max_concurrent: 1,
+                request_timeout: Duration::from_secs(30),
+            },
+        );
+
+        let first = tokio::spawn({
+            let router = router.clone();
+            async move { status_and_body(&router, "/slow").await }
+        });
+        entered.notified().await;
+        // The one slot is taken (by another route: the limit is shared).
+        let (status, retry_after, body) = status_and_body(&router, "/fast").await;
+        release.notify_one();
+
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert!(body.contains("overloaded"), "{body}");
+        assert_eq!(first.await.expect("joined").0, StatusCode::OK);
+        assert_eq!(status_and_body(&router, "/fast").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_request_over_the_time_limit_is_answered_503_in_json() {
+        let routes = Router::new().route(
+            "/stuck",
+            get(|| async {
+                std::future::pending::<()>().await;
+                "never"
+            }),
+        );
+        let router = bounded(
+            routes,
+            Limits {
+                max_concurrent: 8,
+                request_timeout: Duration::from_millis(50),
+            },
+        );
+
+        let (status, _, body) = status_and_body(&router, "/stuck").await;
+
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("timed out"), "{body}");
+    }
 }

@@ -67,8 +67,9 @@ impl<H: Handler> Service<H> {
             failpoints: broker_settings.failpoints.clone(),
         };
         let health = Arc::new(BrokerHealth::default());
+        // Health answers stay outside the bounds: an overloaded service is not a dead one.
         let router = crate::http::with_conventions(
-            routes(&parts),
+            crate::http::bounded(routes(&parts), common.http_limits()),
             crate::http::Readiness {
                 database: database.clone(),
                 broker: health.clone(),

@@ -63,6 +63,8 @@ const COMMON_DEFAULTS: &[(&str, &str)] = &[
     ("failpoints", ""),
     ("consumer_batch", "32"),
     ("worker_threads", "1"),
+    ("http_max_concurrency", "256"),
+    ("http_request_timeout_ms", "10000"),
 ];
 
 /// The settings every service has.
@@ -108,6 +110,12 @@ pub struct CommonSettings {
     /// runtime). The database has threads of its own either way.
     #[serde(deserialize_with = "from_text")]
     pub worker_threads: usize,
+    /// API requests handled at once; more are shed with 503 and `Retry-After`.
+    #[serde(deserialize_with = "from_text")]
+    pub http_max_concurrency: usize,
+    /// How long an API request may take before it is answered 503.
+    #[serde(deserialize_with = "from_text")]
+    pub http_request_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for CommonSettings {
@@ -143,7 +151,19 @@ impl CommonSettings {
     /// a hot loop).
     pub fn validate(&self) -> crate::Result<()> {
         let count = |list: &str| parse_list::<u64>(list).map_or(0, |l| l.len());
-        let ranges: [(&str, i128, i128, i128); 11] = [
+        let ranges: [(&str, i128, i128, i128); 13] = [
+            (
+                "http_max_concurrency",
+                self.http_max_concurrency as i128,
+                1,
+                100_000,
+            ),
+            (
+                "http_request_timeout_ms",
+                self.http_request_timeout_ms.into(),
+                100,
+                600_000,
+            ),
             (
                 "db_max_connections",
                 self.db_max_connections.into(),
@@ -202,6 +222,14 @@ impl CommonSettings {
             }
         }
         Ok(())
+    }
+
+    /// The bounds of the HTTP API.
+    pub fn http_limits(&self) -> crate::http::Limits {
+        crate::http::Limits {
+            max_concurrent: self.http_max_concurrency,
+            request_timeout: Duration::from_millis(self.http_request_timeout_ms),
+        }
     }
 
     /// The broker half of the settings.

@@ -208,3 +208,53 @@ async fn every_service_is_healthy_and_ready_once_connected() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_declared_json_is_a_415_and_a_bad_path_a_json_400() {
+    let suite = Suite::start_with(Default::default(), &[Which::Orders]).await;
+    let body = order_request(100, 1, "AT").to_string();
+
+    // What a cross-site form can send without a CORS preflight.
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let mut request = suite
+            .http
+            .post(suite.url(Which::Orders, "/orders"))
+            .body(body.clone());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.expect("POST");
+        assert_eq!(response.status().as_u16(), 415, "{content_type:?}");
+        let error: Value = response.json().await.expect("JSON");
+        assert!(
+            error["error"]
+                .as_str()
+                .expect("error")
+                .contains("application/json")
+        );
+    }
+    let listed: Value = suite
+        .http
+        .get(suite.url(Which::Orders, "/orders"))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(listed["orders"], json!([]), "no order was created");
+
+    let response = suite
+        .http
+        .get(suite.url(Which::Orders, "/orders/%FF"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status().as_u16(), 400);
+    let error: Value = response.json().await.expect("every answer is JSON");
+    assert_eq!(error["error"], "invalid order id");
+}
