@@ -128,9 +128,9 @@ fn is_json(content_type: &str) -> bool {
 pub struct Limits {
     /// Requests handled at once; one more is shed at once with 503 and `Retry-After`.
     pub max_concurrent: usize,
-    /// How long one request may take before it is answered 503. Work it started on the
-    /// database still completes (the answer is lost, as with any dropped connection), so a
-    /// client retrying with its `Idempotency-Key` gets the order it placed.
+    /// How long one request may take before it is answered 503. Work it queued on SQLite still
+    /// commits (only its answer is lost); on PostgreSQL the dropped transaction rolls back.
+    /// Either way a client retrying with its `Idempotency-Key` gets exactly one order.
     pub request_timeout: std::time::Duration,
 }
 

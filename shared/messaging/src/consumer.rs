@@ -2,11 +2,12 @@
 //! events, and only then acked.
 //!
 //! Deliveries the broker has already pushed (up to `CHOREO_CONSUMER_BATCH`) are handled together:
-//! one unit of work on the database thread, one transaction, each message inside its own
-//! savepoint, then one `multiple` ack. For each message: record its id in the inbox (already
-//! there: a duplicate, acked without effect), decode its event, run the service's [`Handler`],
-//! write the events it returns to the outbox. A message that fails rolls back to its savepoint
-//! and only its own writes are lost, so every outcome is exactly what it would be alone:
+//! one unit of work on the database thread, one transaction, the batch inside one savepoint,
+//! then one `multiple` ack. For each message: check its provenance, record its id in the inbox
+//! (already there: a duplicate, acked without effect), decode its event, run the service's
+//! [`Handler`], write the events it returns to the outbox. A message that fails rolls the batch
+//! back to the savepoint and the batch runs again without it, so only its own writes are lost
+//! and every outcome is exactly what it would be alone:
 //! - undecodable, or [`HandlerError::Permanent`]: dead-lettered at once;
 //! - [`HandlerError::Transient`]: sent to a delay queue, back later, dead-lettered once the
 //!   configured attempts are used up;

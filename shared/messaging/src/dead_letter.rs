@@ -8,7 +8,8 @@
 //! delivery limit) carry RabbitMQ's `x-death` header instead of `x-error`.
 
 use crate::headers::{
-    X_DEAD_LETTERED_AT, X_ERROR, X_LAST_ERROR, X_ORIGINAL_ROUTING_KEY, X_RETRY_COUNT, header_text,
+    X_DEAD_LETTERED_AT, X_ERROR, X_LAST_ERROR, X_ORIGINAL_EXCHANGE, X_ORIGINAL_ROUTING_KEY,
+    X_RETRY_COUNT, first_death, header_text, text,
 };
 use lapin::BasicProperties;
 use lapin::types::FieldTable;
@@ -179,6 +180,15 @@ impl DeadLetterQueue {
                 {
                     kept.insert(name.clone(), value.clone());
                 }
+            }
+            // One the broker dead-lettered by itself has no x-original-* headers of ours: take
+            // them from its x-death (about to be stripped), so that its provenance can be checked
+            // when it comes back through the default exchange.
+            if header_text(&delivery.properties, X_ORIGINAL_EXCHANGE).is_none()
+                && let Some((exchange, routing_key)) = first_death(&delivery.properties)
+            {
+                kept.insert(X_ORIGINAL_EXCHANGE.into(), text(exchange));
+                kept.insert(X_ORIGINAL_ROUTING_KEY.into(), text(routing_key));
             }
             headers = kept;
             let properties = delivery

@@ -69,6 +69,31 @@ pub fn text(value: impl Into<String>) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value.into()))
 }
 
+/// Where a message the broker dead-lettered by itself (a queue's delivery limit) was first
+/// published: the exchange and routing key of the oldest entry of RabbitMQ's `x-death` header.
+/// Such a message carries no `x-original-*` headers of ours.
+pub fn first_death(properties: &BasicProperties) -> Option<(String, String)> {
+    let headers = properties.headers().as_ref()?;
+    let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else {
+        return None;
+    };
+    // Newest first: the last entry is the first time it was dead-lettered.
+    let AMQPValue::FieldTable(death) = deaths.as_slice().last()? else {
+        return None;
+    };
+    let text = |value: &AMQPValue| match value {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    };
+    let exchange = text(death.inner().get("exchange")?)?;
+    let AMQPValue::FieldArray(keys) = death.inner().get("routing-keys")? else {
+        return None;
+    };
+    let routing_key = text(keys.as_slice().first()?)?;
+    Some((exchange, routing_key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +119,37 @@ mod tests {
         assert_eq!(header_text(&copy, "keep").as_deref(), Some("me"));
         assert_eq!(header_count(&copy, X_RETRY_COUNT), 2);
         assert_eq!(copy.delivery_mode(), &Some(crate::publisher::PERSISTENT));
+    }
+
+    #[test]
+    fn the_first_death_gives_where_the_broker_dead_lettered_message_was_published() {
+        let death = |exchange: &str, key: &str| {
+            let mut table = FieldTable::default();
+            table.insert("exchange".into(), text(exchange));
+            table.insert(
+                "routing-keys".into(),
+                AMQPValue::FieldArray(vec![text(key)].into()),
+            );
+            AMQPValue::FieldTable(table)
+        };
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(
+                vec![
+                    death("", "billing.retry.1000ms"),
+                    death("orders.events", "order.placed"),
+                ]
+                .into(),
+            ),
+        );
+        let properties = BasicProperties::default().with_headers(headers);
+
+        assert_eq!(
+            first_death(&properties),
+            Some(("orders.events".to_owned(), "order.placed".to_owned()))
+        );
+        assert_eq!(first_death(&BasicProperties::default()), None);
     }
 
     #[test]

@@ -190,14 +190,14 @@ impl Relay {
             confirms,
             self.failpoints.clone(),
         )));
-        let deadline = tokio::time::Instant::now() + drain;
         let publishing = async {
             let sent_up_to = AtomicI64::new(0);
             self.until_stopped(&stop, || {
                 self.publish_after(&publisher, &window, &sent_up_to)
             })
             .await?;
-            // Stopping: what is committed goes out, within the shutdown timeout.
+            // Stopping: what is committed goes out, within the shutdown timeout from now.
+            let deadline = tokio::time::Instant::now() + drain;
             let drained = tokio::time::timeout_at(deadline, async {
                 while self.publish_after(&publisher, &window, &sent_up_to).await? > 0 {}
                 Ok::<_, crate::Error>(())
@@ -206,14 +206,16 @@ impl Relay {
             drained.unwrap_or_else(|_| {
                 warn_undrained(drain);
                 Ok(())
-            })
+            })?;
+            Ok::<_, crate::Error>(deadline)
         };
-        tokio::select! {
+        let deadline = tokio::select! {
             published = publishing => published?,
-            // The marker ends early only on a failed confirm or a database error.
+            // The marker ends early only on a failed confirm.
             marked = &mut marker.0 => return marked.unwrap_or(Err(crate::Error::ChannelGone)),
-        }
-        // Every send is in the window (its sender is gone now): the marker finishes the rest.
+        };
+        // Every send is in the window; closing it lets the marker finish the rest and end.
+        drop(window);
         match tokio::time::timeout_at(deadline, &mut marker.0).await {
             Ok(marked) => marked.unwrap_or(Err(crate::Error::ChannelGone)),
             Err(_) => {
@@ -376,7 +378,9 @@ impl Relay {
 
 /// The marking half of the pipelined relay: waits for each confirm in send order and marks
 /// every confirmed run in one statement. Ends when the window closes (every confirm handled) or
-/// at the first failed confirm, having marked what was confirmed before it.
+/// at the first failed confirm, having marked what was confirmed before it. A database that
+/// cannot take the mark is waited for with backoff, not reported: ending the broker session for
+/// it would hand the consumer's messages back and count against their delivery limit.
 async fn mark_confirmed(
     db: Database,
     mut confirms: mpsc::Receiver<(i64, PendingConfirm)>,
@@ -397,13 +401,37 @@ async fn mark_confirmed(
             next = confirms.try_recv().ok();
         }
         if !confirmed.is_empty() {
-            db.write(move |tx| mark_range_sent(tx, &confirmed)).await?;
+            mark_until_done(&db, confirmed).await;
         }
         if let Some(error) = failure {
             return Err(error);
         }
     }
     Ok(())
+}
+
+/// Marks `confirmed` sent, trying again with backoff while the database refuses.
+async fn mark_until_done(db: &Database, confirmed: Vec<i64>) {
+    let confirmed = Arc::new(confirmed);
+    let mut failures: u32 = 0;
+    loop {
+        let seqs = confirmed.clone();
+        match db.write(move |tx| mark_range_sent(tx, &seqs)).await {
+            Ok(()) => return,
+            Err(error) => {
+                if failures.is_multiple_of(20) {
+                    tracing::warn!(%error, "cannot mark confirmed outbox rows sent; retrying");
+                }
+                let pause = crate::backoff::backoff(
+                    Duration::from_millis(100),
+                    Duration::from_secs(5),
+                    failures,
+                );
+                failures = failures.saturating_add(1);
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
 }
 
 fn warn_undrained(drain: Duration) {

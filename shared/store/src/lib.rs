@@ -138,7 +138,10 @@ impl Database {
         self.run(Mode::Write, work).await
     }
 
-    /// Runs `work` on a consistent read snapshot, beside the writer; nothing it does is kept.
+    /// Runs `work` beside the writer and keeps nothing it does: on SQLite in one read snapshot
+    /// (a read transaction on the reader connection), on PostgreSQL in a transaction at the
+    /// server's default isolation (READ COMMITTED: each statement sees what was committed when
+    /// it started).
     pub async fn read<T, E>(
         &self,
         work: impl FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,

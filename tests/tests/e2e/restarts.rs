@@ -132,3 +132,24 @@ async fn a_database_outage_holds_messages_instead_of_dead_lettering_them_and_the
         "held, not dead-lettered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_ends_once_the_outbox_is_drained_not_at_the_shutdown_timeout() {
+    let mut suite = Suite::start().await;
+    suite.wait_ready().await;
+    let order = suite.place_order(&order_request(1500, 1, "AT")).await;
+    suite
+        .wait_for_status(order["id"].as_str().expect("id"), "completed")
+        .await;
+
+    let started = std::time::Instant::now();
+    suite.take(Which::Orders).stop().await;
+
+    // Every confirm is in: the relay's marker ends with the window, well before the shutdown
+    // timeout (5 s here), which is for a broker that does not answer.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+}
