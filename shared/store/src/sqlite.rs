@@ -217,18 +217,34 @@ struct SqliteTx<'c> {
     conn: &'c Connection,
 }
 
+impl SqliteTx<'_> {
+    /// Refuses to go on once SQLite has rolled the transaction back by itself (disk full, I/O
+    /// error): work that swallowed that error must not carry on in autocommit mode, where each
+    /// statement would commit alone.
+    fn still_open(&self) -> Result<()> {
+        if self.conn.is_autocommit() {
+            return Err(Error::Unavailable(
+                "SQLite rolled the transaction back".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Tx for SqliteTx<'_> {
     fn backend(&self) -> Backend {
         Backend::Sqlite
     }
 
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64> {
+        self.still_open()?;
         let mut statement = self.conn.prepare_cached(sql)?;
         bind(&mut statement, params)?;
         Ok(statement.raw_execute()? as u64)
     }
 
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>> {
+        self.still_open()?;
         let mut statement = self.conn.prepare_cached(sql)?;
         bind(&mut statement, params)?;
         let columns = statement.column_count();
