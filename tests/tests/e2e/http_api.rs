@@ -17,6 +17,18 @@ async fn post(suite: &Suite, body: &str, key: Option<&str>) -> (u16, Value) {
     (status, response.json().await.expect("every answer is JSON"))
 }
 
+async fn get_json(suite: &Suite, path: &str) -> Value {
+    suite
+        .http
+        .get(suite.url(Which::Orders, path))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("every answer is JSON")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_orders_get_a_422_listing_every_problem_and_malformed_json_a_400() {
     let suite = Suite::start_with(Default::default(), &[Which::Orders]).await;
@@ -80,15 +92,7 @@ async fn the_same_idempotency_key_returns_the_same_order_and_a_reused_key_with_a
     let id = first["id"].as_str().expect("id");
     suite.wait_for_status(id, "completed").await;
     assert_eq!(suite.payments(id).await.len(), 1);
-    let listed: Value = suite
-        .http
-        .get(suite.url(Which::Orders, "/orders"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let listed: Value = get_json(&suite, "/orders").await;
     assert_eq!(
         listed["orders"].as_array().expect("orders").len(),
         1,
@@ -237,15 +241,7 @@ async fn a_body_that_is_not_declared_json_is_a_415_and_a_bad_path_a_json_400() {
                 .contains("application/json")
         );
     }
-    let listed: Value = suite
-        .http
-        .get(suite.url(Which::Orders, "/orders"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let listed: Value = get_json(&suite, "/orders").await;
     assert_eq!(listed["orders"], json!([]), "no order was created");
 
     let response = suite
