@@ -3,7 +3,7 @@
 //! the cost that matters on PostgreSQL, and the work's code is the same as on SQLite.
 
 use crate::{Backend, Error, Param, Result, Row, Tx, Value};
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Column, Postgres, Row as _, Transaction, TypeInfo};
 use std::time::Duration;
 use tokio::runtime::Handle;
@@ -24,9 +24,19 @@ impl Pg {
         let options = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10));
+        // No statement waits forever (a lock held by a stuck replica, a server gone silent):
+        // a unit of work that cannot finish fails and is retried, and a transaction left open
+        // by a process frozen mid-way is ended by the server.
+        let connect = url
+            .parse::<PgConnectOptions>()
+            .map_err(|_| Error::Failed("the PostgreSQL URL does not parse".into()))?
+            .options([
+                ("statement_timeout", "30s"),
+                ("idle_in_transaction_session_timeout", "60s"),
+            ]);
         let started = tokio::time::Instant::now();
         loop {
-            match options.clone().connect(url).await {
+            match options.clone().connect_with(connect.clone()).await {
                 Ok(pool) => return Ok(Pg { pool }),
                 Err(error) if started.elapsed() < patience => {
                     tracing::warn!(error = %Error::from(error), "database unreachable; retrying in 1 s");
