@@ -7,7 +7,7 @@
 //! orders dlq show <message-id>    headers and body of one dead letter
 //! orders dlq redrive <message-id> send one back to the service's queue (same id: the inbox dedupes)
 //! orders dlq redrive --all        send all back
-//! orders dlq purge                delete all
+//! orders dlq purge --yes          delete all, for good (without --yes it refuses)
 //! ```
 
 use crate::CommonSettings;
@@ -35,7 +35,7 @@ pub enum DlqCommand {
 }
 
 /// The usage line.
-pub const USAGE: &str = "usage: <service> [dlq list | dlq show <message-id> | dlq redrive <message-id>|--all | dlq purge]";
+pub const USAGE: &str = "usage: <service> [dlq list | dlq show <message-id> | dlq redrive <message-id>|--all | dlq purge --yes]";
 
 impl Command {
     /// Parses the arguments after the program name.
@@ -51,7 +51,14 @@ impl Command {
             ["dlq", "redrive", id] => {
                 Command::Dlq(DlqCommand::Redrive(Selection::MessageId((*id).to_owned())))
             }
-            ["dlq", "purge"] => Command::Dlq(DlqCommand::Purge),
+            ["dlq", "purge", "--yes"] => Command::Dlq(DlqCommand::Purge),
+            ["dlq", "purge"] => {
+                return Err(crate::Error::Usage(
+                    "dlq purge deletes every dead letter for good: look at them first (dlq list, \
+                     dlq show), then run dlq purge --yes"
+                        .to_owned(),
+                ));
+            }
             _ => return Err(crate::Error::Usage(USAGE.to_owned())),
         };
         Ok(command)
@@ -158,6 +165,12 @@ mod tests {
             parse("dlq redrive abc").expect("one"),
             Command::Dlq(DlqCommand::Redrive(Selection::MessageId("abc".into())))
         );
+        assert_eq!(
+            parse("dlq purge --yes").expect("purge"),
+            Command::Dlq(DlqCommand::Purge)
+        );
+        let unconfirmed = parse("dlq purge").expect_err("needs --yes").to_string();
+        assert!(unconfirmed.contains("--yes"), "{unconfirmed}");
         assert!(parse("dlq explode").is_err());
         assert!(parse("serve now").is_err());
     }
