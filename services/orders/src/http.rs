@@ -126,22 +126,21 @@ async fn place_order(
 
     // One unit of work: the key look-up, the order, its history, its event and the key.
     let (work_key, work_canonical) = (key.clone(), canonical.clone());
-    let placed = parts
+    let placed = match parts
         .database
         .write(move |tx| place(tx, work_key.as_deref(), &work_canonical, order, &envelope))
-        .await;
-    let placed = match placed {
+        .await
+    {
         Ok(placed) => placed,
-        // Another replica took the key between our look-up and our insert: answer as it did.
-        Err(error) if error.is_unique_violation() && key.is_some() => {
-            let key = key.unwrap_or_default();
-            parts
+        Err(error) => match key {
+            // Another replica took the key between our look-up and our insert: answer as it did.
+            Some(key) if error.is_unique_violation() => parts
                 .database
                 .read(move |tx| replay(tx, &key, &canonical))
                 .await?
-                .ok_or_else(|| ApiError::unavailable(error))?
-        }
-        Err(error) => return Err(error.into()),
+                .ok_or_else(|| ApiError::unavailable(error))?,
+            _ => return Err(error.into()),
+        },
     };
     match placed {
         Placed::New(order) => {

@@ -308,8 +308,8 @@ impl<H: Handler> ConsumerLoop<H> {
                 .await;
             let reason = match applied {
                 Ok(fates) => return Some(fates),
-                // Only a message alone fails like this (in a batch each has its savepoint), or a
-                // commit that failed: nothing was kept, so each is retried or dead-lettered.
+                // Only a message alone fails like this (a batch re-runs without its failures), or
+                // a commit that failed: nothing was kept, so each is retried or dead-lettered.
                 Err(HandlerError::Permanent(reason)) => {
                     return Some(vec![Fate::DeadLetter(reason); count]);
                 }

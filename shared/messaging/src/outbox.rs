@@ -103,20 +103,17 @@ fn fetch(
         .collect()
 }
 
-/// SQLite only: marks the confirmed rows with one statement. `confirmed` is a run of the unsent
+/// SQLite only: marks a confirmed run `first..=last` with one statement. The run is of unsent
 /// rows in `seq` order (the relay sends every unsent row after the last one it sent, and confirms
 /// come back in order), and with one writer `seq` order is commit order, so every unsent row
-/// between its first and last seq is one of them.
-fn mark_range_sent(tx: &mut dyn Tx, confirmed: &[i64]) -> choreo_store::Result<()> {
-    let (Some(first), Some(last)) = (confirmed.first(), confirmed.last()) else {
-        return Ok(());
-    };
+/// between `first` and `last` was sent and confirmed.
+fn mark_range_sent(tx: &mut dyn Tx, first: i64, last: i64) -> choreo_store::Result<()> {
     tx.execute(
         "UPDATE outbox SET sent_at = $1 WHERE seq BETWEEN $2 AND $3 AND sent_at IS NULL",
         &[
             choreo_store::now_text().as_str().into(),
-            (*first).into(),
-            (*last).into(),
+            first.into(),
+            last.into(),
         ],
     )?;
     Ok(())
@@ -387,7 +384,8 @@ async fn mark_confirmed(
     failpoints: crate::failpoint::Failpoints,
 ) -> Result<()> {
     while let Some(first) = confirms.recv().await {
-        let mut confirmed = Vec::new();
+        // The confirmed run so far, as (first seq, last seq).
+        let mut run: Option<(i64, i64)> = None;
         let mut failure = None;
         let mut next = Some(first);
         while let Some((seq, confirm)) = next.take() {
@@ -396,12 +394,12 @@ async fn mark_confirmed(
                 break;
             }
             let _ = failpoints.hit("relay.after_confirm");
-            confirmed.push(seq);
+            run = Some((run.map_or(seq, |(first, _)| first), seq));
             // Whatever was sent meanwhile joins this mark; its confirms are most likely in.
             next = confirms.try_recv().ok();
         }
-        if !confirmed.is_empty() {
-            mark_until_done(&db, confirmed).await;
+        if let Some((first, last)) = run {
+            mark_until_done(&db, first, last).await;
         }
         if let Some(error) = failure {
             return Err(error);
@@ -410,13 +408,11 @@ async fn mark_confirmed(
     Ok(())
 }
 
-/// Marks `confirmed` sent, trying again with backoff while the database refuses.
-async fn mark_until_done(db: &Database, confirmed: Vec<i64>) {
-    let confirmed = Arc::new(confirmed);
+/// Marks the run `first..=last` sent, trying again with backoff while the database refuses.
+async fn mark_until_done(db: &Database, first: i64, last: i64) {
     let mut failures: u32 = 0;
     loop {
-        let seqs = confirmed.clone();
-        match db.write(move |tx| mark_range_sent(tx, &seqs)).await {
+        match db.write(move |tx| mark_range_sent(tx, first, last)).await {
             Ok(()) => return,
             Err(error) => {
                 if failures.is_multiple_of(20) {
@@ -485,7 +481,7 @@ mod tests {
         assert_eq!(rows[0].event_type, "order.completed");
 
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-        db.write(move |tx| mark_range_sent(tx, &seqs[..2]))
+        db.write(move |tx| mark_range_sent(tx, seqs[0], seqs[1]))
             .await
             .expect("marked");
         assert_eq!(Outbox::unsent(&db).await, Ok(3));
