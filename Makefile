@@ -2,7 +2,7 @@
 # `make` alone lists the targets.
 
 .DEFAULT_GOAL := help
-.PHONY: help up down test build fmt lint logs clean chaos bench
+.PHONY: help up down test build fmt lint logs clean chaos chaos-cluster bench cluster cluster-down
 
 SERVICES := orders billing shipping
 # Where cargo puts binaries (CARGO_TARGET_DIR moves it).
@@ -11,7 +11,7 @@ BIN_DIR := $(or $(CARGO_TARGET_DIR),target)/release
 help: ## List the targets
 	@echo "Usage: make <target>"
 	@echo
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
 	@echo "Ports: ORDERS_PORT, BILLING_PORT, SHIPPING_PORT (8080, 8081, 8082); broker: CHOREO_AMQP_URL."
 
@@ -40,9 +40,25 @@ logs: ## Follow the logs of the running services (SERVICE=orders for one)
 clean: ## Stop the services, delete run/ (logs, pids, data) and the cargo build output
 	@bash scripts/clean.sh
 
-chaos: ## Fault matrix (docs/operations.md): kills the local RabbitMQ, run it alone; ARGS=--ci for the short one
+chaos: ## Fault matrix (docs/operations.md): kills the local RabbitMQ, run it alone; ARGS=--ci for the short one; with `make cluster` up, the cluster rows too
 	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin chaos
 	$(BIN_DIR)/chaos --bin-dir $(BIN_DIR) $(ARGS)
+	@if bash scripts/cluster.sh running 2>/dev/null; then \
+	  echo "== the cluster is up: its rows (docs/cluster.md)"; \
+	  AMQP_URL="$$(bash scripts/cluster.sh urls)" $(BIN_DIR)/chaos --bin-dir $(BIN_DIR) --cluster $(ARGS); \
+	else \
+	  echo "(cluster rows skipped: start the cluster with 'make cluster' to run them)"; \
+	fi
+
+chaos-cluster: ## Only the fault matrix's cluster rows (needs `make cluster`); ARGS as for chaos
+	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin chaos
+	AMQP_URL="$$(bash scripts/cluster.sh urls)" $(BIN_DIR)/chaos --bin-dir $(BIN_DIR) --cluster $(ARGS)
+
+cluster: ## Start a three-node RabbitMQ cluster on 127.0.0.1:5681-5683 (docs/cluster.md) and print its CHOREO_AMQP_URL
+	@bash scripts/cluster.sh up
+
+cluster-down: ## Stop the three-node cluster and delete its data
+	@bash scripts/cluster.sh down
 
 bench: ## Benchmark as users see it, vs the broker alone (needs RabbitMQ and PostgreSQL; a few minutes); BASELINE=<git rev> also measures that commit; ARGS=--quick, `bench --help`
 	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin bench

@@ -17,10 +17,12 @@ BROKER_TIMEOUT="${BROKER_TIMEOUT:-90}"  # seconds for a locally started RabbitMQ
 
 AMQP_URL="${CHOREO_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 
-# Host and port of an amqp:// or amqps:// URL (user info, vhost and query removed).
+# Host and port of an amqp:// or amqps:// URL (user info, vhost and query removed); the URL is
+# $1, by default the first of CHOREO_AMQP_URL's.
 broker_address() {
-  local rest="${AMQP_URL#*://}" default_port=5672
-  [[ "$AMQP_URL" == amqps://* ]] && default_port=5671
+  local url="${1:-${AMQP_URL%%,*}}"
+  local rest="${url#*://}" default_port=5672
+  [[ "$url" == amqps://* ]] && default_port=5671
   rest="${rest##*@}"
   rest="${rest%%/*}"
   rest="${rest%%\?*}"
@@ -69,7 +71,32 @@ as_admin() {
   fi
 }
 
+# A list of nodes (a cluster, `make cluster`): one that answers is enough, since the services
+# connect to the first that does. Nothing is started for a cluster.
+ensure_cluster() {
+  local url answering=0 total=0
+  local -a urls
+  step "Broker: the nodes of CHOREO_AMQP_URL"
+  IFS=, read -ra urls <<<"$AMQP_URL"
+  for url in "${urls[@]}"; do
+    broker_address "$url"
+    total=$((total + 1))
+    if broker_answers "$BROKER_HOST" "$BROKER_PORT"; then
+      answering=$((answering + 1))
+      ok "$BROKER_HOST:$BROKER_PORT answers"
+    else
+      warn "$BROKER_HOST:$BROKER_PORT does not answer"
+    fi
+  done
+  ((answering > 0)) || die "no node of CHOREO_AMQP_URL answers; a local cluster starts with 'make cluster'"
+  info "$answering of $total nodes answer"
+}
+
 ensure_broker() {
+  if [[ "$AMQP_URL" == *,* ]]; then
+    ensure_cluster
+    return
+  fi
   broker_address
   step "Broker at $BROKER_HOST:$BROKER_PORT"
   if broker_answers "$BROKER_HOST" "$BROKER_PORT"; then

@@ -1,9 +1,12 @@
 //! The end-to-end harness: spawns the three real services in-process against the local RabbitMQ
-//! (`AMQP_URL` overrides `amqp://guest:guest@127.0.0.1:5672/%2f`), each [`Suite`] with its own
+//! (`AMQP_URL` overrides `amqp://guest:guest@127.0.0.1:5672/%2f`; a comma-separated list of a
+//! cluster's nodes is given whole to the services, and the harness itself uses the first), each
+//! [`Suite`] with its own
 //! name prefix, temporary databases and HTTP ports, and removes its exchanges and queues when
 //! dropped (even after a failed assertion). Waiting is always polling with a deadline.
 
 pub mod processes;
+pub mod proxy;
 
 use choreo_events::topology::{SERVICES, ServiceTopology};
 use choreo_host::CommonSettings;
@@ -24,8 +27,18 @@ use tokio::task::JoinHandle;
 /// How long any wait in a test may last before it fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// The broker the tests use.
+/// The broker the harness itself connects to: the first of `AMQP_URL`'s nodes.
 pub fn amqp_url() -> String {
+    amqp_urls()
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// The broker the services are given: `AMQP_URL` whole, one node or a cluster's list.
+pub fn amqp_urls() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
@@ -105,7 +118,7 @@ impl Default for Options {
                 .map(str::to_owned)
                 .collect(),
             tap: false,
-            amqp_url: amqp_url(),
+            amqp_url: amqp_urls(),
             postgres: false,
             failpoints: Vec::new(),
             wait_ready: true,
@@ -126,7 +139,7 @@ pub struct Suite {
     pub replicas: Vec<Running>,
     pub http: reqwest::Client,
     /// Kept open: `channel` lives on it.
-    _broker: Connection,
+    broker: Connection,
     pub channel: Channel,
 }
 
@@ -160,7 +173,7 @@ impl Suite {
             shipping: None,
             replicas: Vec::new(),
             http: reqwest::Client::new(),
-            _broker: broker,
+            broker,
             channel,
         };
         if suite.options.tap {
@@ -229,6 +242,7 @@ impl Suite {
         common.prefix = self.prefix.clone();
         common.retry_delays_ms = RETRY_DELAYS_MS.into();
         common.reconnect_min_ms = 50;
+        common.amqp_connect_timeout_ms = 1000;
         common.reconnect_max_ms = 500;
         common.outbox_sweep_ms = 200;
         common.shutdown_timeout_secs = 5;
@@ -507,7 +521,7 @@ impl Suite {
             .expect("tap");
         // The suite topology first, so the exchanges exist to bind to.
         choreo_messaging::topology::declare_suite(
-            &self.channel,
+            &self.broker,
             &choreo_messaging::Names::new(self.prefix.clone()),
         )
         .await

@@ -15,7 +15,7 @@ pub fn service_env(
     database_url: &str,
 ) -> Vec<(String, String)> {
     vec![
-        ("CHOREO_AMQP_URL".to_owned(), crate::amqp_url()),
+        ("CHOREO_AMQP_URL".to_owned(), crate::amqp_urls()),
         ("CHOREO_HTTP_ADDR".to_owned(), format!("127.0.0.1:{port}")),
         ("CHOREO_DATA_DIR".to_owned(), data_dir.display().to_string()),
         ("CHOREO_DATABASE_URL".to_owned(), database_url.to_owned()),

@@ -14,7 +14,7 @@ use crate::CommonSettings;
 use choreo_events::topology::ServiceTopology;
 use choreo_messaging::Names;
 use choreo_messaging::dead_letter::{DeadLetterQueue, Selection};
-use lapin::{Connection, ConnectionProperties};
+use std::time::Duration;
 
 /// What the binary was asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,10 +77,15 @@ impl DlqCommand {
         common: &CommonSettings,
         service: ServiceTopology,
     ) -> Result<(), crate::Error> {
-        let connection =
-            Connection::connect(common.amqp_url.expose(), ConnectionProperties::default())
-                .await
-                .map_err(choreo_messaging::Error::from)?;
+        let (connection, _) = common
+            .broker_nodes()?
+            .connect_first(
+                0,
+                Duration::from_secs(common.heartbeat_secs),
+                Duration::from_millis(common.amqp_connect_timeout_ms),
+                &format!("{}{}-dlq", common.prefix, service.name),
+            )
+            .await?;
         let queue =
             DeadLetterQueue::open(&connection, &Names::new(common.prefix.clone()), &service)
                 .await?;

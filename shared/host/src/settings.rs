@@ -5,7 +5,7 @@
 //! One [`config::Config`] is built per service; [`CommonSettings`] and each service's own rules
 //! are deserialized from it separately, so a service adds keys without touching this file.
 
-use choreo_messaging::{BrokerSettings, Secret};
+use choreo_messaging::{BrokerSettings, Nodes, Secret};
 use config::{Config, Environment, File};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
@@ -47,6 +47,7 @@ pub fn part<T: DeserializeOwned>(config: &Config) -> crate::Result<T> {
 
 const COMMON_DEFAULTS: &[(&str, &str)] = &[
     ("amqp_url", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+    ("amqp_connect_timeout_ms", "5000"),
     ("data_dir", "./data"),
     ("database_url", ""),
     ("db_max_connections", "8"),
@@ -70,8 +71,12 @@ const COMMON_DEFAULTS: &[(&str, &str)] = &[
 /// The settings every service has.
 #[derive(Clone, Deserialize)]
 pub struct CommonSettings {
-    /// Broker URL; holds the password, so it is redacted in `Debug`.
+    /// Broker URL, or the URLs of a cluster's nodes separated by commas; holds the password, so
+    /// it is redacted in `Debug`.
     pub amqp_url: Secret,
+    /// How long a broker node may take to accept a connection before the next one is tried.
+    #[serde(deserialize_with = "from_text")]
+    pub amqp_connect_timeout_ms: u64,
     /// Where the HTTP server listens; port 0 picks a free one.
     pub http_addr: String,
     /// Directory of the SQLite file `<service>.db`, used when `database_url` is empty.
@@ -150,8 +155,15 @@ impl CommonSettings {
     /// `CHOREO_PREFETCH=0` (unlimited, in AMQP) or `CHOREO_RECONNECT_MIN_MS=0` (reconnecting in
     /// a hot loop).
     pub fn validate(&self) -> crate::Result<()> {
+        self.broker_nodes()?;
         let count = |list: &str| parse_list::<u64>(list).map_or(0, |l| l.len());
-        let ranges: [(&str, i128, i128, i128); 13] = [
+        let ranges: [(&str, i128, i128, i128); 14] = [
+            (
+                "amqp_connect_timeout_ms",
+                self.amqp_connect_timeout_ms.into(),
+                100,
+                600_000,
+            ),
             (
                 "http_max_concurrency",
                 self.http_max_concurrency as i128,
@@ -232,10 +244,20 @@ impl CommonSettings {
         }
     }
 
+    /// The broker's nodes, from `amqp_url`.
+    pub fn broker_nodes(&self) -> crate::Result<Nodes> {
+        Nodes::parse(&self.amqp_url).map_err(|e| {
+            crate::Error::Usage(format!(
+                "CHOREO_AMQP_URL (`amqp_url` in the settings file): {e}"
+            ))
+        })
+    }
+
     /// The broker half of the settings.
     pub fn broker(&self) -> crate::Result<BrokerSettings> {
         Ok(BrokerSettings {
-            url: self.amqp_url.clone(),
+            nodes: self.broker_nodes()?,
+            connect_timeout: Duration::from_millis(self.amqp_connect_timeout_ms),
             prefix: self.prefix.clone(),
             prefetch: self.prefetch,
             heartbeat: Duration::from_secs(self.heartbeat_secs),

@@ -12,12 +12,12 @@ use crate::backoff::backoff;
 use crate::consumer::ConsumerLoop;
 use crate::health::BrokerHealth;
 use crate::outbox::Relay;
-use crate::{Error, Handler, Names, OutboxWaker, Publisher, Result, topology};
+use crate::{Error, Handler, Names, Nodes, OutboxWaker, Publisher, Result, topology};
 use choreo_events::topology::ServiceTopology;
 use choreo_store::Database;
 use futures_util::StreamExt;
+use lapin::Connection;
 use lapin::options::BasicQosOptions;
-use lapin::{Connection, ConnectionProperties};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -26,8 +26,10 @@ use tokio_util::sync::CancellationToken;
 /// How a service talks to RabbitMQ.
 #[derive(Clone)]
 pub struct BrokerSettings {
-    /// `amqp://user:password@host:port/vhost`.
-    pub url: crate::Secret,
+    /// The broker's nodes: one `amqp://user:password@host:port/vhost`, or a cluster's several.
+    pub nodes: Nodes,
+    /// How long a node may take to accept a connection before the next one is tried.
+    pub connect_timeout: Duration,
     /// Prepended to every exchange and queue name.
     pub prefix: String,
     /// Unacked deliveries the broker may push ahead of the consumer.
@@ -53,7 +55,7 @@ pub struct BrokerSettings {
 impl std::fmt::Debug for BrokerSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BrokerSettings")
-            .field("url", &self.url)
+            .field("nodes", &self.nodes)
             .field("prefix", &self.prefix)
             .field("prefetch", &self.prefetch)
             .field("heartbeat", &self.heartbeat)
@@ -74,13 +76,17 @@ pub struct Broker<H> {
 }
 
 impl<H: Handler> Broker<H> {
-    /// Runs sessions until `stop` is cancelled, reconnecting after every failure.
+    /// Runs sessions until `stop` is cancelled, reconnecting after every failure. With several
+    /// nodes, a session that fails is followed by one that starts with the next node: a node
+    /// that went away is not waited for while the others hold the queues.
     pub async fn run(self, stop: CancellationToken) {
         let mut failures: u32 = 0;
+        let mut node: usize = 0;
         loop {
-            match self.session(&stop, &mut failures).await {
+            match self.session(&stop, &mut failures, &mut node).await {
                 Ok(()) => return,
                 Err(error) => {
+                    node = node.wrapping_add(1);
                     self.health.set_connected(false);
                     self.health.set_consuming(false);
                     let delay = backoff(
@@ -99,22 +105,42 @@ impl<H: Handler> Broker<H> {
         }
     }
 
-    async fn connect(&self, role: &str) -> Result<Connection> {
-        let properties = ConnectionProperties::default().with_connection_name(
-            format!("{}{}-{role}", self.settings.prefix, self.service.name).into(),
-        );
-        let uri = broker_uri(&self.settings.url, self.settings.heartbeat)?;
-        Ok(Connection::connect_uri(uri, properties).await?)
+    fn connection_name(&self, role: &str) -> String {
+        format!("{}{}-{role}", self.settings.prefix, self.service.name)
     }
 
-    /// One connected session; `Ok` only after a graceful stop.
-    async fn session(&self, stop: &CancellationToken, failures: &mut u32) -> Result<()> {
+    /// One connected session; `Ok` only after a graceful stop. `node` is the node to try first;
+    /// it is left at the node the session used.
+    async fn session(
+        &self,
+        stop: &CancellationToken,
+        failures: &mut u32,
+        node: &mut usize,
+    ) -> Result<()> {
         if stop.is_cancelled() {
             return Ok(());
         }
         let names = Names::new(self.settings.prefix.clone());
-        let publishing = self.connect("publisher").await?;
-        let consuming = match self.connect("consumer").await {
+        let (heartbeat, timeout) = (self.settings.heartbeat, self.settings.connect_timeout);
+        let nodes = &self.settings.nodes;
+        let (publishing, connected) = nodes
+            .connect_first(
+                *node,
+                heartbeat,
+                timeout,
+                &self.connection_name("publisher"),
+            )
+            .await?;
+        *node = connected;
+        let consuming = match nodes
+            .connect_to(
+                connected,
+                heartbeat,
+                timeout,
+                &self.connection_name("consumer"),
+            )
+            .await
+        {
             Ok(connection) => connection,
             Err(error) => {
                 close(&publishing).await;
@@ -122,7 +148,7 @@ impl<H: Handler> Broker<H> {
             }
         };
         let result = self
-            .connected_session(stop, failures, &names, &publishing, &consuming)
+            .connected_session(stop, failures, &names, &publishing, &consuming, connected)
             .await;
         self.health.set_connected(false);
         close(&consuming).await;
@@ -137,9 +163,10 @@ impl<H: Handler> Broker<H> {
         names: &Names,
         publishing: &Connection,
         consuming: &Connection,
+        node: usize,
     ) -> Result<()> {
+        topology::declare_suite(publishing, names).await?;
         let declaring = publishing.create_channel().await?;
-        topology::declare_suite(&declaring, names).await?;
         topology::declare_retry_queues(
             &declaring,
             names,
@@ -157,7 +184,7 @@ impl<H: Handler> Broker<H> {
 
         *failures = 0;
         self.health.set_connected(true);
-        tracing::info!(url = ?self.settings.url, prefix = %names.prefix(), "connected to the broker");
+        tracing::info!(node = %self.settings.nodes.redacted(node), prefix = %names.prefix(), "connected to the broker");
 
         let relay_stop = CancellationToken::new();
         let consumer_stop = CancellationToken::new();
@@ -255,67 +282,5 @@ async fn close(connection: &Connection) {
     if connection.status().connected() {
         let closing = connection.close(200, "bye".into());
         let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
-    }
-}
-
-/// The broker URL with its heartbeat, parsed here rather than by lapin: lapin's parser quotes a
-/// URL it rejects whole, password included, and the error is logged at every reconnection.
-fn broker_uri(url: &crate::Secret, heartbeat: Duration) -> Result<lapin::uri::AMQPUri> {
-    with_heartbeat(url.expose(), heartbeat)
-        .parse()
-        .map_err(|_| Error::BadUrl {
-            url: crate::secret::redact(url.expose()),
-        })
-}
-
-/// `url` with `heartbeat=<seconds>` added unless it already sets one.
-fn with_heartbeat(url: &str, heartbeat: Duration) -> String {
-    if url.contains("heartbeat=") {
-        return url.to_owned();
-    }
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}heartbeat={}", heartbeat.as_secs().max(1))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_malformed_broker_url_is_refused_without_its_password() {
-        for malformed in [
-            "amqp:u:pw-4711@h",
-            "amqp://u:pw-4711@h:port/%2f",
-            "u:pw-4711@h",
-        ] {
-            let error = broker_uri(&crate::Secret::new(malformed), Duration::from_secs(5))
-                .expect_err("refused")
-                .to_string();
-            assert!(error.contains("not a valid amqp"), "{error}");
-            assert!(!error.contains("pw-4711"), "{error}");
-        }
-        assert!(
-            broker_uri(
-                &crate::Secret::new("amqp://u:p@h:5672/%2f"),
-                Duration::from_secs(5)
-            )
-            .is_ok()
-        );
-    }
-
-    #[test]
-    fn the_heartbeat_is_added_to_the_url() {
-        assert_eq!(
-            with_heartbeat("amqp://h/%2f", Duration::from_secs(10)),
-            "amqp://h/%2f?heartbeat=10"
-        );
-        assert_eq!(
-            with_heartbeat("amqp://h/%2f?frame_max=8192", Duration::from_secs(5)),
-            "amqp://h/%2f?frame_max=8192&heartbeat=5"
-        );
-        assert_eq!(
-            with_heartbeat("amqp://h/?heartbeat=3", Duration::from_secs(5)),
-            "amqp://h/?heartbeat=3"
-        );
     }
 }

@@ -28,9 +28,15 @@ pub enum Error {
     /// An ack or nack could not be sent because its channel is gone.
     #[error("the delivery's channel is closed; the broker will redeliver it")]
     ChannelGone,
-    /// `CHOREO_AMQP_URL` is not an AMQP URL (shown with its password redacted).
+    /// `CHOREO_AMQP_URL` holds something that is not an AMQP URL (shown with its password redacted).
     #[error("the broker URL {url} is not a valid amqp:// or amqps:// URL")]
     BadUrl { url: String },
+    /// A broker node did not complete the AMQP handshake in time (a frozen or overloaded node).
+    #[error("the broker at {url} did not answer within {timeout:?}")]
+    ConnectTimeout {
+        url: String,
+        timeout: std::time::Duration,
+    },
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] choreo_store::Error),

@@ -31,6 +31,19 @@ impl std::fmt::Debug for Secret {
 /// `scheme://[user[:password]@]host…` keeps only its scheme: whatever the parsers reject, no
 /// part of the password survives.
 pub fn redact(url: &str) -> String {
+    // A list of URLs (the nodes of a cluster): each part is redacted on its own, so a part that
+    // is no URL keeps nothing but what looks like its scheme.
+    if url.contains(',') {
+        return url
+            .split(',')
+            .map(|part| redact_one(part.trim()))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    redact_one(url)
+}
+
+fn redact_one(url: &str) -> String {
     let Some(scheme) = url.find("://") else {
         let scheme = url
             .split_once(':')
@@ -90,6 +103,8 @@ mod tests {
             ":pw-4711",
             "sqlite:pw-4711",
             "mysql://u:pw-4711@db?password=pw-4711",
+            "amqp://u:pw-4711@h1/%2f,amqp://u:pw-4711@h2/%2f",
+            "amqp://u:pw-4711@h1/%2f,amqp:u:pw-4711@h2,pw-4711",
         ] {
             let redacted = redact(malformed);
             assert!(!redacted.contains("pw-4711"), "{malformed} -> {redacted}");

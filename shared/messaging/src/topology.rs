@@ -11,7 +11,7 @@ use crate::{Names, Result};
 use choreo_events::topology::{SERVICES, ServiceTopology};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 use std::time::Duration;
 
 /// How many times a quorum queue delivers one message before dead-lettering it. Our own retries
@@ -69,34 +69,79 @@ fn quorum_args(dead_letter_exchange: &str, extra: &[(&str, AMQPValue)]) -> Field
     table(&entries)
 }
 
-/// Declares every exchange, queue and binding of the suite.
-pub async fn declare_suite(channel: &Channel, names: &Names) -> Result<()> {
+/// Declares every exchange, queue and binding of the suite, on channels of its own.
+pub async fn declare_suite(connection: &Connection, names: &Names) -> Result<()> {
+    let channel = connection.create_channel().await?;
     for service in SERVICES {
-        declare_exchange_with_parking_lot(channel, names, service.exchange).await?;
+        declare_exchange(&channel, names, service.exchange).await?;
     }
     for service in SERVICES {
-        declare_service_queues(channel, names, service).await?;
+        declare_service_queues(&channel, names, service).await?;
+    }
+    channel.close(200, "suite declared".into()).await?;
+    for service in SERVICES {
+        declare_parking_lot(connection, names, service.exchange).await?;
     }
     Ok(())
 }
 
-async fn declare_exchange_with_parking_lot(
-    channel: &Channel,
-    names: &Names,
-    exchange: &str,
-) -> Result<()> {
+/// The topic exchange, with an alternate exchange (a fanout) for what no binding routes.
+async fn declare_exchange(channel: &Channel, names: &Names, exchange: &str) -> Result<()> {
     let exchange = names.of(exchange);
     let unrouted = unrouted_name(&exchange);
-    // A classic lazy queue: events nobody subscribes to (order.completed, order.cancelled) pile up
-    // here until an operator binds a consumer or purges them; lazy keeps them on disk, not in RAM.
-    let lazy = table(&[("x-queue-mode", text("lazy"))]);
-    declare_fanout_into_queue(channel, &unrouted, &unrouted, lazy).await?;
+    declare_fanout(channel, &unrouted).await?;
     channel
         .exchange_declare(
             exchange.as_str().into(),
             ExchangeKind::Topic,
             durable_exchange(),
             table(&[("alternate-exchange", text(&unrouted))]),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The queue behind an exchange's alternate exchange. A classic lazy queue: events nobody
+/// subscribes to (order.completed, order.cancelled) pile up here until an operator binds a
+/// consumer or purges them; lazy keeps them on disk, not in RAM.
+///
+/// A classic queue lives on one node of a cluster. While that node is down, RabbitMQ refuses its
+/// declaration (404, "home node ... is down"): the service goes on without it rather than
+/// refusing to connect to the nodes that are up, and what nobody subscribes to is dropped until
+/// that node is back (docs/cluster.md).
+async fn declare_parking_lot(connection: &Connection, names: &Names, exchange: &str) -> Result<()> {
+    let unrouted = unrouted_name(&names.of(exchange));
+    // Its own channel: a refused declaration closes the channel it happened on.
+    let channel = connection.create_channel().await?;
+    let lazy = table(&[("x-queue-mode", text("lazy"))]);
+    match bind_queue_to_fanout(&channel, &unrouted, &unrouted, lazy).await {
+        Ok(()) => {
+            channel.close(200, "parking lot declared".into()).await?;
+            Ok(())
+        }
+        Err(crate::Error::Amqp(error)) if is_not_found(&error) => {
+            tracing::warn!(
+                queue = %unrouted,
+                %error,
+                "the parking-lot queue's node is down; events nobody subscribes to are dropped until it is back"
+            );
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn is_not_found(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404)
+}
+
+async fn declare_fanout(channel: &Channel, exchange: &str) -> Result<()> {
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Fanout,
+            durable_exchange(),
+            FieldTable::default(),
         )
         .await?;
     Ok(())
@@ -109,15 +154,17 @@ async fn declare_fanout_into_queue(
     queue: &str,
     queue_args: FieldTable,
 ) -> Result<()> {
+    declare_fanout(channel, exchange).await?;
+    bind_queue_to_fanout(channel, exchange, queue, queue_args).await
+}
+
+async fn bind_queue_to_fanout(
+    channel: &Channel,
+    exchange: &str,
+    queue: &str,
+    queue_args: FieldTable,
+) -> Result<()> {
     let no_args = FieldTable::default;
-    channel
-        .exchange_declare(
-            exchange.into(),
-            ExchangeKind::Fanout,
-            durable_exchange(),
-            no_args(),
-        )
-        .await?;
     channel
         .queue_declare(queue.into(), durable_queue(), queue_args)
         .await?;

@@ -153,3 +153,66 @@ async fn a_graceful_stop_ends_once_the_outbox_is_drained_not_at_the_shutdown_tim
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_several_broker_nodes_the_services_skip_dead_and_frozen_ones_and_move_on_when_theirs_dies()
+ {
+    use choreo_e2e::proxy::NodeProxy;
+    let real = choreo_e2e::amqp_url();
+    let broker: std::net::SocketAddr = "127.0.0.1:5672".parse().expect("addr");
+    let broker = if real.contains("127.0.0.1:5672") {
+        broker
+    } else {
+        // AMQP_URL points elsewhere: relay to its host and port.
+        let authority = real.split("://").nth(1).expect("url");
+        let host_port = authority
+            .rsplit('@')
+            .next()
+            .expect("host")
+            .split('/')
+            .next();
+        tokio::net::lookup_host(host_port.expect("host:port"))
+            .await
+            .expect("resolves")
+            .next()
+            .expect("an address")
+    };
+    // A node that refuses connections, one that accepts TCP and never answers (frozen), then
+    // two live ones: the first is taken away mid-saga.
+    let frozen = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let first = NodeProxy::start(broker).await;
+    let second = NodeProxy::start(broker).await;
+    let nodes = [
+        "amqp://guest:guest@127.0.0.1:1/%2f".to_owned(),
+        format!(
+            "amqp://guest:guest@{}/%2f",
+            frozen.local_addr().expect("addr")
+        ),
+        first.url(&real),
+        second.url(&real),
+    ];
+    let mut suite = Suite::start_with(
+        Options {
+            amqp_url: nodes.join(","),
+            ..Options::default()
+        },
+        &Which::ALL,
+    )
+    .await;
+    suite.wait_ready().await;
+    let before = suite.place_order(&order_request(1500, 1, "AT")).await;
+    suite
+        .wait_for_status(before["id"].as_str().expect("id"), "completed")
+        .await;
+
+    // The node every service is connected to dies; the next live one serves the rest.
+    first.fail().await;
+    let after = suite.place_order(&order_request(1600, 1, "AT")).await;
+    suite
+        .wait_for_status(after["id"].as_str().expect("id"), "completed")
+        .await;
+    suite.wait_ready().await;
+    drop(frozen);
+    suite.take(Which::Orders).stop().await;
+    drop(second);
+}

@@ -6,10 +6,15 @@
 //! exactly what was poisoned on purpose, and a graceful exit (code 0) on SIGTERM.
 //!
 //! ```text
-//! chaos [--orders N] [--only name,name] [--ci] [--report FILE]
+//! chaos [--orders N] [--only name,name] [--ci] [--cluster] [--report FILE]
 //! ```
 //! It stops, kills and freezes the local broker: run it alone, never next to other tests. Every
 //! address it touches is on loopback.
+//!
+//! `--cluster` runs the cluster rows instead, against the three nodes of `make cluster`, with
+//! `AMQP_URL` set to all of them (`make chaos` does both when the cluster is up).
+
+mod cluster;
 
 use anyhow::{Context, Result, anyhow, bail};
 use choreo_e2e::processes::{Proc, free_port, service_env};
@@ -51,6 +56,10 @@ enum Fault {
     MemoryAlarm,
     StartBeforeBroker,
     ReplicasOnPostgres,
+    ClusterStopConnected,
+    ClusterKillLeader,
+    ClusterMajorityLost,
+    ClusterRollingRestart,
 }
 
 impl Fault {
@@ -68,7 +77,21 @@ impl Fault {
             Fault::MemoryAlarm => "memory alarm blocks publishing".into(),
             Fault::StartBeforeBroker => "services started before the broker".into(),
             Fault::ReplicasOnPostgres => "2 replicas each on PostgreSQL".into(),
+            Fault::ClusterStopConnected => "cluster: stop_app of the services' node".into(),
+            Fault::ClusterKillLeader => "cluster: kill -9 of the queues' leader node".into(),
+            Fault::ClusterMajorityLost => "cluster: 2 of 3 nodes stopped, then back".into(),
+            Fault::ClusterRollingRestart => "cluster: rolling restart of all 3 nodes".into(),
         }
+    }
+
+    fn on_cluster(self) -> bool {
+        matches!(
+            self,
+            Fault::ClusterStopConnected
+                | Fault::ClusterKillLeader
+                | Fault::ClusterMajorityLost
+                | Fault::ClusterRollingRestart
+        )
     }
 
     fn short(self) -> String {
@@ -103,6 +126,16 @@ fn matrix() -> Vec<Fault> {
     ]
 }
 
+/// The rows against the three-node cluster (`--cluster`).
+fn cluster_matrix() -> Vec<Fault> {
+    vec![
+        Fault::ClusterStopConnected,
+        Fault::ClusterKillLeader,
+        Fault::ClusterMajorityLost,
+        Fault::ClusterRollingRestart,
+    ]
+}
+
 /// The subset CI runs on every submission: one of each family, kept short.
 fn ci_subset() -> Vec<Fault> {
     vec![
@@ -119,6 +152,7 @@ fn ci_subset() -> Vec<Fault> {
 struct Args {
     orders: usize,
     faults: Vec<Fault>,
+    cluster: bool,
     report: Option<PathBuf>,
     bin_dir: PathBuf,
 }
@@ -127,37 +161,48 @@ fn parse_args() -> Result<Args> {
     let mut args = Args {
         orders: 2000,
         faults: matrix(),
+        cluster: false,
         report: None,
         bin_dir: PathBuf::from("target/release"),
     };
     let mut it = std::env::args().skip(1);
+    let (mut ci, mut only) = (false, None);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--orders" => args.orders = it.next().context("--orders N")?.parse()?,
             "--ci" => {
-                args.faults = ci_subset();
+                ci = true;
                 args.orders = 200;
             }
-            "--only" => {
-                let wanted = it.next().context("--only name,name")?;
-                let all = matrix();
-                args.faults = wanted
-                    .split(',')
-                    .map(|w| {
-                        all.iter()
-                            .copied()
-                            .find(|f| f.short().contains(w))
-                            .ok_or_else(|| anyhow!("no fault matches {w}"))
-                    })
-                    .collect::<Result<_>>()?;
-            }
+            "--cluster" => args.cluster = true,
+            "--only" => only = Some(it.next().context("--only name,name")?),
             "--report" => args.report = Some(it.next().context("--report FILE")?.into()),
             "--bin-dir" => args.bin_dir = it.next().context("--bin-dir DIR")?.into(),
             other => bail!(
-                "unknown argument {other}; usage: chaos [--orders N] [--only a,b] [--ci] [--report FILE] [--bin-dir DIR]"
+                "unknown argument {other}; usage: chaos [--orders N] [--only a,b] [--ci] [--cluster] [--report FILE] [--bin-dir DIR]"
             ),
         }
     }
+    let all = if args.cluster {
+        cluster_matrix()
+    } else {
+        matrix()
+    };
+    args.faults = match (only, ci) {
+        (Some(wanted), _) => wanted
+            .split(',')
+            .map(|w| {
+                all.iter()
+                    .copied()
+                    .find(|f| f.short().contains(w))
+                    .ok_or_else(|| anyhow!("no fault matches {w}"))
+            })
+            .collect::<Result<_>>()?,
+        // On the cluster, CI runs the failover row alone.
+        (None, true) if args.cluster => vec![Fault::ClusterStopConnected],
+        (None, true) => ci_subset(),
+        (None, false) => all,
+    };
     Ok(args)
 }
 
@@ -184,6 +229,13 @@ async fn main() -> Result<()> {
             );
         }
     }
+    if args.cluster {
+        cluster::require_running().await?;
+        let urls = cluster::urls().await?;
+        if choreo_e2e::amqp_urls() != urls {
+            bail!("the cluster rows need AMQP_URL='{urls}' (make chaos sets it)");
+        }
+    }
     let mut rows = Vec::new();
     for fault in &args.faults {
         eprintln!("== {} ({} orders)", fault.name(), args.orders);
@@ -198,7 +250,11 @@ async fn main() -> Result<()> {
             },
         };
         // Whatever happened, leave the broker up and unblocked for the next row.
-        heal_broker().await;
+        if args.cluster {
+            cluster::heal().await;
+        } else {
+            heal_broker().await;
+        }
         eprintln!(
             "   {} in {:.1} s: {}",
             if row.problems.is_empty() {
@@ -326,7 +382,7 @@ impl World {
         let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
         let channel = connection.create_channel().await?;
         choreo_messaging::topology::declare_suite(
-            &channel,
+            &connection,
             &choreo_messaging::Names::new(world.prefix.clone()),
         )
         .await?;
@@ -611,6 +667,10 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
             .wait_ready(Instant::now(), Duration::from_secs(60))
             .await?;
     }
+    if fault.on_cluster() {
+        row.problems
+            .extend(cluster::membership_problems(&world.prefix).await?);
+    }
 
     let accepted = Arc::new(AtomicUsize::new(0));
     let poisoned = if fault == Fault::Poison { 20 } else { 0 };
@@ -643,7 +703,7 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
     };
     if matches!(
         fault,
-        Fault::BrokerRestart | Fault::BrokerKill | Fault::BrokerHang
+        Fault::BrokerRestart | Fault::BrokerKill | Fault::BrokerHang | Fault::ClusterMajorityLost
     ) && !saw_unready.load(Ordering::SeqCst)
     {
         row.problems
@@ -929,6 +989,55 @@ async fn inject(
             poison(world, 10).await?;
             Instant::now()
         }
+        Fault::ClusterStopConnected => {
+            // Recovered: every service reconnected to a node that is up, and ready; then the
+            // node comes back.
+            let node = cluster::connected_node(&world.prefix).await?;
+            eprintln!("   stopping the app of node {node}, the services' node");
+            cluster::stop_app(node).await?;
+            let failover = failed_over(world, &[node], Instant::now()).await?;
+            cluster::start_app(node).await?;
+            return Ok((failover, restarted));
+        }
+        Fault::ClusterKillLeader => {
+            let node = cluster::leader_node(&world.prefix).await?;
+            eprintln!("   kill -9 of node {node}, which leads most of the suite's queues");
+            cluster::kill(node).await?;
+            let failover = failed_over(world, &[node], Instant::now()).await?;
+            cluster::start(node).await?;
+            return Ok((failover, restarted));
+        }
+        Fault::ClusterMajorityLost => {
+            let first = cluster::connected_node(&world.prefix).await?;
+            let second = first % cluster::NODES.len() + 1;
+            eprintln!("   stopping nodes {first} and {second}: the queues lose their majority");
+            cluster::stop_app(first).await?;
+            cluster::stop_app(second).await?;
+            // Orders are still taken (into the outbox) while the queues have no majority.
+            let outage = Instant::now();
+            let before = accepted.load(Ordering::SeqCst);
+            let hold = Duration::from_secs(if count >= 1000 { 20 } else { 8 });
+            while accepted.load(Ordering::SeqCst) < (before + 10).min(count) {
+                if outage.elapsed() > hold {
+                    bail!("no order was accepted while the majority was lost");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(hold.saturating_sub(outage.elapsed())).await;
+            cluster::start_app(first).await?;
+            cluster::start_app(second).await?;
+            Instant::now()
+        }
+        Fault::ClusterRollingRestart => {
+            for node in cluster::NODES {
+                cluster::await_not_quorum_critical(node).await?;
+                eprintln!("   restarting node {node}");
+                cluster::stop_app(node).await?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                cluster::start_app(node).await?;
+            }
+            Instant::now()
+        }
         Fault::None
         | Fault::Duplicates
         | Fault::StartBeforeBroker
@@ -939,6 +1048,34 @@ async fn inject(
         world.wait_ready(healed, Duration::from_secs(120)).await?,
         restarted,
     ))
+}
+
+/// Seconds from `since` until no service is connected to a node of `gone`, every process holds
+/// its two connections on the other nodes, and every service answers /readyz 200.
+async fn failed_over(world: &World, gone: &[usize], since: Instant) -> Result<f64> {
+    let wanted = 2 * world.procs.len();
+    loop {
+        let elsewhere: usize = cluster::connections(&world.prefix)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|(node, _)| !gone.contains(node))
+            .map(|(_, count)| count)
+            .sum();
+        if elsewhere >= wanted {
+            let mut ready = true;
+            for proc in &world.procs {
+                ready &= world.ready(proc).await;
+            }
+            if ready {
+                return Ok(since.elapsed().as_secs_f64());
+            }
+        }
+        if since.elapsed() > Duration::from_secs(120) {
+            bail!("{elsewhere} of {wanted} connections on the nodes that are up after 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Starts process `index` again, as a supervisor (systemd, Docker) would: if it exits at once
