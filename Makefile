@@ -7,6 +7,8 @@
 SERVICES := orders billing shipping
 # Where cargo puts binaries (CARGO_TARGET_DIR moves it).
 BIN_DIR := $(or $(CARGO_TARGET_DIR),target)/release
+# Where scripts/container-tools.sh puts podman-compose and kubernetes-validate.
+TOOLS_VENV ?= $(HOME)/.cache/choreo-ci/venv
 
 help: ## List the targets
 	@echo "Usage: make <target>"
@@ -54,5 +56,5 @@ container-base: ## Make the local base image (debootstrap + podman import; cache
 container-test: ## Build the three images with Podman, run the saga through them as containers, then through docker-compose.yml (needs root, RabbitMQ)
 	@bash scripts/container-test.sh
 
-k8s-validate: ## Validate deploy/k8s offline (needs kubernetes-validate: K8S_PYTHON=<a python that has it>)
-	$(or $(K8S_PYTHON),python3) scripts/k8s-validate.py
+k8s-validate: ## Validate deploy/k8s offline (kubernetes-validate: scripts/container-tools.sh installs it, or K8S_PYTHON=<a python that has it>)
+	$(or $(K8S_PYTHON),$(wildcard $(TOOLS_VENV)/bin/python),python3) scripts/k8s-validate.py

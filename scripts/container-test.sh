@@ -23,7 +23,7 @@
 # HEALTHY_TIMEOUT (60 s), STOP_TIMEOUT (30 s), SKIP_BUILD=1 (use the binaries already built),
 # CONTAINER_ENV (more settings for the containers of step 3, `NAME=VALUE ...`),
 # PODMAN_RUNTIME (runc: crun fails on this kernel's cgroup layout), PODMAN_ULIMITS (the lowered
-# limits runc needs here), BASE_IMAGE, CHOREO_IMAGE_PREFIX, CHOREO_IMAGE_TAG, PODMAN_COMPOSE.
+# limits runc needs here), BASE_IMAGE, CHOREO_IMAGE_PREFIX, CHOREO_IMAGE_TAG, PODMAN_COMPOSE, TOOLS_VENV.
 set -euo pipefail
 export ORDERS_PORT="${ORDERS_PORT:-18080}" BILLING_PORT="${BILLING_PORT:-18081}" SHIPPING_PORT="${SHIPPING_PORT:-18082}"
 # shellcheck source=scripts/lib.sh
@@ -245,10 +245,14 @@ stop_and_check "${NAMES[@]}"
 
 # ---- 5. docker-compose.yml ----------------------------------------------------------------------
 
+# podman-compose: $PODMAN_COMPOSE, else the one on the PATH, else the one scripts/container-tools.sh
+# installed.
 PODMAN_COMPOSE="${PODMAN_COMPOSE:-$(command -v podman-compose || true)}"
+tools_compose="${TOOLS_VENV:-$HOME/.cache/choreo-ci/venv}/bin/podman-compose"
+[[ -n "$PODMAN_COMPOSE" || ! -x "$tools_compose" ]] || PODMAN_COMPOSE="$tools_compose"
 if [[ -z "$PODMAN_COMPOSE" ]]; then
-  [[ "${REQUIRE_COMPOSE:-0}" != 1 ]] || die "podman-compose is missing (pip install podman-compose)"
-  warn "podman-compose is missing: the compose file was not checked (pip install podman-compose)"
+  [[ "${REQUIRE_COMPOSE:-0}" != 1 ]] || die "podman-compose is missing (scripts/container-tools.sh installs it)"
+  warn "podman-compose is missing: the compose file was not checked (scripts/container-tools.sh installs it)"
 else
   step "docker-compose.yml: podman-compose config"
   "$PODMAN_COMPOSE" -f deploy/docker-compose.yml config >/dev/null
