@@ -23,7 +23,8 @@
 # HEALTHY_TIMEOUT (60 s), STOP_TIMEOUT (30 s), SKIP_BUILD=1 (use the binaries already built),
 # CONTAINER_ENV (more settings for the containers of step 3, `NAME=VALUE ...`),
 # PODMAN_RUNTIME (runc: crun fails on this kernel's cgroup layout), PODMAN_ULIMITS (the lowered
-# limits runc needs here), BASE_IMAGE, CHOREO_IMAGE_PREFIX, CHOREO_IMAGE_TAG, PODMAN_COMPOSE, TOOLS_VENV.
+# limits runc needs here), BASE_IMAGE, CHOREO_IMAGE_PREFIX, CHOREO_IMAGE_TAG, PODMAN_COMPOSE,
+# TOOLS_VENV.
 set -euo pipefail
 export ORDERS_PORT="${ORDERS_PORT:-18080}" BILLING_PORT="${BILLING_PORT:-18081}" SHIPPING_PORT="${SHIPPING_PORT:-18082}"
 # shellcheck source=scripts/lib.sh
