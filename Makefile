@@ -2,16 +2,18 @@
 # `make` alone lists the targets.
 
 .DEFAULT_GOAL := help
-.PHONY: help up down test build fmt lint logs clean chaos chaos-cluster bench cluster cluster-down
+.PHONY: help up down test build fmt lint logs clean chaos chaos-cluster bench cluster cluster-down container-base container-test k8s-validate
 
 SERVICES := orders billing shipping
 # Where cargo puts binaries (CARGO_TARGET_DIR moves it).
 BIN_DIR := $(or $(CARGO_TARGET_DIR),target)/release
+# Where scripts/container-tools.sh puts podman-compose and kubernetes-validate.
+TOOLS_VENV ?= $(HOME)/.cache/choreo-ci/venv
 
 help: ## List the targets
 	@echo "Usage: make <target>"
 	@echo
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z0-9_-]*:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
 	@echo "Ports: ORDERS_PORT, BILLING_PORT, SHIPPING_PORT (8080, 8081, 8082); broker: CHOREO_AMQP_URL."
 
@@ -64,3 +66,11 @@ bench: ## Benchmark as users see it, vs the broker alone (needs RabbitMQ and Pos
 	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin bench
 	$(if $(BASELINE),bash scripts/build-baseline.sh $(BASELINE))
 	$(BIN_DIR)/bench --bin-dir $(BIN_DIR) --report docs/benchmark-results.md $(if $(BASELINE),--baseline-bin-dir target/baseline/release) $(ARGS)
+container-base: ## Make the local base image (debootstrap + podman import; cached) the images build on without a registry
+	@bash scripts/container-base.sh
+
+container-test: ## Build the three images with Podman, run the saga through them as containers, then through docker-compose.yml (needs root, RabbitMQ)
+	@bash scripts/container-test.sh
+
+k8s-validate: ## Validate deploy/k8s offline (kubernetes-validate: scripts/container-tools.sh installs it, or K8S_PYTHON=<a python that has it>)
+	$(or $(K8S_PYTHON),$(wildcard $(TOOLS_VENV)/bin/python),python3) scripts/k8s-validate.py
