@@ -2,7 +2,7 @@
 # `make` alone lists the targets.
 
 .DEFAULT_GOAL := help
-.PHONY: help up down test build fmt lint logs clean chaos bench
+.PHONY: help up down test build fmt lint logs clean chaos bench api-docs check-api-docs
 
 SERVICES := orders billing shipping
 # Where cargo puts binaries (CARGO_TARGET_DIR moves it).
@@ -11,7 +11,7 @@ BIN_DIR := $(or $(CARGO_TARGET_DIR),target)/release
 help: ## List the targets
 	@echo "Usage: make <target>"
 	@echo
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
 	@echo "Ports: ORDERS_PORT, BILLING_PORT, SHIPPING_PORT (8080, 8081, 8082); broker: CHOREO_AMQP_URL."
 
@@ -29,6 +29,12 @@ build: ## Build the three service binaries in release mode (target/release/)
 
 fmt: ## Format the code
 	cargo fmt --all
+
+api-docs: ## Regenerate docs/api/ (AsyncAPI, JSON Schemas, examples, OpenAPI) from the code
+	cargo run -q -p choreo-api-docs --bin api-docs
+
+check-api-docs: ## Check docs/api/ is up to date, then validate it (asyncapi, check-jsonschema, redocly; installs them once)
+	@bash scripts/check-api-docs.sh
 
 lint: ## Check formatting and run clippy with warnings as errors
 	cargo fmt --all --check
