@@ -2,7 +2,7 @@
 # `make` alone lists the targets.
 
 .DEFAULT_GOAL := help
-.PHONY: help up down test build fmt lint logs clean chaos chaos-cluster bench cluster cluster-down container-base container-test k8s-validate
+.PHONY: help up down test build fmt lint logs clean chaos chaos-cluster bench cluster cluster-down container-base container-test k8s-validate api-docs check-api-docs
 
 SERVICES := orders billing shipping
 # Where cargo puts binaries (CARGO_TARGET_DIR moves it).
@@ -31,6 +31,12 @@ build: ## Build the three service binaries in release mode (target/release/)
 
 fmt: ## Format the code
 	cargo fmt --all
+
+api-docs: ## Regenerate docs/api/ (AsyncAPI, JSON Schemas, examples, OpenAPI) from the code
+	cargo run -q -p choreo-api-docs --bin api-docs
+
+check-api-docs: ## Check docs/api/ is up to date, then validate it (asyncapi, check-jsonschema, redocly; installs them once)
+	@bash scripts/check-api-docs.sh
 
 lint: ## Check formatting and run clippy with warnings as errors
 	cargo fmt --all --check

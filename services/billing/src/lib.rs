@@ -55,6 +55,7 @@ pub async fn build(settings: Settings) -> choreo_host::Result<Service<handler::B
         &MIGRATIONS,
         handler,
         http::routes,
+        http::openapi(),
     )
     .await
 }

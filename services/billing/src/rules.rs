@@ -46,6 +46,13 @@ pub enum PaymentState {
 }
 
 impl PaymentState {
+    /// Every state, for the API's schema.
+    pub const ALL: [PaymentState; 3] = [
+        PaymentState::Captured,
+        PaymentState::Declined,
+        PaymentState::Refunded,
+    ];
+
     /// The state as the API and the database spell it.
     pub fn as_str(self) -> &'static str {
         match self {

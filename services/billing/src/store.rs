@@ -2,18 +2,28 @@
 
 use crate::rules::{Payment, PaymentState};
 use choreo_store::{Error, Result, Tx};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Serialize;
 
 /// A payment as `GET /payments` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct PaymentView {
     pub id: String,
     pub order_id: String,
+    #[schemars(schema_with = "status_schema")]
     pub status: String,
+    /// The amount charged (or declined), in minor units.
     pub amount_cents: i64,
     pub currency: String,
+    /// RFC 3339, UTC.
     pub created_at: String,
+    /// The refund of a `refunded` payment; null otherwise.
     pub refund_id: Option<String>,
+}
+
+fn status_schema(_: &mut SchemaGenerator) -> Schema {
+    let names: Vec<&str> = PaymentState::ALL.iter().map(|s| s.as_str()).collect();
+    json_schema!({"type": "string", "enum": names})
 }
 
 pub fn payment_of(tx: &mut dyn Tx, order_id: &str) -> Result<Option<Payment>> {

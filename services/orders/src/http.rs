@@ -8,29 +8,135 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use choreo_events::payloads::{Address, LineItem, OrderPlaced, Problems, check_items, items_total};
+use choreo_events::payloads::{
+    Address, CURRENCY, LineItem, NON_BLANK, OrderPlaced, Problems, check_items, items_total,
+};
 use choreo_events::topology::ORDERS;
 use choreo_events::{Envelope, Event};
-use choreo_host::http::{ApiError, JsonBody};
+use choreo_host::http::{ApiError, BODY_LIMIT, JsonBody, Routes};
+use choreo_host::openapi::OpenApi;
 use choreo_host::service::Parts;
 use choreo_messaging::Outbox;
 use choreo_store::Tx;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// The routes of the orders API.
 pub fn routes(parts: &Parts) -> Router {
-    Router::new()
+    routing().with_state(parts.clone())
+}
+
+/// The routes, before they get their state: what [`openapi`] must document.
+pub fn routing() -> Routes<Parts> {
+    Routes::default()
         .route("/orders", post(place_order).get(list_orders))
         .route("/orders/{id}", get(get_order))
-        .with_state(parts.clone())
+}
+
+/// The OpenAPI document of the orders API, served at `/openapi.json`.
+pub fn openapi() -> serde_json::Value {
+    let mut api = OpenApi::new(
+        ORDERS.name,
+        8080,
+        "Takes orders and follows each one through the saga to `completed` or `cancelled`. \
+         Errors are `{\"error\", \"details\"}`; bad input is never a 500.",
+    );
+    let body = api.request_schema::<PlaceOrder>();
+    let order = api.json_response::<OrderView>("The order, `pending`.");
+    let replayed = api.json_response::<OrderView>(
+        "The order placed earlier with the same `Idempotency-Key` and the same body, as it is now.",
+    );
+    let responses = json!({
+        "201": {
+            "description": "Placed: the order, `pending`; its `order.placed` event is committed \
+                            with it and published right after.",
+            "headers": {"Location": {
+                "description": "`/orders/{id}` of the new order.",
+                "schema": {"type": "string"},
+            }},
+            "content": order["content"],
+        },
+        "200": replayed,
+        "400": api.error_response("Malformed JSON."),
+        "409": api.error_response("The `Idempotency-Key` was used with a different body."),
+        "413": api.error_response(&format!("The body is over {BODY_LIMIT} bytes.")),
+        "415": api.error_response("The `Content-Type` is not JSON."),
+        "422": api.error_response("Invalid values or `Idempotency-Key`: `details` lists every problem."),
+    });
+    api.operation(
+        "post",
+        "/orders",
+        json!({
+            "operationId": "placeOrder",
+            "summary": "Place an order",
+            "tags": ["orders"],
+            "parameters": [{
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": false,
+                "description": "The same key with the same body returns the same order (200), never \
+                                a second one; with another body it is a 409.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+            }],
+            "requestBody": {
+                "required": true,
+                "content": {"application/json": {"schema": body}},
+            },
+            "responses": responses,
+        }),
+    );
+    let parameters = api.query_parameters::<ListQuery>();
+    let list = api.json_response::<OrderList>("The orders, newest first.");
+    let invalid = api.error_response("An unknown `status` or a `limit` out of range.");
+    api.operation(
+        "get",
+        "/orders",
+        json!({
+            "operationId": "listOrders",
+            "summary": "List orders, newest first",
+            "tags": ["orders"],
+            "parameters": parameters,
+            "responses": {"200": list, "422": invalid},
+        }),
+    );
+    let found = api.json_response::<OrderView>("The order, with its history.");
+    let missing = api.error_response("No such order.");
+    let bad_id = api.error_response("The id is not UTF-8.");
+    api.operation(
+        "get",
+        "/orders/{id}",
+        json!({
+            "operationId": "getOrder",
+            "summary": "Get an order",
+            "tags": ["orders"],
+            "parameters": [{
+                "name": "id",
+                "in": "path",
+                "required": true,
+                "schema": {"type": "string"},
+            }],
+            "responses": {"200": found, "400": bad_id, "404": missing},
+        }),
+    );
+    api.finish()
+}
+
+/// The answer of `GET /orders`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct OrderList {
+    pub orders: Vec<OrderView>,
 }
 
 /// The body of `POST /orders`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct PlaceOrder {
+    #[schemars(regex(pattern = NON_BLANK))]
     pub customer_id: String,
+    /// ISO 4217, three capital letters.
+    #[schemars(regex(pattern = CURRENCY))]
     pub currency: String,
+    #[schemars(length(min = 1))]
     pub items: Vec<LineItem>,
     pub shipping_address: Address,
 }
@@ -231,9 +337,13 @@ async fn get_order(
 }
 
 /// The query of `GET /orders`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct ListQuery {
+    /// Only orders in this status.
+    #[schemars(extend("enum" = OrderStatus::NAMES))]
     pub status: Option<String>,
+    /// How many orders at most.
+    #[schemars(range(min = 1, max = MAX_LIMIT), extend("default" = DEFAULT_LIMIT))]
     pub limit: Option<i64>,
 }
 
@@ -244,7 +354,7 @@ pub const DEFAULT_LIMIT: i64 = 50;
 async fn list_orders(
     State(parts): State<Parts>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<OrderList>, ApiError> {
     let Query(query) =
         query.map_err(|rejection| ApiError::unprocessable(vec![rejection.body_text()]))?;
     let status = query.status.filter(|s| !s.is_empty());
@@ -265,5 +375,5 @@ async fn list_orders(
         .database
         .read(move |tx| store::list_orders(tx, status.as_deref(), limit))
         .await?;
-    Ok(Json(json!({ "orders": orders })))
+    Ok(Json(OrderList { orders }))
 }

@@ -47,6 +47,7 @@ pub async fn build(settings: Settings) -> choreo_host::Result<Service<handler::O
         &MIGRATIONS,
         handler::OrdersHandler,
         http::routes,
+        http::openapi(),
     )
     .await
 }

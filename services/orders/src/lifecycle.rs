@@ -21,6 +21,12 @@ pub enum CancellationReason {
 }
 
 impl CancellationReason {
+    /// Every reason, for the API's schema.
+    pub const ALL: [CancellationReason; 2] = [
+        CancellationReason::PaymentDeclined,
+        CancellationReason::ShippingFailed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CancellationReason::PaymentDeclined => "payment_declined",

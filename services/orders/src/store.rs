@@ -2,36 +2,63 @@
 //! caller decides the unit of work: the handler and `POST /orders` write state and outbox
 //! together, in one hand-off to the database thread.
 
-use crate::lifecycle::OrderStatus;
+use crate::lifecycle::{CancellationReason, OrderStatus};
 use choreo_events::payloads::{Address, LineItem};
 use choreo_store::{Backend, Error, Param, Result, Row, Tx, placeholders};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Serialize;
 use std::collections::HashMap;
 
 /// An order as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct OrderView {
+    /// The order id (a UUIDv7), also the `correlationid` of every event of its saga.
     pub id: String,
     pub customer_id: String,
+    #[schemars(schema_with = "status_schema")]
     pub status: String,
+    /// Why a `cancelled` order was cancelled; null otherwise.
+    #[schemars(schema_with = "cancellation_reason_schema")]
     pub cancellation_reason: Option<String>,
+    /// The sum of the items' `quantity * unit_price_cents`, in minor units.
     pub total_cents: i64,
     pub currency: String,
     pub items: Vec<LineItem>,
     pub shipping_address: Address,
+    /// RFC 3339, UTC.
     pub created_at: String,
+    /// RFC 3339, UTC: when the status last changed.
     pub updated_at: String,
+    /// Each event that moved the order, in the order orders handled them.
     pub history: Vec<HistoryEntry>,
 }
 
 /// One event that moved (or marked) an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct HistoryEntry {
+    /// When orders handled the event: RFC 3339, UTC.
     pub at: String,
+    /// The event type.
     #[serde(rename = "type")]
     pub event_type: String,
+    /// The event's CloudEvents `id`.
     pub event_id: String,
+    /// The order's status after the event.
+    #[schemars(schema_with = "status_schema")]
     pub status: String,
+}
+
+fn status_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "enum": OrderStatus::NAMES})
+}
+
+fn cancellation_reason_schema(_: &mut SchemaGenerator) -> Schema {
+    let mut reasons: Vec<serde_json::Value> = CancellationReason::ALL
+        .iter()
+        .map(|reason| reason.as_str().into())
+        .collect();
+    reasons.push(serde_json::Value::Null);
+    json_schema!({"type": ["string", "null"], "enum": reasons})
 }
 
 /// A new order, as `POST /orders` writes it.

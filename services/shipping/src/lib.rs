@@ -56,6 +56,7 @@ pub async fn build(settings: Settings) -> choreo_host::Result<Service<handler::S
         &MIGRATIONS,
         handler,
         http::routes,
+        http::openapi(),
     )
     .await
 }

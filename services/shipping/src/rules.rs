@@ -55,6 +55,9 @@ pub enum ShipmentState {
 }
 
 impl ShipmentState {
+    /// Every state, for the API's schema.
+    pub const ALL: [ShipmentState; 2] = [ShipmentState::Dispatched, ShipmentState::Failed];
+
     /// The state as the API and the database spell it.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,18 +1,28 @@
 //! The SQL of shipping. Each function runs on the transaction it is given.
 
-use crate::rules::Shipped;
+use crate::rules::{ShipmentState, Shipped};
 use choreo_store::{Result, Tx};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Serialize;
 
 /// A shipment as `GET /shipments` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct ShipmentView {
     pub id: String,
     pub order_id: String,
+    #[schemars(schema_with = "status_schema")]
     pub status: String,
+    /// The carrier of a `dispatched` shipment; null otherwise.
     pub carrier: Option<String>,
+    /// The carrier's tracking number of a `dispatched` shipment; null otherwise.
     pub tracking_number: Option<String>,
+    /// Why a `failed` shipment failed; null otherwise.
     pub reason: Option<String>,
+}
+
+fn status_schema(_: &mut SchemaGenerator) -> Schema {
+    let names: Vec<&str> = ShipmentState::ALL.iter().map(|s| s.as_str()).collect();
+    json_schema!({"type": "string", "enum": names})
 }
 
 /// Records the one shipment of `order_id`. Returns `false`, writing nothing, if the order already

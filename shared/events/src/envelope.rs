@@ -1,7 +1,9 @@
 //! The CloudEvents 1.0 envelope, structured JSON mode, as carried in the AMQP body.
 
+use crate::payloads::NON_BLANK;
 use crate::{Event, EventType};
 use chrono::{DateTime, SecondsFormat, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The only CloudEvents version this suite speaks.
@@ -38,26 +40,44 @@ pub enum DecodeError {
     InvalidData(String),
 }
 
-/// A CloudEvents 1.0 event with a JSON `data`. Unknown attributes are ignored when reading.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A CloudEvents 1.0 event in structured JSON mode, as carried in the AMQP body. Unknown
+/// attributes are ignored when reading (tolerant reader).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Envelope {
+    /// The CloudEvents version: always `1.0`.
     pub specversion: String,
+    /// Unique per event; also the AMQP `message_id`. Consumers de-duplicate by it.
+    #[schemars(regex(pattern = NON_BLANK))]
     pub id: String,
+    /// The event type, equal to the routing key it was published with.
     #[serde(rename = "type")]
+    #[schemars(regex(pattern = NON_BLANK))]
     pub event_type: String,
+    /// The publishing service (`orders`, `billing` or `shipping`); also the AMQP `app_id`.
+    #[schemars(regex(pattern = NON_BLANK))]
     pub source: String,
+    /// When the event was created: RFC 3339, written in UTC with milliseconds.
     #[serde(serialize_with = "time_millis", deserialize_with = "time_any")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
     pub time: DateTime<Utc>,
+    /// The order the event is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// The media type of `data`: always `application/json`.
     #[serde(default = "default_content_type")]
     pub datacontenttype: String,
+    /// The version of the payload schema; a consumer dead-letters a version it does not support.
     pub schemaversion: u32,
+    /// The saga's id, the order id for every event of one order; also the AMQP `correlation_id`.
+    #[schemars(regex(pattern = NON_BLANK))]
     pub correlationid: String,
+    /// The `id` of the event that caused this one; absent for `order.placed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causationid: Option<String>,
+    /// The W3C trace context: one trace id for the whole saga, a new span id per event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The payload of the event's type.
     #[serde(default)]
     pub data: serde_json::Value,
 }

@@ -4,7 +4,9 @@ use crate::payloads::{
     OrderCancelled, OrderCompleted, OrderPlaced, PaymentCaptured, PaymentDeclined, PaymentRefunded,
     ShipmentDispatched, ShipmentFailed, Validate,
 };
-use crate::topology::{BILLING_EXCHANGE, ORDERS_EXCHANGE, SHIPPING_EXCHANGE};
+use crate::topology::{
+    BILLING_EXCHANGE, ORDERS, ORDERS_EXCHANGE, SERVICES, SHIPPING_EXCHANGE, ServiceTopology,
+};
 use std::fmt;
 
 /// Every event type of the suite. Its string form is both the CloudEvents `type` and the routing key.
@@ -58,6 +60,16 @@ impl EventType {
             | EventType::PaymentRefunded => BILLING_EXCHANGE,
             EventType::ShipmentDispatched | EventType::ShipmentFailed => SHIPPING_EXCHANGE,
         }
+    }
+
+    /// The service that publishes this type: the one whose exchange it goes to. Its name is the
+    /// events' `source`.
+    pub fn publisher(self) -> ServiceTopology {
+        SERVICES
+            .iter()
+            .copied()
+            .find(|service| service.exchange == self.exchange())
+            .unwrap_or(ORDERS)
     }
 
     /// Parses a routing key; `None` for a type this suite does not know.
@@ -169,5 +181,13 @@ mod tests {
             assert_eq!(EventType::from_routing_key(t.routing_key()), Some(t));
         }
         assert_eq!(EventType::from_routing_key("order.exploded"), None);
+    }
+
+    #[test]
+    fn every_type_is_published_by_the_service_that_owns_its_exchange() {
+        for t in EventType::ALL {
+            assert_eq!(t.publisher().exchange, t.exchange(), "{t}");
+        }
+        assert_eq!(EventType::ShipmentFailed.publisher().name, "shipping");
     }
 }

@@ -4,7 +4,15 @@
 //! ISO 4217 currency. [`Validate`] checks the values a type system cannot (non-negative amounts,
 //! currency and country codes); a payload that fails it is dead-lettered by the consumer.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// The JSON Schema `pattern` of a text that must not be blank (what [`Problems::non_empty`] checks).
+pub const NON_BLANK: &str = r"\S";
+/// The JSON Schema `pattern` of an ISO 4217 currency (what [`Problems::currency`] checks).
+pub const CURRENCY: &str = "^[A-Z]{3}$";
+/// The JSON Schema `pattern` of an ISO 3166-1 alpha-2 country (what [`Problems::country`] checks).
+pub const COUNTRY: &str = "^[A-Z]{2}$";
 
 /// Checks of values that serde alone cannot express. Returns every problem found, not only the first.
 pub trait Validate {
@@ -63,10 +71,13 @@ fn is_upper_code(value: &str, len: usize) -> bool {
 pub const MAX_QUANTITY: u32 = 1000;
 
 /// One line of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct LineItem {
+    #[schemars(regex(pattern = NON_BLANK))]
     pub sku: String,
+    #[schemars(range(min = 1, max = MAX_QUANTITY))]
     pub quantity: u32,
+    #[schemars(range(min = 0))]
     pub unit_price_cents: i64,
 }
 
@@ -87,14 +98,19 @@ impl LineItem {
 }
 
 /// Where an order is shipped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Address {
+    #[schemars(regex(pattern = NON_BLANK))]
     pub name: String,
+    #[schemars(regex(pattern = NON_BLANK))]
     pub line1: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line2: Option<String>,
+    #[schemars(regex(pattern = NON_BLANK))]
     pub city: String,
+    #[schemars(regex(pattern = NON_BLANK))]
     pub postal_code: String,
+    #[schemars(regex(pattern = COUNTRY))]
     pub country: String,
 }
 
@@ -129,12 +145,17 @@ pub fn items_total(items: &[LineItem]) -> Option<i64> {
 }
 
 /// `order.placed`: a customer placed an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderPlaced {
+    #[schemars(regex(pattern = NON_BLANK))]
     pub order_id: String,
+    #[schemars(regex(pattern = NON_BLANK))]
     pub customer_id: String,
+    #[schemars(length(min = 1))]
     pub items: Vec<LineItem>,
+    #[schemars(range(min = 0))]
     pub total_cents: i64,
+    #[schemars(regex(pattern = CURRENCY))]
     pub currency: String,
     pub shipping_address: Address,
 }
@@ -160,11 +181,15 @@ impl Validate for OrderPlaced {
 /// `shipping_address` is an addition to the contract's field list (tolerant readers ignore it):
 /// shipping binds only `payment.captured`, so billing carries the address forward from
 /// `order.placed` (event-carried state transfer) instead of shipping calling orders over HTTP.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentCaptured {
+    #[schemars(regex(pattern = NON_BLANK))]
     pub order_id: String,
+    #[schemars(regex(pattern = NON_BLANK))]
     pub payment_id: String,
+    #[schemars(range(min = 0))]
     pub amount_cents: i64,
+    #[schemars(regex(pattern = CURRENCY))]
     pub currency: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shipping_address: Option<Address>,
@@ -185,11 +210,15 @@ impl Validate for PaymentCaptured {
 }
 
 /// `payment.declined`: billing refused to charge the order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentDeclined {
+    #[schemars(regex(pattern = NON_BLANK))]
     pub order_id: String,
+    #[schemars(range(min = 0))]
     pub amount_cents: i64,
+    #[schemars(regex(pattern = CURRENCY))]
     pub currency: String,
+    #[schemars(regex(pattern = NON_BLANK))]
     pub reason: String,
 }
 
@@ -205,13 +234,19 @@ impl Validate for PaymentDeclined {
 }
 
 /// `payment.refunded`: billing gave a captured payment back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentRefunded {
+    #[schemars(regex(pattern = NON_BLANK))]
     pub order_id: String,
+    #[schemars(regex(pattern = NON_BLANK))]
     pub payment_id: String,
+    #[schemars(regex(pattern = NON_BLANK))]
     pub refund_id: String,
+    #[schemars(range(min = 0))]
     pub amount_cents: i64,
+    #[schemars(regex(pattern = CURRENCY))]
     pub currency: String,
+    #[schemars(regex(pattern = NON_BLANK))]
     pub reason: String,
 }
 
@@ -229,11 +264,15 @@ impl Validate for PaymentRefunded {
 }
 
 /// `shipment.dispatched`: shipping handed the order to a carrier.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ShipmentDispatched {
+    #[schemars(regex(pattern = NON_BLANK))]
     pub order_id: String,
+    #[schemars(regex(pattern = NON_BLANK))]
     pub shipment_id: String,
+    #[schemars(regex(pattern = NON_BLANK))]
     pub carrier: String,
+    #[schemars(regex(pattern = NON_BLANK))]
     pub tracking_number: String,
 }
 
@@ -249,9 +288,11 @@ impl Validate for ShipmentDispatched {
 }
 
 /// `shipment.failed`: shipping cannot ship the order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ShipmentFailed {
+    #[schemars(regex(pattern = NON_BLANK))]
     pub order_id: String,
+    #[schemars(regex(pattern = NON_BLANK))]
     pub reason: String,
 }
 
@@ -265,8 +306,9 @@ impl Validate for ShipmentFailed {
 }
 
 /// `order.completed`: the order reached `completed`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderCompleted {
+    #[schemars(regex(pattern = NON_BLANK))]
     pub order_id: String,
 }
 
@@ -279,9 +321,11 @@ impl Validate for OrderCompleted {
 }
 
 /// `order.cancelled`: the order reached `cancelled`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderCancelled {
+    #[schemars(regex(pattern = NON_BLANK))]
     pub order_id: String,
+    #[schemars(regex(pattern = NON_BLANK))]
     pub reason: String,
 }
 

@@ -1,20 +1,31 @@
 //! The HTTP conventions of the contract: every error is `{"error", "details"}` JSON with a 4xx
 //! status for bad input (400 malformed JSON, 404, 409, 413 over 64 KiB, 422 invalid values), never
-//! a 500; and `/healthz`, `/readyz` on every service.
+//! a 500; and `/healthz`, `/readyz` and `/openapi.json` on every service.
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use axum::routing::get;
 use axum::{Json, Router};
 use choreo_messaging::BrokerHealth;
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 use std::sync::Arc;
 
 /// The largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ErrorBody {
+    /// What went wrong, in one sentence.
+    pub error: String,
+    /// Every problem found: a 422 lists each invalid value.
+    pub details: Vec<String>,
+}
 
 /// An error answered as JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,11 +69,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": self.error, "details": self.details})),
-        )
-            .into_response()
+        let body = ErrorBody {
+            error: self.error,
+            details: self.details,
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -161,10 +172,14 @@ async fn refusal(error: tower::BoxError) -> Response {
         tracing::error!(%error, "request failed");
         ("temporarily unavailable, retry later", "internal error")
     };
+    let body = ErrorBody {
+        error: error.to_owned(),
+        details: vec![details.to_owned()],
+    };
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(axum::http::header::RETRY_AFTER, "1")],
-        Json(json!({"error": error, "details": [details]})),
+        Json(body),
     )
         .into_response()
 }
@@ -190,11 +205,112 @@ pub struct Readiness {
     pub broker: Arc<BrokerHealth>,
 }
 
-/// `/healthz` and `/readyz`, plus JSON answers for unknown routes and methods, around `routes`.
-pub fn with_conventions(routes: Router, readiness: Readiness) -> Router {
+/// The answer of `/healthz`: the process runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Health {
+    /// Always `ok`: a process that can answer is alive.
+    #[schemars(extend("const" = "ok"))]
+    pub status: String,
+}
+
+/// The answer of `/readyz`: 200 when every check is `ok`, 503 otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ReadinessReport {
+    pub checks: Checks,
+}
+
+/// What `/readyz` checks, each `ok` or `failing`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Checks {
+    /// The broker connection is up.
+    pub broker: Check,
+    /// The service's consumer is consuming its queue.
+    pub consumer: Check,
+    /// The database answers.
+    pub database: Check,
+}
+
+/// The verdict of one readiness check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Check {
+    Ok,
+    Failing,
+}
+
+impl Check {
+    fn of(ok: bool) -> Self {
+        if ok { Check::Ok } else { Check::Failing }
+    }
+}
+
+/// A service's routes together with their paths, which axum cannot list: a test holds the paths
+/// against the service's OpenAPI document, so no route goes undocumented.
+#[derive(Debug)]
+pub struct Routes<S> {
+    router: Router<S>,
+    paths: Vec<&'static str>,
+}
+
+impl<S: Clone + Send + Sync + 'static> Default for Routes<S> {
+    fn default() -> Self {
+        Routes {
+            router: Router::new(),
+            paths: Vec::new(),
+        }
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Routes<S> {
+    /// Adds `path`, as [`Router::route`] does.
+    pub fn route(mut self, path: &'static str, method_router: MethodRouter<S>) -> Self {
+        self.router = self.router.route(path, method_router);
+        self.paths.push(path);
+        self
+    }
+
+    /// The paths routed, in the order they were added.
+    pub fn paths(&self) -> &[&'static str] {
+        &self.paths
+    }
+
+    /// The router, with its state.
+    pub fn with_state(self, state: S) -> Router {
+        self.router.with_state(state)
+    }
+}
+
+/// The paths [`with_conventions`] adds to every service.
+pub const CONVENTION_PATHS: [&str; 3] = ["/healthz", "/readyz", "/openapi.json"];
+
+/// `/healthz`, `/readyz` and `/openapi.json` (serving `openapi`), plus JSON answers for unknown
+/// routes and methods, around `routes`.
+pub fn with_conventions(
+    routes: Router,
+    readiness: Readiness,
+    openapi: serde_json::Value,
+) -> Router {
+    // Serialized once: the document is fixed for the life of the process.
+    let openapi: Arc<str> = serde_json::to_string(&openapi).unwrap_or_default().into();
     routes
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async {
+                Json(Health {
+                    status: "ok".to_owned(),
+                })
+            }),
+        )
         .route("/readyz", get(readyz).with_state(readiness))
+        .route(
+            "/openapi.json",
+            get(move || async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    openapi.to_string(),
+                )
+            }),
+        )
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -206,8 +322,13 @@ async fn readyz(State(readiness): State<Readiness>) -> Response {
     let database = readiness.database.ping().await;
     let broker = readiness.broker.connected();
     let consumer = readiness.broker.consuming();
-    let verdict = |ok: bool| if ok { "ok" } else { "failing" };
-    let body = json!({"checks": {"broker": verdict(broker), "consumer": verdict(consumer), "database": verdict(database)}});
+    let body = ReadinessReport {
+        checks: Checks {
+            broker: Check::of(broker),
+            consumer: Check::of(consumer),
+            database: Check::of(database),
+        },
+    };
     let status = if database && broker && consumer {
         StatusCode::OK
     } else {

@@ -37,14 +37,15 @@ pub const DATABASE_PATIENCE: Duration = Duration::from_secs(120);
 
 impl<H: Handler> Service<H> {
     /// Opens the database, binds the HTTP listener and wires the broker supervisor; `routes`
-    /// receives the parts its handlers need. Nothing is consumed or published until
-    /// [`Service::run_until_stopped`].
+    /// receives the parts its handlers need, and `openapi` (the routes' document) is served at
+    /// `/openapi.json`. Nothing is consumed or published until [`Service::run_until_stopped`].
     pub async fn build(
         topology: ServiceTopology,
         common: &CommonSettings,
         migrations: &Migrations,
         handler: H,
         routes: impl FnOnce(&Parts) -> Router,
+        openapi: serde_json::Value,
     ) -> crate::Result<Self> {
         common.validate()?;
         let url = common.database_url_for(topology.name);
@@ -74,6 +75,7 @@ impl<H: Handler> Service<H> {
                 database: database.clone(),
                 broker: health.clone(),
             },
+            openapi,
         );
         let listener = TcpListener::bind(&common.http_addr).await?;
         let broker = Broker {

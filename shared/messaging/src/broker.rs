@@ -166,15 +166,13 @@ impl<H: Handler> Broker<H> {
         node: usize,
     ) -> Result<()> {
         topology::declare_suite(publishing, names).await?;
-        let declaring = publishing.create_channel().await?;
         topology::declare_retry_queues(
-            &declaring,
+            publishing,
             names,
             &self.service,
             &self.settings.retry_delays,
         )
         .await?;
-        declaring.close(200, "topology declared".into()).await?;
 
         let publisher = Publisher::open(publishing).await?;
         let channel = consuming.create_channel().await?;

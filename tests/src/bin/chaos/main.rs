@@ -496,8 +496,13 @@ async fn broker_pid() -> Result<String> {
         .output()
         .await?;
     let pids = String::from_utf8_lossy(&output.stdout);
+    // The nodes of `make cluster` run the same VM: they are told apart by the node name in their
+    // environment (scripts/cluster.sh).
     pids.lines()
-        .next()
+        .find(|pid| {
+            let environment = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            !String::from_utf8_lossy(&environment).contains("RABBITMQ_NODENAME=choreo-")
+        })
         .map(str::to_owned)
         .ok_or_else(|| anyhow!("no RabbitMQ process found"))
 }
