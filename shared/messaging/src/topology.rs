@@ -65,6 +65,10 @@ pub struct QueueDeclaration {
     pub name: String,
     pub durable: bool,
     pub arguments: Vec<(&'static str, Argument)>,
+    /// An existing queue of this name with other arguments is kept, with a warning, instead of
+    /// failing the session: the parking lots were classic queues before they were quorum queues,
+    /// and RabbitMQ refuses to change a queue's type.
+    pub kept_if_different: bool,
 }
 
 /// One binding of a queue to an exchange (`routing_key` is empty for a fanout exchange).
@@ -92,6 +96,7 @@ impl Declarations {
         exchange: &str,
         queue: &str,
         queue_arguments: Vec<(&'static str, Argument)>,
+        kept_if_different: bool,
     ) {
         self.exchanges.push(ExchangeDeclaration {
             name: exchange.to_owned(),
@@ -103,6 +108,7 @@ impl Declarations {
             name: queue.to_owned(),
             durable: true,
             arguments: queue_arguments,
+            kept_if_different,
         });
         self.bind(queue, exchange, "");
     }
@@ -161,10 +167,16 @@ pub fn suite(names: &Names) -> Declarations {
     for service in SERVICES {
         let exchange = names.of(service.exchange);
         let unrouted = unrouted_name(&exchange);
-        // A classic lazy queue: events nobody subscribes to (order.completed, order.cancelled)
-        // pile up here until an operator binds a consumer or purges them; lazy keeps them on
-        // disk, not in RAM.
-        declarations.fanout_into_queue(&unrouted, &unrouted, vec![("x-queue-mode", text("lazy"))]);
+        // Events nobody subscribes to (order.completed, order.cancelled) pile up here until an
+        // operator binds a consumer or purges them. A quorum queue, like every other: a publish
+        // that reaches no available queue comes back to the relay, which then holds its whole
+        // outbox, so a parking lot on one node would stall a service while that node is down.
+        declarations.fanout_into_queue(
+            &unrouted,
+            &unrouted,
+            vec![("x-queue-type", text("quorum"))],
+            true,
+        );
         declarations.exchanges.push(ExchangeDeclaration {
             name: exchange,
             kind: ExchangeType::Topic,
@@ -175,7 +187,7 @@ pub fn suite(names: &Names) -> Declarations {
     for service in SERVICES {
         let dlx = names.of(&service.dead_letter_exchange());
         let dlq = names.of(&service.dead_letter_queue());
-        declarations.fanout_into_queue(&dlx, &dlq, vec![("x-queue-type", text("quorum"))]);
+        declarations.fanout_into_queue(&dlx, &dlq, vec![("x-queue-type", text("quorum"))], false);
 
         let queue = names.of(service.name);
         declarations.queues.push(QueueDeclaration {
@@ -185,6 +197,7 @@ pub fn suite(names: &Names) -> Declarations {
                 &dlx,
                 vec![("x-delivery-limit", Argument::Integer(DELIVERY_LIMIT))],
             ),
+            kept_if_different: false,
         });
         for event_type in service.subscribes_to {
             declarations.bind(
@@ -216,6 +229,7 @@ pub fn retry_queues(names: &Names, service: &ServiceTopology, delays: &[Duration
                     ),
                 ],
             ),
+            kept_if_different: false,
         })
         .collect();
     Declarations {
@@ -236,21 +250,14 @@ fn field_table(arguments: &[(&'static str, Argument)]) -> FieldTable {
     table
 }
 
-impl QueueDeclaration {
-    /// A quorum queue has members on several nodes of a cluster; any other (classic) queue
-    /// lives on one node and is unavailable while that node is down.
-    pub fn replicated(&self) -> bool {
-        self.arguments.contains(&("x-queue-type", text("quorum")))
-    }
-}
-
 /// Declares `declarations`: exchanges, then each queue with its bindings, so everything a binding
 /// names exists when it is made.
 ///
-/// A classic queue (the parking lots) lives on one node of a cluster. While that node is down,
-/// RabbitMQ refuses its declaration (404, "home node ... is down"): it is declared on a channel
-/// of its own, and that refusal is logged and passed over, so a service still connects to the
-/// nodes that are up; what reaches it is dropped until the node is back (docs/cluster.md).
+/// A queue that may exist with other arguments ([`QueueDeclaration::kept_if_different`]) is
+/// declared on a channel of its own (a refused declaration closes its channel). If RabbitMQ
+/// refuses it because the existing queue differs (406), or because the existing one is a classic
+/// queue whose node is down (404), the existing queue is kept and bound, with a warning naming
+/// what to do; the session goes on.
 pub async fn declare(connection: &Connection, declarations: &Declarations) -> Result<()> {
     let channel = connection.create_channel().await?;
     for exchange in &declarations.exchanges {
@@ -271,32 +278,40 @@ pub async fn declare(connection: &Connection, declarations: &Declarations) -> Re
             )
             .await?;
     }
-    for queue in declarations.queues.iter().filter(|q| q.replicated()) {
-        declare_queue(&channel, declarations, queue).await?;
+    for queue in declarations.queues.iter().filter(|q| !q.kept_if_different) {
+        declare_queue(&channel, queue).await?;
+        bind_queue(&channel, declarations, queue).await?;
     }
     channel.close(200, "declared".into()).await?;
-    for queue in declarations.queues.iter().filter(|q| !q.replicated()) {
-        // Its own channel: a refused declaration closes the channel it happened on.
+    for queue in declarations.queues.iter().filter(|q| q.kept_if_different) {
         let channel = connection.create_channel().await?;
-        match declare_queue(&channel, declarations, queue).await {
-            Ok(()) => channel.close(200, "declared".into()).await?,
-            Err(crate::Error::Amqp(error)) if is_not_found(&error) => tracing::warn!(
-                queue = %queue.name,
-                %error,
-                "a classic queue's node is down; what it would receive is dropped until the node is back"
-            ),
+        match declare_queue(&channel, queue).await {
+            Ok(()) => bind_queue(&channel, declarations, queue).await?,
+            Err(crate::Error::Amqp(error)) if refused_as_different(&error) => {
+                tracing::warn!(
+                    queue = %queue.name,
+                    %error,
+                    "kept an existing queue whose arguments differ (a classic parking lot from an earlier version?); it is not replicated: delete it when it is empty and it is declared again as a quorum queue"
+                );
+                let channel = connection.create_channel().await?;
+                bind_queue(&channel, declarations, queue).await?;
+                channel.close(200, "bound".into()).await?;
+                continue;
+            }
             Err(error) => return Err(error),
         }
+        channel.close(200, "declared".into()).await?;
     }
     Ok(())
 }
 
-/// `queue` and its bindings.
-async fn declare_queue(
-    channel: &Channel,
-    declarations: &Declarations,
-    queue: &QueueDeclaration,
-) -> Result<()> {
+/// 406 PRECONDITION_FAILED (inequivalent arguments) or 404 NOT_FOUND (a classic queue whose
+/// home node is down).
+fn refused_as_different(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp) if [404, 406].contains(&amqp.get_id()))
+}
+
+async fn declare_queue(channel: &Channel, queue: &QueueDeclaration) -> Result<()> {
     let options = QueueDeclareOptions {
         durable: queue.durable,
         ..QueueDeclareOptions::default()
@@ -308,6 +323,15 @@ async fn declare_queue(
             field_table(&queue.arguments),
         )
         .await?;
+    Ok(())
+}
+
+/// The bindings of `queue`.
+async fn bind_queue(
+    channel: &Channel,
+    declarations: &Declarations,
+    queue: &QueueDeclaration,
+) -> Result<()> {
     for binding in declarations.bindings_of(&queue.name) {
         channel
             .queue_bind(
@@ -320,10 +344,6 @@ async fn declare_queue(
             .await?;
     }
     Ok(())
-}
-
-fn is_not_found(error: &lapin::Error) -> bool {
-    matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404)
 }
 
 /// Declares every exchange, queue and binding of the suite.
@@ -360,13 +380,16 @@ mod tests {
             ]
         );
         let queue = declarations.queue("p.billing").expect("billing's queue");
-        assert!(queue.replicated());
+        assert!(queue.arguments.contains(&("x-queue-type", text("quorum"))));
+        let parking_lot = declarations
+            .queue("p.orders.events.unrouted")
+            .expect("the parking lot");
         assert!(
-            !declarations
-                .queue("p.orders.events.unrouted")
-                .expect("the parking lot")
-                .replicated()
+            parking_lot
+                .arguments
+                .contains(&("x-queue-type", text("quorum")))
         );
+        assert!(parking_lot.kept_if_different && !queue.kept_if_different);
         assert!(
             queue
                 .arguments

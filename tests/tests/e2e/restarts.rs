@@ -216,3 +216,70 @@ async fn given_several_broker_nodes_the_services_skip_dead_and_frozen_ones_and_m
     suite.take(Which::Orders).stop().await;
     drop(second);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parking_lot_left_classic_by_an_earlier_version_is_kept_and_the_saga_completes() {
+    use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+    // Before the parking lots were quorum queues, they were classic lazy ones; RabbitMQ refuses
+    // to change a queue's type, so a service meeting one keeps it (and binds it) instead of
+    // failing every session.
+    let mut suite = Suite::start_with(
+        Options {
+            wait_ready: false,
+            ..Options::default()
+        },
+        &[],
+    )
+    .await;
+    let mut lazy = FieldTable::default();
+    lazy.insert("x-queue-mode".into(), AMQPValue::LongString("lazy".into()));
+    let parking_lot = format!("{}orders.events.unrouted", suite.prefix);
+    suite
+        .channel
+        .queue_declare(
+            parking_lot.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            lazy,
+        )
+        .await
+        .expect("the old classic parking lot");
+    for which in Which::ALL {
+        suite.start_service(which).await;
+    }
+    suite.wait_ready().await;
+    let order = suite.place_order(&order_request(1500, 1, "AT")).await;
+    suite
+        .wait_for_status(order["id"].as_str().expect("id"), "completed")
+        .await;
+    // order.completed went to the old queue: bound, and kept as it was.
+    let ready = || async {
+        suite
+            .channel
+            .queue_declare(
+                parking_lot.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("still there")
+            .message_count()
+    };
+    let deadline = std::time::Instant::now() + choreo_e2e::DEADLINE;
+    let mut count = ready().await;
+    while count < 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        count = ready().await;
+    }
+    assert_eq!(count, 1, "order.completed parked in the old queue");
+    let _ = suite
+        .channel
+        .queue_delete(parking_lot.as_str().into(), QueueDeleteOptions::default())
+        .await;
+}
