@@ -6,7 +6,7 @@
 //! exactly what was poisoned on purpose, and a graceful exit (code 0) on SIGTERM.
 //!
 //! ```text
-//! chaos [--orders N] [--only name,name] [--ci] [--cluster] [--report FILE]
+//! chaos [--orders N] [--only name,name] [--ci] [--cluster] [--report FILE] [--bin-dir DIR]
 //! ```
 //! It stops, kills and freezes the local broker: run it alone, never next to other tests. Every
 //! address it touches is on loopback.
@@ -157,53 +157,64 @@ struct Args {
     bin_dir: PathBuf,
 }
 
+/// The fault matrix: the three services as release binaries against the local RabbitMQ, one
+/// fault at a time under a load of orders, every order checked afterwards. It stops, kills and
+/// freezes the local broker: run it alone.
+#[derive(clap::Parser, Debug)]
+#[command(version)]
+struct Cli {
+    /// Orders placed per row (200 with --ci unless given).
+    #[arg(long)]
+    orders: Option<usize>,
+    /// Only the rows whose names contain one of these words, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// The short subset CI runs.
+    #[arg(long)]
+    ci: bool,
+    /// The cluster rows, against `make cluster` (AMQP_URL must name its three nodes).
+    #[arg(long)]
+    cluster: bool,
+    /// Also write the results table to this Markdown file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Where the release binaries of the services are.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+}
+
 fn parse_args() -> Result<Args> {
-    let mut args = Args {
-        orders: 2000,
-        faults: matrix(),
-        cluster: false,
-        report: None,
-        bin_dir: PathBuf::from("target/release"),
-    };
-    let mut it = std::env::args().skip(1);
-    let (mut ci, mut only) = (false, None);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--orders" => args.orders = it.next().context("--orders N")?.parse()?,
-            "--ci" => {
-                ci = true;
-                args.orders = 200;
-            }
-            "--cluster" => args.cluster = true,
-            "--only" => only = Some(it.next().context("--only name,name")?),
-            "--report" => args.report = Some(it.next().context("--report FILE")?.into()),
-            "--bin-dir" => args.bin_dir = it.next().context("--bin-dir DIR")?.into(),
-            other => bail!(
-                "unknown argument {other}; usage: chaos [--orders N] [--only a,b] [--ci] [--cluster] [--report FILE] [--bin-dir DIR]"
-            ),
-        }
-    }
-    let all = if args.cluster {
+    let cli = <Cli as clap::Parser>::parse();
+    let all = if cli.cluster {
         cluster_matrix()
     } else {
         matrix()
     };
-    args.faults = match (only, ci) {
-        (Some(wanted), _) => wanted
-            .split(',')
+    let faults = if !cli.only.is_empty() {
+        cli.only
+            .iter()
             .map(|w| {
                 all.iter()
                     .copied()
-                    .find(|f| f.short().contains(w))
+                    .find(|f| f.short().contains(w.as_str()))
                     .ok_or_else(|| anyhow!("no fault matches {w}"))
             })
-            .collect::<Result<_>>()?,
+            .collect::<Result<_>>()?
+    } else if cli.ci && cli.cluster {
         // On the cluster, CI runs the failover row alone.
-        (None, true) if args.cluster => vec![Fault::ClusterStopConnected],
-        (None, true) => ci_subset(),
-        (None, false) => all,
+        vec![Fault::ClusterStopConnected]
+    } else if cli.ci {
+        ci_subset()
+    } else {
+        all
     };
-    Ok(args)
+    Ok(Args {
+        orders: cli.orders.unwrap_or(if cli.ci { 200 } else { 2000 }),
+        faults,
+        cluster: cli.cluster,
+        report: cli.report,
+        bin_dir: cli.bin_dir,
+    })
 }
 
 /// The result of one row of the matrix.
