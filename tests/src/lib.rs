@@ -724,13 +724,16 @@ pub fn journey(order: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The labels of a sample, as (name, value) pairs in the order served.
+pub type Labels = Vec<(String, String)>;
+
 /// One scrape of a service's `GET /metrics`, parsed: every sample with its labels.
 #[derive(Debug, Clone, Default)]
 pub struct Scrape {
     /// The text as served.
     pub text: String,
     /// (name, labels, value) of every sample line.
-    pub samples: Vec<(String, Vec<(String, String)>, f64)>,
+    pub samples: Vec<(String, Labels, f64)>,
 }
 
 impl Scrape {
@@ -771,7 +774,7 @@ impl Scrape {
 }
 
 /// `a="x",b="y"` as pairs, with `\"`, `\\` and `\n` unescaped.
-fn parse_labels(text: &str) -> Vec<(String, String)> {
+fn parse_labels(text: &str) -> Labels {
     let mut labels = Vec::new();
     let mut chars = text.chars().peekable();
     loop {

@@ -1,7 +1,7 @@
 //! `GET /metrics`: the counters move by exactly what the orders do, and the scraped text is kept
 //! under `target/tmp/metrics/` for `promtool check metrics` (`make check-metrics`, in CI).
 
-use choreo_e2e::{Options, Scrape, Suite, Which, order_request, poll};
+use choreo_e2e::{Labels, Options, Scrape, Suite, Which, order_request, poll};
 use lapin::BasicProperties;
 use std::collections::BTreeMap;
 
@@ -10,7 +10,7 @@ const PUBLISHED: &str = "choreo_messages_published_total";
 const CONFIRMED: &str = "choreo_messages_confirmed_total";
 
 /// Series (name, labels) and how much each moved, for the series of `names`.
-type Deltas = BTreeMap<(String, Vec<(String, String)>), f64>;
+type Deltas = BTreeMap<(String, Labels), f64>;
 
 /// How much every series named in `names` moved from `before` to `after` (those that did not
 /// move included, at 0).
@@ -30,8 +30,11 @@ fn deltas(before: &Scrape, after: &Scrape, names: &[&str]) -> Deltas {
         .collect()
 }
 
+/// A series by name and labels, and how much it should move.
+type Expected<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+
 /// `expected` in the shape of [`moved`]: every series not listed must not have moved.
-fn expect(expected: &[(&str, &[(&str, &str)], f64)]) -> BTreeMap<String, f64> {
+fn expect(expected: &[Expected<'_>]) -> BTreeMap<String, f64> {
     expected
         .iter()
         .map(|(name, labels, value)| {
