@@ -18,7 +18,7 @@ cargo test -q -p choreo-e2e --test e2e one_order_of_each_kind_moves_every_counte
 for service in orders billing shipping; do
   file="$dir/$service.prom"
   [[ -s "$file" ]] || { echo "no metrics were written to $file" >&2; exit 1; }
-  printf '%s: %s series, ' "$service" "$(grep -cv '^#\|^$' "$file")"
+  printf '%s: %s samples, ' "$service" "$(grep -cv '^#\|^$' "$file")"
   promtool check metrics <"$file"
   echo "promtool check metrics: ok"
 done
