@@ -2,7 +2,7 @@
 # `make` alone lists the targets.
 
 .DEFAULT_GOAL := help
-.PHONY: help up down test build fmt lint logs clean chaos chaos-cluster bench cluster cluster-down container-base container-test k8s-validate api-docs check-api-docs
+.PHONY: help up down test build fmt lint logs clean chaos chaos-cluster bench cluster cluster-down container-base container-test k8s-validate api-docs check-api-docs check-metrics
 
 SERVICES := orders billing shipping
 # Where cargo puts binaries (CARGO_TARGET_DIR moves it).
@@ -37,6 +37,9 @@ api-docs: ## Regenerate docs/api/ (AsyncAPI, JSON Schemas, examples, OpenAPI) fr
 
 check-api-docs: ## Check docs/api/ is up to date, then validate it (asyncapi, check-jsonschema, redocly; installs them once)
 	@bash scripts/check-api-docs.sh
+
+check-metrics: ## Run the metrics end-to-end test and check each service's live /metrics with `promtool check metrics`
+	@bash scripts/check-metrics.sh
 
 lint: ## Check formatting and run clippy with warnings as errors
 	cargo fmt --all --check

@@ -723,3 +723,105 @@ pub fn journey(order: &Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// The labels of a sample, as (name, value) pairs in the order served.
+pub type Labels = Vec<(String, String)>;
+
+/// One scrape of a service's `GET /metrics`, parsed: every sample with its labels.
+#[derive(Debug, Clone, Default)]
+pub struct Scrape {
+    /// The text as served.
+    pub text: String,
+    /// (name, labels, value) of every sample line.
+    pub samples: Vec<(String, Labels, f64)>,
+}
+
+impl Scrape {
+    /// Parses the Prometheus text format (comments and blank lines skipped).
+    pub fn parse(text: &str) -> Scrape {
+        let samples = text
+            .lines()
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|line| {
+                let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
+                let value: f64 = value.parse().expect("a sample's value is a number");
+                let (name, labels) = match series.split_once('{') {
+                    Some((name, rest)) => (name, parse_labels(rest.trim_end_matches('}'))),
+                    None => (series, Vec::new()),
+                };
+                (name.to_owned(), labels, value)
+            })
+            .collect();
+        Scrape {
+            text: text.to_owned(),
+            samples,
+        }
+    }
+
+    /// The sum of the samples named `name` that have every label of `labels`; 0 if none has.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|(_, _, value)| value)
+            .sum()
+    }
+}
+
+/// `a="x",b="y"` as pairs, with `\"`, `\\` and `\n` unescaped.
+fn parse_labels(text: &str) -> Labels {
+    let mut labels = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            return labels;
+        }
+        assert_eq!(chars.next(), Some('"'), "a label value is quoted");
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => break,
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(other) => value.push(other),
+                    None => break,
+                },
+                other => value.push(other),
+            }
+        }
+        labels.push((key.trim_start_matches(',').to_owned(), value));
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+}
+
+impl Suite {
+    /// Scrapes a running service's `/metrics`.
+    pub async fn scrape(&self, which: Which) -> Scrape {
+        let response = self
+            .http
+            .get(self.url(which, "/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status(), 200, "GET /metrics");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        Scrape::parse(&response.text().await.expect("metrics text"))
+    }
+}

@@ -11,6 +11,7 @@
 use crate::backoff::backoff;
 use crate::consumer::ConsumerLoop;
 use crate::health::BrokerHealth;
+use crate::metrics::RuntimeMetrics;
 use crate::outbox::Relay;
 use crate::{Error, Handler, Names, Nodes, OutboxWaker, Publisher, Result, topology};
 use choreo_events::topology::ServiceTopology;
@@ -73,6 +74,7 @@ pub struct Broker<H> {
     pub handler: Arc<H>,
     pub waker: OutboxWaker,
     pub health: Arc<BrokerHealth>,
+    pub metrics: Arc<RuntimeMetrics>,
 }
 
 impl<H: Handler> Broker<H> {
@@ -95,6 +97,7 @@ impl<H: Handler> Broker<H> {
                         failures,
                     );
                     failures = failures.saturating_add(1);
+                    self.metrics.reconnecting();
                     tracing::warn!(%error, ?delay, attempt = failures, "broker session failed; reconnecting");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
@@ -194,6 +197,7 @@ impl<H: Handler> Broker<H> {
             batch_size: self.settings.outbox_batch,
             sweep_interval: self.settings.outbox_sweep,
             failpoints: self.settings.failpoints.clone(),
+            metrics: self.metrics.clone(),
         };
         let consumer = Arc::new(ConsumerLoop {
             handler: self.handler.clone(),
@@ -205,6 +209,7 @@ impl<H: Handler> Broker<H> {
             health: self.health.clone(),
             failpoints: self.settings.failpoints.clone(),
             max_batch: self.settings.consumer_batch.max(1),
+            metrics: self.metrics.clone(),
         });
         let mut relay_task: JoinHandle<Result<()>> = tokio::spawn(relay.run(
             publisher.clone(),

@@ -5,6 +5,7 @@
 mod api_docs;
 mod delivery;
 mod http_api;
+mod metrics;
 mod restarts;
 mod saga;
 mod scale;
