@@ -28,6 +28,7 @@ pub mod schema;
 mod secret;
 #[cfg(test)]
 mod testing;
+mod tls;
 pub mod topology;
 
 pub use broker::{Broker, BrokerSettings};
@@ -39,3 +40,4 @@ pub use nodes::Nodes;
 pub use outbox::{Outbox, OutboxWaker};
 pub use publisher::Publisher;
 pub use secret::Secret;
+pub use tls::{Tls, TlsFiles};

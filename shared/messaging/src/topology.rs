@@ -197,6 +197,36 @@ pub fn suite(names: &Names) -> Declarations {
     declarations
 }
 
+/// What a service declares each time it connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeclareScope {
+    /// The whole suite ([`suite`]): start-up order never matters, but the service's user needs
+    /// `configure` rights on every exchange and queue.
+    #[default]
+    Suite,
+    /// Only the service's own queues ([`own`]): the rest was loaded by a deploy step
+    /// (`deploy/rabbitmq/definitions.json`), and a user per service may configure nothing else.
+    Own,
+}
+
+/// `service`'s own queue and dead-letter queue, with the same arguments as in [`suite`], and no
+/// exchange or binding: redeclaring them checks that the loaded topology agrees with the code.
+pub fn own(names: &Names, service: &ServiceTopology) -> Declarations {
+    let suite = suite(names);
+    let mine = [
+        names.of(service.name),
+        names.of(&service.dead_letter_queue()),
+    ];
+    Declarations {
+        queues: suite
+            .queues
+            .into_iter()
+            .filter(|queue| mine.contains(&queue.name))
+            .collect(),
+        ..Declarations::default()
+    }
+}
+
 /// `service`'s delay queues: a message waits there for the queue's TTL, then is dead-lettered
 /// through the default exchange straight back to the service's own queue, and to no other.
 pub fn retry_queues(names: &Names, service: &ServiceTopology, delays: &[Duration]) -> Declarations {
