@@ -3,6 +3,7 @@
 //! parallel and leave nothing behind.
 
 mod api_docs;
+mod broker_users;
 mod delivery;
 mod http_api;
 mod restarts;
