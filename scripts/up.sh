@@ -58,8 +58,11 @@ Get one in either of these ways:
   * install it locally (Debian/Ubuntu):  sudo apt-get install rabbitmq-server
     then run 'make up' again; it starts a local rabbitmq-server when none answers.
   * run it in Docker:  docker compose -f deploy/docker-compose.yml up -d rabbitmq
-    and point the services at it (the user 'guest' may only log in from localhost):
-      export CHOREO_AMQP_URL='amqp://choreo:choreo@127.0.0.1:5672/%2f'
+    and point each service at its own user (see deploy/docker-compose.yml):
+      export CHOREO_DECLARE_TOPOLOGY=own
+      export ORDERS_AMQP_URL='amqp://orders:orders-demo@127.0.0.1:5672/choreo'
+      export BILLING_AMQP_URL='amqp://billing:billing-demo@127.0.0.1:5672/choreo'
+      export SHIPPING_AMQP_URL='amqp://shipping:shipping-demo@127.0.0.1:5672/choreo'
 EOF
 }
 
