@@ -96,6 +96,7 @@ async fn a_certificate_from_another_ca_is_refused_with_a_clear_error() {
         assert!(message.contains("CHOREO_AMQP_TLS_CA_FILE"), "{message}");
         assert!(!message.contains("guest:guest"), "{message}");
     }
+    eprintln!("client refused: {client_refused}\nbroker refused: {broker_refused}");
     assert!(client_refused.contains("UnknownCA"), "{client_refused}");
     assert!(
         broker_refused.contains("invalid peer certificate: UnknownIssuer"),
