@@ -107,6 +107,16 @@ pub struct Options {
     /// Wait until every started service is ready (connected, topology declared) before the
     /// test goes on.
     pub wait_ready: bool,
+    /// The broker URL of one service, instead of `amqp_url` (a user per service).
+    pub amqp_url_of: Vec<(Which, String)>,
+    /// The TLS files every service is given (`CHOREO_AMQP_TLS_*`), for an `amqps://` URL.
+    pub tls: choreo_messaging::TlsFiles,
+    /// `CHOREO_DECLARE_TOPOLOGY` of every service (`suite` unless changed).
+    pub declare_topology: String,
+    /// A name prefix of the test's choosing instead of a fresh one. The suite then deletes none
+    /// of the broker's objects when dropped: the test owns them (a vhost of its own, say), and
+    /// the names may be the real ones.
+    pub fixed_prefix: Option<String>,
 }
 
 impl Default for Options {
@@ -122,6 +132,10 @@ impl Default for Options {
             postgres: false,
             failpoints: Vec::new(),
             wait_ready: true,
+            amqp_url_of: Vec::new(),
+            tls: choreo_messaging::TlsFiles::default(),
+            declare_topology: "suite".to_owned(),
+            fixed_prefix: None,
         }
     }
 }
@@ -155,7 +169,9 @@ impl Suite {
     /// Starts the services in `which`, with `options`.
     pub async fn start_with(options: Options, which: &[Which]) -> Suite {
         choreo_host::telemetry::init_for_tests();
-        let prefix = format!("e2e-{}.", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let prefix = options.fixed_prefix.clone().unwrap_or_else(|| {
+            format!("e2e-{}.", &uuid::Uuid::new_v4().simple().to_string()[..10])
+        });
         let broker = Connection::connect(&amqp_url(), ConnectionProperties::default())
             .await
             .expect("the test broker is reachable");
@@ -226,6 +242,9 @@ impl Suite {
         if let Some((_, points)) = self.options.failpoints.iter().find(|(w, _)| *w == which) {
             common.failpoints = points.clone();
         }
+        if let Some((_, url)) = self.options.amqp_url_of.iter().find(|(w, _)| *w == which) {
+            common.amqp_url = choreo_messaging::Secret::new(url.clone());
+        }
         common
     }
 
@@ -246,6 +265,10 @@ impl Suite {
         common.reconnect_max_ms = 500;
         common.outbox_sweep_ms = 200;
         common.shutdown_timeout_secs = 5;
+        common.amqp_tls_ca_file = self.options.tls.ca_file.clone();
+        common.amqp_tls_cert_file = self.options.tls.cert_file.clone();
+        common.amqp_tls_key_file = self.options.tls.key_file.clone();
+        common.declare_topology = self.options.declare_topology.clone();
         common
     }
 
@@ -569,8 +592,10 @@ impl Drop for Suite {
             Vec::new()
         };
         // Remove this suite's exchanges and queues, even when a test failed: on a thread of its
-        // own, since a runtime cannot block inside itself.
+        // own, since a runtime cannot block inside itself. Not with a prefix the test chose: the
+        // names may be real ones, and the test cleans up what it made.
         let prefix = self.prefix.clone();
+        let owned_by_test = self.options.fixed_prefix.is_some();
         let delays = choreo_host::settings::parse_list::<u64>(RETRY_DELAYS_MS).unwrap_or_default();
         let _ = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -579,7 +604,9 @@ impl Drop for Suite {
             else {
                 return;
             };
-            runtime.block_on(delete_topology(&prefix, &delays));
+            if !owned_by_test {
+                runtime.block_on(delete_topology(&prefix, &delays));
+            }
             runtime.block_on(drop_databases(&databases));
         })
         .join();

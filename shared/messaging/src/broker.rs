@@ -51,6 +51,8 @@ pub struct BrokerSettings {
     pub failpoints: crate::failpoint::Failpoints,
     /// The most received deliveries handled in one transaction (1: one at a time).
     pub consumer_batch: usize,
+    /// What the service declares at every connect: the whole suite, or only its own queues.
+    pub declare: topology::DeclareScope,
 }
 
 impl std::fmt::Debug for BrokerSettings {
@@ -61,6 +63,7 @@ impl std::fmt::Debug for BrokerSettings {
             .field("prefetch", &self.prefetch)
             .field("heartbeat", &self.heartbeat)
             .field("retry_delays", &self.retry_delays)
+            .field("declare", &self.declare)
             .finish_non_exhaustive()
     }
 }
@@ -168,7 +171,12 @@ impl<H: Handler> Broker<H> {
         consuming: &Connection,
         node: usize,
     ) -> Result<()> {
-        topology::declare_suite(publishing, names).await?;
+        match self.settings.declare {
+            topology::DeclareScope::Suite => topology::declare_suite(publishing, names).await?,
+            topology::DeclareScope::Own => {
+                topology::declare(publishing, &topology::own(names, &self.service)).await?
+            }
+        }
         topology::declare_retry_queues(
             publishing,
             names,

@@ -29,6 +29,7 @@ pub mod schema;
 mod secret;
 #[cfg(test)]
 mod testing;
+mod tls;
 pub mod topology;
 
 pub use broker::{Broker, BrokerSettings};
@@ -41,3 +42,4 @@ pub use nodes::Nodes;
 pub use outbox::{Outbox, OutboxWaker};
 pub use publisher::Publisher;
 pub use secret::Secret;
+pub use tls::{Tls, TlsFiles};
