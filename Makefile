@@ -2,7 +2,7 @@
 # `make` alone lists the targets.
 
 .DEFAULT_GOAL := help
-.PHONY: help up down test build fmt lint logs clean chaos chaos-cluster bench cluster cluster-down container-base container-test k8s-validate api-docs check-api-docs
+.PHONY: help up down test build fmt lint logs clean chaos chaos-cluster bench cluster cluster-down container-base container-test k8s-validate api-docs check-api-docs check-metrics users tls-test
 
 SERVICES := orders billing shipping
 # Where cargo puts binaries (CARGO_TARGET_DIR moves it).
@@ -19,6 +19,14 @@ help: ## List the targets
 
 up: ## Build, make sure RabbitMQ runs, start the three services (run/), run the demo
 	@bash scripts/up.sh
+
+users: ## Load deploy/rabbitmq/definitions.json (vhost choreo, a user per service) into the local RabbitMQ; prints how to `make up` with them
+	@bash scripts/users.sh
+
+tls-test: ## Start a TLS-only RabbitMQ node (scripts/tls-broker.sh), run the TLS tests against it, stop it
+	@bash scripts/tls-broker.sh up >/dev/null
+	@eval "$$(bash scripts/tls-broker.sh env)" && cargo test -p choreo-e2e --test e2e tls::; \
+	  status=$$?; bash scripts/tls-broker.sh down >/dev/null; exit $$status
 
 down: ## Stop the services started by `make up` (SIGTERM, then wait)
 	@bash scripts/down.sh
@@ -37,6 +45,9 @@ api-docs: ## Regenerate docs/api/ (AsyncAPI, JSON Schemas, examples, OpenAPI) fr
 
 check-api-docs: ## Check docs/api/ is up to date, then validate it (asyncapi, check-jsonschema, redocly; installs them once)
 	@bash scripts/check-api-docs.sh
+
+check-metrics: ## Run the metrics end-to-end test and check each service's live /metrics with `promtool check metrics`
+	@bash scripts/check-metrics.sh
 
 lint: ## Check formatting and run clippy with warnings as errors
 	cargo fmt --all --check

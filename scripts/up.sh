@@ -5,7 +5,9 @@
 # /readyz answers 200, then runs scripts/demo.sh.
 #
 # Environment: ORDERS_PORT, BILLING_PORT, SHIPPING_PORT (8080, 8081, 8082); CHOREO_AMQP_URL and
-# every other CHOREO_* setting are passed to the services unchanged; READY_TIMEOUT (60 s);
+# every other CHOREO_* setting are passed to the services unchanged; ORDERS_AMQP_URL,
+# BILLING_AMQP_URL, SHIPPING_AMQP_URL give one service its own broker URL (its own user:
+# `make users`); READY_TIMEOUT (60 s);
 # SKIP_BUILD=1 starts the binaries already in target/release without running cargo.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -15,7 +17,7 @@ cd "$ROOT"
 READY_TIMEOUT="${READY_TIMEOUT:-60}"  # seconds for all three /readyz to answer 200
 BROKER_TIMEOUT="${BROKER_TIMEOUT:-90}"  # seconds for a locally started RabbitMQ to finish booting
 
-AMQP_URL="${CHOREO_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+AMQP_URL="${CHOREO_AMQP_URL:-${ORDERS_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}}"
 
 # Host and port of an amqp:// or amqps:// URL (user info, vhost and query removed); the URL is
 # $1, by default the first of CHOREO_AMQP_URL's.
@@ -56,8 +58,11 @@ Get one in either of these ways:
   * install it locally (Debian/Ubuntu):  sudo apt-get install rabbitmq-server
     then run 'make up' again; it starts a local rabbitmq-server when none answers.
   * run it in Docker:  docker compose -f deploy/docker-compose.yml up -d rabbitmq
-    and point the services at it (the user 'guest' may only log in from localhost):
-      export CHOREO_AMQP_URL='amqp://choreo:choreo@127.0.0.1:5672/%2f'
+    and point each service at its own user (see deploy/docker-compose.yml):
+      export CHOREO_DECLARE_TOPOLOGY=own
+      export ORDERS_AMQP_URL='amqp://orders:orders-demo@127.0.0.1:5672/choreo'
+      export BILLING_AMQP_URL='amqp://billing:billing-demo@127.0.0.1:5672/choreo'
+      export SHIPPING_AMQP_URL='amqp://shipping:shipping-demo@127.0.0.1:5672/choreo'
 EOF
 }
 
@@ -180,8 +185,10 @@ start_service() {
   # `set -m` gives the service a process group of its own, so a Ctrl-C in this terminal (say,
   # during the demo) does not reach it; nohup keeps it alive when the terminal goes away.
   set -m
+  # A service's own URL (ORDERS_AMQP_URL, ...) wins over the common one.
+  local own_url="${service^^}_AMQP_URL"
   (
-    export CHOREO_HTTP_ADDR="127.0.0.1:$port" CHOREO_DATA_DIR="$DATA_DIR" CHOREO_AMQP_URL="$AMQP_URL"
+    export CHOREO_HTTP_ADDR="127.0.0.1:$port" CHOREO_DATA_DIR="$DATA_DIR" CHOREO_AMQP_URL="${!own_url:-$AMQP_URL}"
     exec nohup "$bin" >>"$(log_file "$service")" 2>&1 </dev/null
   ) &
   pid=$!

@@ -107,6 +107,16 @@ pub struct Options {
     /// Wait until every started service is ready (connected, topology declared) before the
     /// test goes on.
     pub wait_ready: bool,
+    /// The broker URL of one service, instead of `amqp_url` (a user per service).
+    pub amqp_url_of: Vec<(Which, String)>,
+    /// The TLS files every service is given (`CHOREO_AMQP_TLS_*`), for an `amqps://` URL.
+    pub tls: choreo_messaging::TlsFiles,
+    /// `CHOREO_DECLARE_TOPOLOGY` of every service (`suite` unless changed).
+    pub declare_topology: String,
+    /// A name prefix of the test's choosing instead of a fresh one. The suite then deletes none
+    /// of the broker's objects when dropped: the test owns them (a vhost of its own, say), and
+    /// the names may be the real ones.
+    pub fixed_prefix: Option<String>,
 }
 
 impl Default for Options {
@@ -122,6 +132,10 @@ impl Default for Options {
             postgres: false,
             failpoints: Vec::new(),
             wait_ready: true,
+            amqp_url_of: Vec::new(),
+            tls: choreo_messaging::TlsFiles::default(),
+            declare_topology: "suite".to_owned(),
+            fixed_prefix: None,
         }
     }
 }
@@ -155,7 +169,9 @@ impl Suite {
     /// Starts the services in `which`, with `options`.
     pub async fn start_with(options: Options, which: &[Which]) -> Suite {
         choreo_host::telemetry::init_for_tests();
-        let prefix = format!("e2e-{}.", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let prefix = options.fixed_prefix.clone().unwrap_or_else(|| {
+            format!("e2e-{}.", &uuid::Uuid::new_v4().simple().to_string()[..10])
+        });
         let broker = Connection::connect(&amqp_url(), ConnectionProperties::default())
             .await
             .expect("the test broker is reachable");
@@ -226,6 +242,9 @@ impl Suite {
         if let Some((_, points)) = self.options.failpoints.iter().find(|(w, _)| *w == which) {
             common.failpoints = points.clone();
         }
+        if let Some((_, url)) = self.options.amqp_url_of.iter().find(|(w, _)| *w == which) {
+            common.amqp_url = choreo_messaging::Secret::new(url.clone());
+        }
         common
     }
 
@@ -246,6 +265,10 @@ impl Suite {
         common.reconnect_max_ms = 500;
         common.outbox_sweep_ms = 200;
         common.shutdown_timeout_secs = 5;
+        common.amqp_tls_ca_file = self.options.tls.ca_file.clone();
+        common.amqp_tls_cert_file = self.options.tls.cert_file.clone();
+        common.amqp_tls_key_file = self.options.tls.key_file.clone();
+        common.declare_topology = self.options.declare_topology.clone();
         common
     }
 
@@ -569,8 +592,10 @@ impl Drop for Suite {
             Vec::new()
         };
         // Remove this suite's exchanges and queues, even when a test failed: on a thread of its
-        // own, since a runtime cannot block inside itself.
+        // own, since a runtime cannot block inside itself. Not with a prefix the test chose: the
+        // names may be real ones, and the test cleans up what it made.
         let prefix = self.prefix.clone();
+        let owned_by_test = self.options.fixed_prefix.is_some();
         let delays = choreo_host::settings::parse_list::<u64>(RETRY_DELAYS_MS).unwrap_or_default();
         let _ = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -579,7 +604,9 @@ impl Drop for Suite {
             else {
                 return;
             };
-            runtime.block_on(delete_topology(&prefix, &delays));
+            if !owned_by_test {
+                runtime.block_on(delete_topology(&prefix, &delays));
+            }
             runtime.block_on(drop_databases(&databases));
         })
         .join();
@@ -722,4 +749,106 @@ pub fn journey(order: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The labels of a sample, as (name, value) pairs in the order served.
+pub type Labels = Vec<(String, String)>;
+
+/// One scrape of a service's `GET /metrics`, parsed: every sample with its labels.
+#[derive(Debug, Clone, Default)]
+pub struct Scrape {
+    /// The text as served.
+    pub text: String,
+    /// (name, labels, value) of every sample line.
+    pub samples: Vec<(String, Labels, f64)>,
+}
+
+impl Scrape {
+    /// Parses the Prometheus text format (comments and blank lines skipped).
+    pub fn parse(text: &str) -> Scrape {
+        let samples = text
+            .lines()
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|line| {
+                let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
+                let value: f64 = value.parse().expect("a sample's value is a number");
+                let (name, labels) = match series.split_once('{') {
+                    Some((name, rest)) => (name, parse_labels(rest.trim_end_matches('}'))),
+                    None => (series, Vec::new()),
+                };
+                (name.to_owned(), labels, value)
+            })
+            .collect();
+        Scrape {
+            text: text.to_owned(),
+            samples,
+        }
+    }
+
+    /// The sum of the samples named `name` that have every label of `labels`; 0 if none has.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|(_, _, value)| value)
+            .sum()
+    }
+}
+
+/// `a="x",b="y"` as pairs, with `\"`, `\\` and `\n` unescaped.
+fn parse_labels(text: &str) -> Labels {
+    let mut labels = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            return labels;
+        }
+        assert_eq!(chars.next(), Some('"'), "a label value is quoted");
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => break,
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(other) => value.push(other),
+                    None => break,
+                },
+                other => value.push(other),
+            }
+        }
+        labels.push((key.trim_start_matches(',').to_owned(), value));
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+}
+
+impl Suite {
+    /// Scrapes a running service's `/metrics`.
+    pub async fn scrape(&self, which: Which) -> Scrape {
+        let response = self
+            .http
+            .get(self.url(which, "/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status(), 200, "GET /metrics");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        Scrape::parse(&response.text().await.expect("metrics text"))
+    }
 }

@@ -1,16 +1,20 @@
 //! The broker handler of `orders`: loads the order, asks [`crate::lifecycle::decide`], writes the
 //! result. Runs inside the consumer's transaction, so the status, the history line and the emitted
-//! `order.completed` / `order.cancelled` commit together.
+//! `order.completed` / `order.cancelled` commit together; once they have, it counts the saga's
+//! outcome ([`crate::outcomes`]).
 
 use crate::lifecycle::{self, Decision};
+use crate::outcomes::SagaOutcomes;
 use crate::store::{self, HistoryEntry};
 use choreo_events::{Envelope, Event};
 use choreo_messaging::{Handler, HandlerError};
 use choreo_store::Tx;
 
 /// Handles the billing and shipping events the orders queue is bound to.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OrdersHandler;
+#[derive(Debug, Clone, Default)]
+pub struct OrdersHandler {
+    outcomes: SagaOutcomes,
+}
 
 impl Handler for OrdersHandler {
     fn handle(
@@ -50,5 +54,13 @@ impl Handler for OrdersHandler {
                 Ok(Vec::new())
             }
         }
+    }
+
+    fn committed(&self, emitted: &[Event]) {
+        self.outcomes.count(emitted);
+    }
+
+    fn register_metrics(&mut self, recorder: &dyn metrics::Recorder) {
+        self.outcomes = SagaOutcomes::register(recorder);
     }
 }

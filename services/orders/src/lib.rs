@@ -3,11 +3,13 @@
 //! - [`lifecycle`]: the order's states and the pure decision of what each event does to it;
 //! - [`store`]: the SQL of orders, their history and idempotency keys;
 //! - [`handler`]: the broker handler (the I/O shell around [`lifecycle::decide`]);
+//! - [`outcomes`]: the saga outcomes counted for `GET /metrics`;
 //! - [`http`]: `POST /orders`, `GET /orders/{id}`, `GET /orders`.
 
 pub mod handler;
 pub mod http;
 pub mod lifecycle;
+pub mod outcomes;
 pub mod store;
 
 use choreo_events::topology::ORDERS;
@@ -45,7 +47,7 @@ pub async fn build(settings: Settings) -> choreo_host::Result<Service<handler::O
         ORDERS,
         &settings.common,
         &MIGRATIONS,
-        handler::OrdersHandler,
+        handler::OrdersHandler::default(),
         http::routes,
         http::openapi(),
     )

@@ -1,6 +1,6 @@
 //! The HTTP conventions of the contract: every error is `{"error", "details"}` JSON with a 4xx
 //! status for bad input (400 malformed JSON, 404, 409, 413 over 64 KiB, 422 invalid values), never
-//! a 500; and `/healthz`, `/readyz` and `/openapi.json` on every service.
+//! a 500; and `/healthz`, `/readyz`, `/openapi.json` and `/metrics` on every service.
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request, State};
@@ -281,14 +281,15 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
 }
 
 /// The paths [`with_conventions`] adds to every service.
-pub const CONVENTION_PATHS: [&str; 3] = ["/healthz", "/readyz", "/openapi.json"];
+pub const CONVENTION_PATHS: [&str; 4] = ["/healthz", "/readyz", "/openapi.json", "/metrics"];
 
-/// `/healthz`, `/readyz` and `/openapi.json` (serving `openapi`), plus JSON answers for unknown
-/// routes and methods, around `routes`.
+/// `/healthz`, `/readyz`, `/openapi.json` (serving `openapi`) and `/metrics` (serving
+/// `metrics`), plus JSON answers for unknown routes and methods, around `routes`.
 pub fn with_conventions(
     routes: Router,
     readiness: Readiness,
     openapi: serde_json::Value,
+    metrics: crate::metrics::Endpoint,
 ) -> Router {
     // Serialized once: the document is fixed for the life of the process.
     let openapi: Arc<str> = serde_json::to_string(&openapi).unwrap_or_default().into();
@@ -311,6 +312,7 @@ pub fn with_conventions(
                 )
             }),
         )
+        .route("/metrics", get(crate::metrics::scrape).with_state(metrics))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")

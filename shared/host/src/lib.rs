@@ -6,12 +6,14 @@
 //! - [`telemetry`]: one tracing subscriber, human or JSON;
 //! - [`http`]: the JSON error shape of the contract, a body extractor that never answers 500 for
 //!   bad input, `/healthz`, `/readyz` and `/openapi.json`;
+//! - [`metrics`]: `GET /metrics` in the Prometheus text format, one recorder per service;
 //! - [`openapi`]: a service's OpenAPI 3.1 document, assembled from the types of its routes;
 //! - [`runtime`]: the Tokio runtime, current-thread or multi-thread by setting;
 //! - [`service`]: binds, runs the HTTP server and the broker supervisor, stops gracefully.
 
 pub mod cli;
 pub mod http;
+pub mod metrics;
 pub mod openapi;
 pub mod runtime;
 pub mod service;

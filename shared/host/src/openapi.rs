@@ -4,7 +4,7 @@
 //!
 //! A service describes its own operations ([`OpenApi::operation`]); [`OpenApi::finish`] adds
 //! what [`crate::http::with_conventions`] serves on every service (`/healthz`, `/readyz`,
-//! `/openapi.json`) and the `503` every bounded route may answer. The document is served at
+//! `/openapi.json`, `/metrics`) and the `503` every bounded route may answer. The document is served at
 //! `GET /openapi.json` and written to `docs/api/` by the `api-docs` tool.
 
 use crate::http::{ErrorBody, Health, ReadinessReport};
@@ -220,6 +220,25 @@ impl OpenApi {
                 "responses": {"200": {
                     "description": "The OpenAPI document.",
                     "content": {"application/json": {"schema": {"type": "object"}}},
+                }},
+            }}),
+        );
+        self.paths.insert(
+            "/metrics".into(),
+            json!({"get": {
+                "operationId": "getMetrics",
+                "summary": "Metrics",
+                "description": "This service's metrics in the Prometheus text format (version \
+                                0.0.4): messages consumed by type and outcome, handler and \
+                                transaction durations, events published and confirmed, the \
+                                outbox backlog and the age of its oldest row, the inbox's size, \
+                                the broker connection, HTTP requests by route and status; in \
+                                orders, saga outcomes. The README lists every series. Not \
+                                bounded by the concurrency limit.",
+                "tags": ["meta"],
+                "responses": {"200": {
+                    "description": "Every series, each labelled with `service`.",
+                    "content": {"text/plain; version=0.0.4": {"schema": {"type": "string"}}},
                 }},
             }}),
         );

@@ -2,6 +2,7 @@
 //! until a shutdown signal, then stopped in order.
 
 use crate::CommonSettings;
+use crate::metrics::ServiceMetrics;
 use axum::Router;
 use choreo_events::topology::ServiceTopology;
 use choreo_messaging::{Broker, BrokerHealth, Handler, OutboxWaker};
@@ -22,6 +23,8 @@ pub struct Service<H> {
     pub router: Router,
     pub broker: Broker<H>,
     pub database: Database,
+    /// What `/metrics` renders.
+    pub metrics: ServiceMetrics,
 }
 
 /// What a service's routes may use: its database and the waker of its outbox relay.
@@ -30,6 +33,8 @@ pub struct Parts {
     pub database: Database,
     pub waker: OutboxWaker,
     pub failpoints: choreo_messaging::failpoint::Failpoints,
+    /// The service's metrics, for a route that counts something of its own.
+    pub metrics: ServiceMetrics,
 }
 
 /// How long a starting service waits for an unreachable database before giving up.
@@ -43,7 +48,7 @@ impl<H: Handler> Service<H> {
         topology: ServiceTopology,
         common: &CommonSettings,
         migrations: &Migrations,
-        handler: H,
+        mut handler: H,
         routes: impl FnOnce(&Parts) -> Router,
         openapi: serde_json::Value,
     ) -> crate::Result<Self> {
@@ -62,21 +67,27 @@ impl<H: Handler> Service<H> {
         )
         .await?;
         let broker_settings = common.broker()?;
+        // One recorder per service instance, never the process-global one (see crate::metrics).
+        let metrics = ServiceMetrics::new(&topology);
+        handler.register_metrics(metrics.recorder());
         let parts = Parts {
             database: database.clone(),
             waker: OutboxWaker::default(),
             failpoints: broker_settings.failpoints.clone(),
+            metrics: metrics.clone(),
         };
         let health = Arc::new(BrokerHealth::default());
-        // Health answers stay outside the bounds: an overloaded service is not a dead one.
-        let router = crate::http::with_conventions(
+        // Health answers and metrics stay outside the bounds: an overloaded service is not a
+        // dead one, and its metrics are how an operator sees it is overloaded.
+        let router = metrics.count_requests(crate::http::with_conventions(
             crate::http::bounded(routes(&parts), common.http_limits()),
             crate::http::Readiness {
                 database: database.clone(),
                 broker: health.clone(),
             },
             openapi,
-        );
+            metrics.endpoint(database.clone(), health.clone()),
+        ));
         let listener = TcpListener::bind(&common.http_addr).await?;
         let broker = Broker {
             settings: broker_settings,
@@ -85,6 +96,7 @@ impl<H: Handler> Service<H> {
             handler: Arc::new(handler),
             waker: parts.waker.clone(),
             health,
+            metrics: metrics.runtime.clone(),
         };
         Ok(Service {
             name: topology.name,
@@ -92,6 +104,7 @@ impl<H: Handler> Service<H> {
             router,
             broker,
             database,
+            metrics,
         })
     }
 
@@ -115,6 +128,7 @@ impl<H: Handler> Service<H> {
         // Dropping this future (a test killing the service) must end the broker session too, as
         // a crash would: the guard aborts the task, which drops its connections.
         let mut broker = AbortOnDrop(tokio::spawn(self.broker.run(broker_stop.clone())));
+        let _upkeep = AbortOnDrop(tokio::spawn(self.metrics.upkeep()));
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(http_stop.clone().cancelled_owned());
         tracing::info!(service = self.name, "started");

@@ -5,7 +5,8 @@
 //! One [`config::Config`] is built per service; [`CommonSettings`] and each service's own rules
 //! are deserialized from it separately, so a service adds keys without touching this file.
 
-use choreo_messaging::{BrokerSettings, Nodes, Secret};
+use choreo_messaging::topology::DeclareScope;
+use choreo_messaging::{BrokerSettings, Nodes, Secret, Tls, TlsFiles};
 use config::{Config, Environment, File};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
@@ -48,6 +49,10 @@ pub fn part<T: DeserializeOwned>(config: &Config) -> crate::Result<T> {
 const COMMON_DEFAULTS: &[(&str, &str)] = &[
     ("amqp_url", "amqp://guest:guest@127.0.0.1:5672/%2f"),
     ("amqp_connect_timeout_ms", "5000"),
+    ("amqp_tls_ca_file", ""),
+    ("amqp_tls_cert_file", ""),
+    ("amqp_tls_key_file", ""),
+    ("declare_topology", "suite"),
     ("data_dir", "./data"),
     ("database_url", ""),
     ("db_max_connections", "8"),
@@ -77,6 +82,14 @@ pub struct CommonSettings {
     /// How long a broker node may take to accept a connection before the next one is tried.
     #[serde(deserialize_with = "from_text")]
     pub amqp_connect_timeout_ms: u64,
+    /// `amqps://` only: the CA that signs the broker's certificate (empty: the system's bundle),
+    /// and the client's certificate and key for a broker that verifies clients (both or neither).
+    pub amqp_tls_ca_file: String,
+    pub amqp_tls_cert_file: String,
+    pub amqp_tls_key_file: String,
+    /// `suite` (every exchange, queue and binding of the suite) or `own` (only the service's
+    /// own queues: a broker whose topology a deploy step loaded, with one user per service).
+    pub declare_topology: String,
     /// Where the HTTP server listens; port 0 picks a free one.
     pub http_addr: String,
     /// Directory of the SQLite file `<service>.db`, used when `database_url` is empty.
@@ -156,6 +169,7 @@ impl CommonSettings {
     /// a hot loop).
     pub fn validate(&self) -> crate::Result<()> {
         self.broker_nodes()?;
+        self.declare_scope()?;
         let count = |list: &str| parse_list::<u64>(list).map_or(0, |l| l.len());
         let ranges: [(&str, i128, i128, i128); 14] = [
             (
@@ -244,13 +258,35 @@ impl CommonSettings {
         }
     }
 
-    /// The broker's nodes, from `amqp_url`.
+    /// The broker's nodes, from `amqp_url`, with the TLS files read when a node is `amqps://`.
     pub fn broker_nodes(&self) -> crate::Result<Nodes> {
-        Nodes::parse(&self.amqp_url).map_err(|e| {
+        let nodes = Nodes::parse(&self.amqp_url).map_err(|e| {
             crate::Error::Usage(format!(
                 "CHOREO_AMQP_URL (`amqp_url` in the settings file): {e}"
             ))
+        })?;
+        if !nodes.any_tls() {
+            return Ok(nodes);
+        }
+        let tls = Tls::load(&TlsFiles {
+            ca_file: self.amqp_tls_ca_file.clone(),
+            cert_file: self.amqp_tls_cert_file.clone(),
+            key_file: self.amqp_tls_key_file.clone(),
         })
+        .map_err(|e| crate::Error::Usage(e.to_string()))?;
+        Ok(nodes.with_tls(tls))
+    }
+
+    /// What the service declares on the broker, from `declare_topology`.
+    pub fn declare_scope(&self) -> crate::Result<DeclareScope> {
+        match self.declare_topology.trim() {
+            "suite" => Ok(DeclareScope::Suite),
+            "own" => Ok(DeclareScope::Own),
+            other => Err(crate::Error::Usage(format!(
+                "CHOREO_DECLARE_TOPOLOGY (`declare_topology` in the settings file) is {other:?}: \
+                 it must be `suite` or `own`"
+            ))),
+        }
     }
 
     /// The broker half of the settings.
@@ -274,6 +310,7 @@ impl CommonSettings {
             failpoints: choreo_messaging::failpoint::Failpoints::parse(&self.failpoints)
                 .map_err(config::ConfigError::Message)?,
             consumer_batch: self.consumer_batch,
+            declare: self.declare_scope()?,
         })
     }
 }
@@ -349,6 +386,15 @@ mod tests {
         assert!(refused(|s| s.consumer_batch = 0).contains("CHOREO_CONSUMER_BATCH"));
         assert!(refused(|s| s.retry_delays_ms = "100,0".into()).contains("CHOREO_RETRY_DELAYS_MS"));
         assert!(refused(|s| s.retry_delays_ms = "100,soon".into()).contains("not a list"));
+        assert!(refused(|s| s.declare_topology = "mine".into()).contains("`suite` or `own`"));
+        let message = refused(|s| {
+            s.amqp_url = Secret::new("amqps://u:p@h/%2f");
+            s.amqp_tls_ca_file = "/nonexistent/ca.pem".into();
+        });
+        assert!(
+            message.contains("CHOREO_AMQP_TLS_CA_FILE: cannot read /nonexistent/ca.pem"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use crate::backoff::backoff;
 use crate::consumer::ConsumerLoop;
 use crate::health::BrokerHealth;
+use crate::metrics::RuntimeMetrics;
 use crate::outbox::Relay;
 use crate::{Error, Handler, Names, Nodes, OutboxWaker, Publisher, Result, topology};
 use choreo_events::topology::ServiceTopology;
@@ -50,6 +51,8 @@ pub struct BrokerSettings {
     pub failpoints: crate::failpoint::Failpoints,
     /// The most received deliveries handled in one transaction (1: one at a time).
     pub consumer_batch: usize,
+    /// What the service declares at every connect: the whole suite, or only its own queues.
+    pub declare: topology::DeclareScope,
 }
 
 impl std::fmt::Debug for BrokerSettings {
@@ -60,6 +63,7 @@ impl std::fmt::Debug for BrokerSettings {
             .field("prefetch", &self.prefetch)
             .field("heartbeat", &self.heartbeat)
             .field("retry_delays", &self.retry_delays)
+            .field("declare", &self.declare)
             .finish_non_exhaustive()
     }
 }
@@ -73,6 +77,7 @@ pub struct Broker<H> {
     pub handler: Arc<H>,
     pub waker: OutboxWaker,
     pub health: Arc<BrokerHealth>,
+    pub metrics: Arc<RuntimeMetrics>,
 }
 
 impl<H: Handler> Broker<H> {
@@ -95,6 +100,7 @@ impl<H: Handler> Broker<H> {
                         failures,
                     );
                     failures = failures.saturating_add(1);
+                    self.metrics.reconnecting();
                     tracing::warn!(%error, ?delay, attempt = failures, "broker session failed; reconnecting");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
@@ -165,7 +171,12 @@ impl<H: Handler> Broker<H> {
         consuming: &Connection,
         node: usize,
     ) -> Result<()> {
-        topology::declare_suite(publishing, names).await?;
+        match self.settings.declare {
+            topology::DeclareScope::Suite => topology::declare_suite(publishing, names).await?,
+            topology::DeclareScope::Own => {
+                topology::declare(publishing, &topology::own(names, &self.service)).await?
+            }
+        }
         topology::declare_retry_queues(
             publishing,
             names,
@@ -194,6 +205,7 @@ impl<H: Handler> Broker<H> {
             batch_size: self.settings.outbox_batch,
             sweep_interval: self.settings.outbox_sweep,
             failpoints: self.settings.failpoints.clone(),
+            metrics: self.metrics.clone(),
         };
         let consumer = Arc::new(ConsumerLoop {
             handler: self.handler.clone(),
@@ -205,6 +217,7 @@ impl<H: Handler> Broker<H> {
             health: self.health.clone(),
             failpoints: self.settings.failpoints.clone(),
             max_batch: self.settings.consumer_batch.max(1),
+            metrics: self.metrics.clone(),
         });
         let mut relay_task: JoinHandle<Result<()>> = tokio::spawn(relay.run(
             publisher.clone(),

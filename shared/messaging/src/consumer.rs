@@ -25,6 +25,7 @@ use crate::headers::{
     X_RETRY_COUNT,
 };
 use crate::health::BrokerHealth;
+use crate::metrics::{Outcome, RuntimeMetrics};
 use crate::outbox::{Outbox, OutboxWaker};
 use crate::publisher::{Outgoing, Publisher};
 use crate::topology::retry_queue_name;
@@ -38,7 +39,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -89,14 +90,23 @@ pub trait Handler: Send + Sync + 'static {
         envelope: &Envelope,
         tx: &mut dyn Tx,
     ) -> Result<Vec<Event>, HandlerError>;
+
+    /// Called once the transaction in which [`Handler::handle`] returned `emitted` for a message
+    /// has committed: never for a duplicate, nor for a run that was rolled back (a batch that
+    /// runs again without a failed message). For counting what happened exactly once per
+    /// effect, such as the outcomes of sagas; it must be quick and cannot fail.
+    fn committed(&self, _emitted: &[Event]) {}
+
+    /// Registers the handler's own metrics on the service's recorder, before it runs.
+    fn register_metrics(&mut self, _recorder: &dyn metrics::Recorder) {}
 }
 
 /// What became of one delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Fate {
-    /// Committed; this many events were written to the outbox.
+    /// Committed; these events were written to the outbox.
     Handled {
-        emitted: usize,
+        emitted: Vec<Event>,
     },
     /// Already in the inbox: acked without effect.
     Duplicate,
@@ -109,6 +119,8 @@ enum Fate {
 struct Incoming {
     envelope: Envelope,
     span: tracing::Span,
+    /// Its `type` label ([`RuntimeMetrics::consumed_type`]).
+    kind: usize,
 }
 
 /// Whether the loop goes on after a batch.
@@ -130,6 +142,7 @@ pub(crate) struct ConsumerLoop<H> {
     pub(crate) failpoints: Failpoints,
     /// The most deliveries already received that are handled together in one transaction.
     pub(crate) max_batch: usize,
+    pub(crate) metrics: Arc<RuntimeMetrics>,
 }
 
 impl<H: Handler> ConsumerLoop<H> {
@@ -204,6 +217,7 @@ impl<H: Handler> ConsumerLoop<H> {
         stop: &CancellationToken,
     ) -> Result<Flow> {
         let mut spans = Vec::with_capacity(batch.len());
+        let mut kinds = Vec::with_capacity(batch.len());
         let mut fates: Vec<Option<Fate>> = Vec::with_capacity(batch.len());
         let mut incoming = Vec::with_capacity(batch.len());
         for delivery in &batch {
@@ -211,10 +225,16 @@ impl<H: Handler> ConsumerLoop<H> {
                 Ok(envelope) => {
                     let span = message_span(&envelope);
                     spans.push(span.clone());
+                    let kind = self.metrics.consumed_type(Some(&envelope.event_type));
+                    kinds.push(kind);
                     // A forgery is dead-lettered before it can have any effect.
                     match self.provenance(delivery, &envelope) {
                         Ok(()) => {
-                            incoming.push(Incoming { envelope, span });
+                            incoming.push(Incoming {
+                                envelope,
+                                span,
+                                kind,
+                            });
                             fates.push(None);
                         }
                         Err(reason) => fates.push(Some(Fate::DeadLetter(reason))),
@@ -223,6 +243,7 @@ impl<H: Handler> ConsumerLoop<H> {
                 // Undecodable: dead-lettered without touching the database.
                 Err(error) => {
                     spans.push(tracing::info_span!("message", routing_key = %delivery.routing_key));
+                    kinds.push(self.metrics.consumed_type(None));
                     fates.push(Some(Fate::DeadLetter(error.to_string())));
                 }
             }
@@ -236,28 +257,39 @@ impl<H: Handler> ConsumerLoop<H> {
                 *fate = applied.next();
             }
             let _ = self.failpoints.hit("consumer.after_commit");
+            // Committed: what the handlers did happened, once, whatever becomes of the ack.
+            for fate in &fates {
+                if let Some(Fate::Handled { emitted }) = fate {
+                    self.handler.committed(emitted);
+                }
+            }
         }
         let mut emitted = 0;
-        for ((delivery, fate), span) in batch.iter().zip(&fates).zip(spans) {
+        for (((delivery, fate), span), kind) in batch.iter().zip(&fates).zip(spans).zip(kinds) {
             let settled = async {
                 match fate {
-                    Some(Fate::Handled { emitted: n }) => {
-                        emitted += n;
-                        tracing::debug!(emitted = n, "handled");
-                        Ok(())
+                    Some(Fate::Handled { emitted: events }) => {
+                        emitted += events.len();
+                        tracing::debug!(emitted = events.len(), "handled");
+                        Ok(Outcome::Handled)
                     }
                     Some(Fate::Duplicate) => {
                         tracing::info!("duplicate delivery acked without effect");
-                        Ok(())
+                        Ok(Outcome::Duplicate)
                     }
-                    Some(Fate::DeadLetter(reason)) => {
-                        self.dead_letter(delivery, publisher, reason).await
-                    }
-                    Some(Fate::Retry(reason)) => self.retry(delivery, publisher, reason).await,
+                    Some(Fate::DeadLetter(reason)) => self
+                        .dead_letter(delivery, publisher, reason)
+                        .await
+                        .map(|()| Outcome::DeadLettered),
+                    Some(Fate::Retry(reason)) => self
+                        .retry(delivery, publisher, reason)
+                        .await
+                        .map(|()| Outcome::Retried),
                     None => Err(Error::ChannelGone),
                 }
             };
-            settled.instrument(span).await?;
+            let outcome = settled.instrument(span).await?;
+            self.metrics.consumed(kind, outcome);
         }
         if emitted > 0 {
             self.waker.wake();
@@ -302,10 +334,13 @@ impl<H: Handler> ConsumerLoop<H> {
             let failpoints = self.failpoints.clone();
             let source = self.service.name;
             let work = incoming.clone();
+            let metrics = self.metrics.clone();
+            let started = Instant::now();
             let applied = self
                 .db
-                .write(move |tx| apply_all(tx, &*handler, source, &failpoints, &work))
+                .write(move |tx| apply_all(tx, &*handler, source, &failpoints, &metrics, &work))
                 .await;
+            self.metrics.transaction_took(started.elapsed());
             let reason = match applied {
                 Ok(fates) => return Some(fates),
                 // Only a message alone fails like this (a batch re-runs without its failures), or
@@ -440,11 +475,12 @@ fn apply_all<H: Handler>(
     handler: &H,
     source: &str,
     failpoints: &Failpoints,
+    metrics: &RuntimeMetrics,
     incoming: &[Incoming],
 ) -> Result<Vec<Fate>, HandlerError> {
     if let [alone] = incoming {
         let _entered = alone.span.enter();
-        return apply_one(tx, handler, source, failpoints, &alone.envelope).map(|fate| vec![fate]);
+        return apply_one(tx, handler, source, failpoints, metrics, alone).map(|fate| vec![fate]);
     }
     let mut order: Vec<usize> = (0..incoming.len()).collect();
     order.sort_by_key(|&i| incoming[i].envelope.order_id_hint().unwrap_or_default());
@@ -459,7 +495,7 @@ fn apply_all<H: Handler>(
             }
             let item = &incoming[index];
             let _entered = item.span.enter();
-            match apply_one(tx, handler, source, failpoints, &item.envelope) {
+            match apply_one(tx, handler, source, failpoints, metrics, item) {
                 Ok(fate) => fates[index] = Some(fate),
                 Err(HandlerError::Unavailable(reason)) => {
                     return Err(HandlerError::Unavailable(reason));
@@ -494,8 +530,10 @@ fn apply_one<H: Handler>(
     handler: &H,
     source: &str,
     failpoints: &Failpoints,
-    envelope: &Envelope,
+    metrics: &RuntimeMetrics,
+    incoming: &Incoming,
 ) -> Result<Fate, HandlerError> {
+    let envelope = &incoming.envelope;
     if !inbox::record(tx, &envelope.id, &envelope.event_type)? {
         return Ok(Fate::Duplicate);
     }
@@ -503,13 +541,14 @@ fn apply_one<H: Handler>(
         .hit("consumer.before_handle")
         .map_err(HandlerError::Transient)?;
     let event = envelope.event()?;
-    let emitted = handler.handle(&event, envelope, tx)?;
+    let started = Instant::now();
+    let handled = handler.handle(&event, envelope, tx);
+    metrics.handler_took(incoming.kind, started.elapsed());
+    let emitted = handled?;
     for event in &emitted {
         Outbox::enqueue(tx, &Envelope::caused_by(envelope, source, event))?;
     }
-    Ok(Fate::Handled {
-        emitted: emitted.len(),
-    })
+    Ok(Fate::Handled { emitted })
 }
 
 /// The span of one handled message.
@@ -579,6 +618,16 @@ mod tests {
         Incoming {
             envelope,
             span: tracing::Span::none(),
+            kind: 0,
+        }
+    }
+
+    /// What `Recorder` does with an event of `order_id`.
+    fn completed(order_id: &str) -> Fate {
+        Fate::Handled {
+            emitted: vec![Event::OrderCompleted(OrderCompleted {
+                order_id: order_id.to_owned(),
+            })],
         }
     }
 
@@ -588,7 +637,8 @@ mod tests {
         batch: Vec<Incoming>,
     ) -> Result<Vec<Fate>, HandlerError> {
         let failpoints = failpoints.clone();
-        db.write(move |tx| apply_all(tx, &Recorder, "orders", &failpoints, &batch))
+        let metrics = RuntimeMetrics::detached(&choreo_events::topology::ORDERS);
+        db.write(move |tx| apply_all(tx, &Recorder, "orders", &failpoints, &metrics, &batch))
             .await
     }
 
@@ -626,10 +676,10 @@ mod tests {
         assert_eq!(
             fates,
             [
-                Fate::Handled { emitted: 1 },
+                completed("a"),
                 Fate::DeadLetter("bad order".into()),
                 Fate::Retry("busy".into()),
-                Fate::Handled { emitted: 1 },
+                completed("b"),
             ]
         );
         assert_eq!(count(&db, "SELECT COUNT(*) FROM seen").await, 2);
@@ -648,7 +698,7 @@ mod tests {
             .expect("committed");
 
         // Fates come back in delivery order; the work ran as a, z (first), z (second).
-        assert_eq!(fates, vec![Fate::Handled { emitted: 1 }; 3]);
+        assert_eq!(fates, [completed("z"), completed("a"), completed("z")]);
         let seen = db
             .read(|tx| {
                 tx.query("SELECT order_id FROM seen ORDER BY rowid", &[])?
@@ -689,6 +739,7 @@ mod tests {
         let again = Incoming {
             envelope: first.envelope.clone(),
             span: tracing::Span::none(),
+            kind: 0,
         };
         apply(&db, &Failpoints::default(), vec![first])
             .await
@@ -698,7 +749,7 @@ mod tests {
             .await
             .expect("second");
 
-        assert_eq!(fates, [Fate::Duplicate, Fate::Handled { emitted: 1 }]);
+        assert_eq!(fates, [Fate::Duplicate, completed("b")]);
         assert_eq!(count(&db, "SELECT COUNT(*) FROM seen").await, 2);
     }
 
@@ -718,7 +769,7 @@ mod tests {
         // Exactly the first two tries failed; the third message went through.
         assert!(matches!(fates[0], Fate::Retry(_)), "{fates:?}");
         assert!(matches!(fates[1], Fate::Retry(_)), "{fates:?}");
-        assert_eq!(fates[2], Fate::Handled { emitted: 1 });
+        assert_eq!(fates[2], completed("c"));
     }
 
     /// Unavailable (the database "down") for its first `outage` calls, then handles; asks
@@ -763,6 +814,7 @@ mod tests {
             health: Arc::new(BrokerHealth::default()),
             failpoints: Failpoints::default(),
             max_batch: 32,
+            metrics: Arc::new(RuntimeMetrics::detached(&choreo_events::topology::ORDERS)),
         }
     }
 
@@ -779,13 +831,7 @@ mod tests {
             .await;
 
         // Three failed tries spent no retry: both are handled, neither retried nor dead-lettered.
-        assert_eq!(
-            fates,
-            Some(vec![
-                Fate::Handled { emitted: 1 },
-                Fate::Handled { emitted: 1 }
-            ])
-        );
+        assert_eq!(fates, Some(vec![completed("a"), completed("b")]));
         assert_eq!(count(&db, "SELECT COUNT(*) FROM seen").await, 2);
     }
 

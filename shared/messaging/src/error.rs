@@ -37,6 +37,13 @@ pub enum Error {
         url: String,
         timeout: std::time::Duration,
     },
+    /// The TLS files of the settings are missing or hold no certificate or key (start-up only).
+    #[error("TLS: {reason}")]
+    Tls { reason: String },
+    /// An `amqps://` connection failed its TLS handshake: the broker's certificate is not signed
+    /// by the configured CA, or the broker refused the client's certificate.
+    #[error("TLS handshake with {url} failed: {reason}")]
+    TlsHandshake { url: String, reason: String },
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] choreo_store::Error),

@@ -20,6 +20,7 @@ pub mod failpoint;
 mod headers;
 mod health;
 mod inbox;
+pub mod metrics;
 mod names;
 mod nodes;
 mod outbox;
@@ -28,14 +29,17 @@ pub mod schema;
 mod secret;
 #[cfg(test)]
 mod testing;
+mod tls;
 pub mod topology;
 
 pub use broker::{Broker, BrokerSettings};
 pub use consumer::{Handler, HandlerError};
 pub use error::{Error, Result};
 pub use health::BrokerHealth;
+pub use metrics::RuntimeMetrics;
 pub use names::Names;
 pub use nodes::Nodes;
 pub use outbox::{Outbox, OutboxWaker};
 pub use publisher::Publisher;
 pub use secret::Secret;
+pub use tls::{Tls, TlsFiles};

@@ -1,16 +1,18 @@
 //! The broker's nodes. `CHOREO_AMQP_URL` names one broker, or the nodes of a cluster separated by
 //! commas; a connection goes to the first node that answers, trying them in turn from a given
 //! one, each within a connect timeout (a frozen node accepts TCP connections and never answers).
+//! An `amqps://` node is reached over TLS with the [`Tls`] the nodes were given.
 
-use crate::{Error, Result, Secret};
-use lapin::uri::AMQPUri;
-use lapin::{Connection, ConnectionProperties};
+use crate::{Error, Result, Secret, Tls};
+use lapin::uri::{AMQPScheme, AMQPUri};
+use lapin::{Connection, ConnectionProperties, DefaultConnectionBuilder};
 use std::time::Duration;
 
 /// The broker nodes a service may connect to, in the order given.
 #[derive(Clone)]
 pub struct Nodes {
     urls: Vec<Secret>,
+    tls: Option<Tls>,
 }
 
 impl Nodes {
@@ -32,7 +34,22 @@ impl Nodes {
         for url in &urls {
             uri(url, Duration::from_secs(1))?;
         }
-        Ok(Nodes { urls })
+        Ok(Nodes { urls, tls: None })
+    }
+
+    /// The same nodes, reached over TLS with `tls` where their URL says `amqps://`.
+    pub fn with_tls(self, tls: Tls) -> Self {
+        Nodes {
+            tls: Some(tls),
+            ..self
+        }
+    }
+
+    /// Whether any node is named with `amqps://`.
+    pub fn any_tls(&self) -> bool {
+        self.urls
+            .iter()
+            .any(|url| url.expose().trim_start().starts_with("amqps://"))
     }
 
     pub fn len(&self) -> usize {
@@ -57,13 +74,53 @@ impl Nodes {
         name: &str,
     ) -> Result<Connection> {
         let uri = uri(&self.urls[index % self.urls.len()], heartbeat)?;
+        let over_tls = uri.scheme == AMQPScheme::AMQPS;
         let properties = ConnectionProperties::default().with_connection_name(name.into());
-        match tokio::time::timeout(timeout, Connection::connect_uri(uri, properties)).await {
-            Ok(connected) => Ok(connected?),
+        let mut builder = DefaultConnectionBuilder::new()?
+            .with_uri(uri)
+            .with_properties(properties);
+        if over_tls {
+            // Without a `Tls`, lapin's default would trust no CA at all (no built-in roots):
+            // `CommonSettings::broker` always gives one for an amqps:// URL.
+            if let Some(tls) = &self.tls {
+                builder = builder.with_tls_config(tls.config());
+            }
+        }
+        match tokio::time::timeout(timeout, builder.connect()).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(error)) if over_tls => Err(self.tls_failure(index, error)),
+            Ok(Err(error)) => Err(error.into()),
             Err(_) => Err(Error::ConnectTimeout {
                 url: self.redacted(index),
                 timeout,
             }),
+        }
+    }
+
+    /// The error of a failed `amqps://` connection: a TLS failure says so and names the CA file,
+    /// so that an operator knows which of the three files to look at.
+    fn tls_failure(&self, index: usize, error: lapin::Error) -> Error {
+        let reason = error.to_string();
+        let tls_related = ["certificate", "tls", "alert", "handshake", "issuer"]
+            .iter()
+            .any(|word| reason.to_ascii_lowercase().contains(word));
+        if !tls_related {
+            return error.into();
+        }
+        let ca = self.tls.as_ref().map_or_else(
+            || "(none)".to_owned(),
+            |tls| tls.ca_file().display().to_string(),
+        );
+        let client = match &self.tls {
+            Some(tls) if tls.has_client_certificate() => "a client certificate",
+            _ => "no client certificate",
+        };
+        Error::TlsHandshake {
+            url: self.redacted(index),
+            reason: format!(
+                "{reason} (trusting the CA in {ca}, presenting {client}; check \
+                 CHOREO_AMQP_TLS_CA_FILE, CHOREO_AMQP_TLS_CERT_FILE and CHOREO_AMQP_TLS_KEY_FILE)"
+            ),
         }
     }
 
@@ -95,7 +152,10 @@ impl Nodes {
 
 impl std::fmt::Debug for Nodes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(&self.urls).finish()
+        f.debug_struct("Nodes")
+            .field("urls", &self.urls)
+            .field("tls", &self.tls)
+            .finish()
     }
 }
 

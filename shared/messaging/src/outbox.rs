@@ -6,6 +6,7 @@
 //! by a previous process). A row is marked sent only after the broker confirmed it; a crash between
 //! the confirm and the mark publishes the row again on restart, which the consumers' inboxes absorb.
 
+use crate::metrics::RuntimeMetrics;
 use crate::publisher::{Outgoing, PendingConfirm, event_properties};
 use crate::{Publisher, Result};
 use choreo_events::Envelope;
@@ -152,7 +153,12 @@ pub(crate) struct Relay {
     pub(crate) batch_size: i64,
     pub(crate) sweep_interval: Duration,
     pub(crate) failpoints: crate::failpoint::Failpoints,
+    pub(crate) metrics: Arc<RuntimeMetrics>,
 }
+
+/// A sent row awaiting its confirm: its `seq`, its `type` label
+/// ([`RuntimeMetrics::published_type`]) and the confirm.
+type Sent = (i64, usize, PendingConfirm);
 
 impl Relay {
     /// Publishes until `stop` is cancelled, then drains what is committed (bounded by `drain`).
@@ -186,6 +192,7 @@ impl Relay {
             self.db.clone(),
             confirms,
             self.failpoints.clone(),
+            self.metrics.clone(),
         )));
         let publishing = async {
             let sent_up_to = AtomicI64::new(0);
@@ -226,7 +233,7 @@ impl Relay {
     async fn publish_after(
         &self,
         publisher: &Publisher,
-        window: &mpsc::Sender<(i64, PendingConfirm)>,
+        window: &mpsc::Sender<Sent>,
         sent_up_to: &AtomicI64,
     ) -> Result<usize> {
         let (after, limit) = (sent_up_to.load(Ordering::Relaxed), self.batch_size);
@@ -236,11 +243,12 @@ impl Relay {
             .await?;
         let count = rows.len();
         for row in rows {
-            let seq = row.seq;
+            let (seq, kind) = (row.seq, self.metrics.published_type(&row.event_type));
             let confirm = publisher.send(self.message(row)).await?;
+            self.metrics.published(kind);
             sent_up_to.store(seq, Ordering::Relaxed);
             window
-                .send((seq, confirm))
+                .send((seq, kind, confirm))
                 .await
                 .map_err(|_| crate::Error::ChannelGone)?;
         }
@@ -342,12 +350,15 @@ impl Relay {
         publisher: &Publisher,
         rows: Vec<UnsentEvent>,
     ) -> (Vec<i64>, Option<crate::Error>) {
-        let mut pending: Vec<(i64, PendingConfirm)> = Vec::with_capacity(rows.len());
+        let mut pending: Vec<Sent> = Vec::with_capacity(rows.len());
         let mut failure = None;
         for row in rows {
-            let seq = row.seq;
+            let (seq, kind) = (row.seq, self.metrics.published_type(&row.event_type));
             match publisher.send(self.message(row)).await {
-                Ok(confirm) => pending.push((seq, confirm)),
+                Ok(confirm) => {
+                    self.metrics.published(kind);
+                    pending.push((seq, kind, confirm));
+                }
                 Err(error) => {
                     failure = Some(error);
                     break;
@@ -355,7 +366,7 @@ impl Relay {
             }
         }
         let mut confirmed = Vec::with_capacity(pending.len());
-        for (seq, confirm) in pending {
+        for (seq, kind, confirm) in pending {
             if failure.is_some() {
                 // Confirms after a failure are not awaited: those rows stay unsent and are
                 // published again, which the consumers' inboxes absorb.
@@ -363,6 +374,7 @@ impl Relay {
             }
             match confirm.confirmed().await {
                 Ok(()) => {
+                    self.metrics.confirmed(kind);
                     let _ = self.failpoints.hit("relay.after_confirm");
                     confirmed.push(seq);
                 }
@@ -380,19 +392,21 @@ impl Relay {
 /// it would hand the consumer's messages back and count against their delivery limit.
 async fn mark_confirmed(
     db: Database,
-    mut confirms: mpsc::Receiver<(i64, PendingConfirm)>,
+    mut confirms: mpsc::Receiver<Sent>,
     failpoints: crate::failpoint::Failpoints,
+    metrics: Arc<RuntimeMetrics>,
 ) -> Result<()> {
     while let Some(first) = confirms.recv().await {
         // The confirmed run so far, as (first seq, last seq).
         let mut run: Option<(i64, i64)> = None;
         let mut failure = None;
         let mut next = Some(first);
-        while let Some((seq, confirm)) = next.take() {
+        while let Some((seq, kind, confirm)) = next.take() {
             if let Err(error) = confirm.confirmed().await {
                 failure = Some(error);
                 break;
             }
+            metrics.confirmed(kind);
             let _ = failpoints.hit("relay.after_confirm");
             run = Some((run.map_or(seq, |(first, _)| first), seq));
             // Whatever was sent meanwhile joins this mark; its confirms are most likely in.

@@ -210,6 +210,36 @@ pub fn suite(names: &Names) -> Declarations {
     declarations
 }
 
+/// What a service declares each time it connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeclareScope {
+    /// The whole suite ([`suite`]): start-up order never matters, but the service's user needs
+    /// `configure` rights on every exchange and queue.
+    #[default]
+    Suite,
+    /// Only the service's own queues ([`own`]): the rest was loaded by a deploy step
+    /// (`deploy/rabbitmq/definitions.json`), and a user per service may configure nothing else.
+    Own,
+}
+
+/// `service`'s own queue and dead-letter queue, with the same arguments as in [`suite`], and no
+/// exchange or binding: redeclaring them checks that the loaded topology agrees with the code.
+pub fn own(names: &Names, service: &ServiceTopology) -> Declarations {
+    let suite = suite(names);
+    let mine = [
+        names.of(service.name),
+        names.of(&service.dead_letter_queue()),
+    ];
+    Declarations {
+        queues: suite
+            .queues
+            .into_iter()
+            .filter(|queue| mine.contains(&queue.name))
+            .collect(),
+        ..Declarations::default()
+    }
+}
+
 /// `service`'s delay queues: a message waits there for the queue's TTL, then is dead-lettered
 /// through the default exchange straight back to the service's own queue, and to no other.
 pub fn retry_queues(names: &Names, service: &ServiceTopology, delays: &[Duration]) -> Declarations {
@@ -436,6 +466,108 @@ mod tests {
             queue
                 .arguments
                 .contains(&("x-dead-letter-routing-key", text("shipping")))
+        );
+    }
+
+    /// `deploy/rabbitmq/definitions.json` loads the topology and one user per service into a
+    /// broker; services running with `CHOREO_DECLARE_TOPOLOGY=own` rely on it. It must declare
+    /// exactly what `suite` does and give each user exactly the rights described in the README.
+    #[test]
+    fn the_broker_definitions_file_matches_the_topology_and_grants_each_service_its_own() {
+        use serde_json::{Value, json};
+        let file: Value =
+            serde_json::from_str(include_str!("../../../deploy/rabbitmq/definitions.json"))
+                .expect("definitions.json is JSON");
+        let vhost = "choreo";
+        let sorted = |mut items: Vec<Value>| {
+            items.sort_by_key(Value::to_string);
+            items
+        };
+        let arguments = |arguments: &[(&str, Argument)]| {
+            Value::Object(
+                arguments
+                    .iter()
+                    .map(|(key, value)| {
+                        let value = match value {
+                            Argument::Text(text) => json!(text),
+                            Argument::Integer(number) => json!(number),
+                        };
+                        ((*key).to_owned(), value)
+                    })
+                    .collect(),
+            )
+        };
+        let suite = suite(&Names::default());
+        let expected_exchanges = suite
+            .exchanges
+            .iter()
+            .map(|e| {
+                json!({"name": e.name, "vhost": vhost, "durable": e.durable, "auto_delete": false,
+                       "internal": false, "arguments": arguments(&e.arguments),
+                       "type": match e.kind { ExchangeType::Topic => "topic", ExchangeType::Fanout => "fanout" }})
+            })
+            .collect();
+        let expected_queues = suite
+            .queues
+            .iter()
+            .map(|q| {
+                json!({"name": q.name, "vhost": vhost, "durable": q.durable, "auto_delete": false,
+                       "arguments": arguments(&q.arguments)})
+            })
+            .collect();
+        let expected_bindings = suite
+            .bindings
+            .iter()
+            .map(|b| {
+                json!({"source": b.exchange, "vhost": vhost, "destination": b.queue,
+                       "destination_type": "queue", "routing_key": b.routing_key, "arguments": {}})
+            })
+            .collect();
+        let list = |key: &str| file[key].as_array().cloned().unwrap_or_default();
+        assert_eq!(sorted(list("exchanges")), sorted(expected_exchanges));
+        assert_eq!(sorted(list("queues")), sorted(expected_queues));
+        assert_eq!(sorted(list("bindings")), sorted(expected_bindings));
+
+        let escape = |name: &str| name.replace('.', "\\.");
+        for service in SERVICES {
+            let own = format!("^{}(\\.dlq|\\.retry\\.[0-9]+ms)?$", service.name);
+            let write = format!(
+                "^({}|{}\\.dlx|amq\\.default)$",
+                escape(service.exchange),
+                service.name
+            );
+            let granted = list("permissions")
+                .into_iter()
+                .find(|p| p["user"] == service.name)
+                .expect("the service's permissions");
+            assert_eq!(
+                granted,
+                json!({"user": service.name, "vhost": vhost, "configure": own, "write": write, "read": own})
+            );
+            let keys: Vec<String> = choreo_events::EventType::ALL
+                .iter()
+                .filter(|t| t.exchange() == service.exchange)
+                .map(|t| escape(t.routing_key()))
+                .collect();
+            let topic = list("topic_permissions")
+                .into_iter()
+                .find(|p| p["user"] == service.name)
+                .expect("the service's topic permissions");
+            assert_eq!(
+                topic,
+                json!({"user": service.name, "vhost": vhost, "exchange": service.exchange,
+                       "write": format!("^({})$", keys.join("|")), "read": ".*"})
+            );
+            let user = list("users")
+                .into_iter()
+                .find(|u| u["name"] == service.name)
+                .expect("the service's user");
+            assert_eq!(user["tags"], json!([]), "no tags: no management access");
+            assert_eq!(user["hashing_algorithm"], "rabbit_password_hashing_sha256");
+        }
+        assert!(
+            list("users").iter().all(|u| u["name"] != "guest"),
+            "guest is not used"
         );
     }
 }

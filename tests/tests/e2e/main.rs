@@ -3,8 +3,11 @@
 //! parallel and leave nothing behind.
 
 mod api_docs;
+mod broker_users;
 mod delivery;
 mod http_api;
+mod metrics;
 mod restarts;
 mod saga;
 mod scale;
+mod tls;

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Checks the live /metrics text of the three services with `promtool check metrics` (the
+# Prometheus text format and its naming conventions: HELP on every metric, `_total` counters,
+# units in names). The text comes from the end-to-end test that runs one order of each kind and
+# a duplicate (`metrics::one_order_of_each_kind_...`), which writes each service's scrape to
+# target/tmp/metrics/<service>.prom; it is run here again so the text is from this build.
+# Needs the broker the tests need, and promtool (Debian: `apt-get install prometheus`).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+command -v promtool >/dev/null 2>&1 || {
+  echo "promtool is missing: apt-get install --no-install-recommends prometheus" >&2
+  exit 1
+}
+dir="${CARGO_TARGET_DIR:-target}/tmp/metrics"
+rm -rf "$dir"
+cargo test -q -p choreo-e2e --test e2e one_order_of_each_kind_moves_every_counter_by_exactly_what_it_does
+for service in orders billing shipping; do
+  file="$dir/$service.prom"
+  [[ -s "$file" ]] || { echo "no metrics were written to $file" >&2; exit 1; }
+  printf '%s: %s samples, ' "$service" "$(grep -cv '^#\|^$' "$file")"
+  promtool check metrics <"$file"
+  echo "promtool check metrics: ok"
+done
