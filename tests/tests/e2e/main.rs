@@ -5,6 +5,7 @@
 mod api_docs;
 mod delivery;
 mod http_api;
+mod observer;
 mod restarts;
 mod saga;
 mod scale;
