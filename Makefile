@@ -21,10 +21,10 @@ up: ## Build, make sure RabbitMQ runs, start the three services and the observer
 	@bash scripts/up.sh
 
 down: ## Stop the services (and the observer) started by `make up` (SIGTERM, then wait)
+	@bash scripts/down.sh
 
 observer-browser-test: ## The observer's live page in headless Chromium (installs chromium and Playwright once; needs RabbitMQ)
 	@bash scripts/observer-browser-test.sh
-	@bash scripts/down.sh
 
 test: ## Run the test suite (needs RabbitMQ on 127.0.0.1:5672)
 	cargo test --workspace
