@@ -2,7 +2,7 @@
 # `make` alone lists the targets.
 
 .DEFAULT_GOAL := help
-.PHONY: help up down test build fmt lint logs clean chaos chaos-cluster bench cluster cluster-down container-base container-test k8s-validate api-docs check-api-docs check-metrics users tls-test
+.PHONY: help up down test observer-browser-test build fmt lint logs clean chaos chaos-cluster bench cluster cluster-down container-base container-test k8s-validate api-docs check-api-docs check-metrics users tls-test
 
 SERVICES := orders billing shipping
 # Where cargo puts binaries (CARGO_TARGET_DIR moves it).
@@ -15,9 +15,9 @@ help: ## List the targets
 	@echo
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z0-9_-]*:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
-	@echo "Ports: ORDERS_PORT, BILLING_PORT, SHIPPING_PORT (8080, 8081, 8082); broker: CHOREO_AMQP_URL."
+	@echo "Ports: ORDERS_PORT, BILLING_PORT, SHIPPING_PORT, OBSERVER_PORT (8080 to 8083); broker: CHOREO_AMQP_URL."
 
-up: ## Build, make sure RabbitMQ runs, start the three services (run/), run the demo
+up: ## Build, make sure RabbitMQ runs, start the three services and the observer (run/; OBSERVER=0: not it), run the demo
 	@bash scripts/up.sh
 
 users: ## Load deploy/rabbitmq/definitions.json (vhost choreo, a user per service) into the local RabbitMQ; prints how to `make up` with them
@@ -28,8 +28,11 @@ tls-test: ## Start a TLS-only RabbitMQ node (scripts/tls-broker.sh), run the TLS
 	@eval "$$(bash scripts/tls-broker.sh env)" && cargo test -p choreo-e2e --test e2e tls::; \
 	  status=$$?; bash scripts/tls-broker.sh down >/dev/null; exit $$status
 
-down: ## Stop the services started by `make up` (SIGTERM, then wait)
+down: ## Stop the services (and the observer) started by `make up` (SIGTERM, then wait)
 	@bash scripts/down.sh
+
+observer-browser-test: ## The observer's live page in headless Chromium (installs chromium and Playwright once; needs RabbitMQ)
+	@bash scripts/observer-browser-test.sh
 
 test: ## Run the test suite (needs RabbitMQ on 127.0.0.1:5672)
 	cargo test --workspace

@@ -149,6 +149,15 @@ Try it yourself:
   curl -s '$BILLING_URL/payments?order_id=$id'
   curl -s '$SHIPPING_URL/shipments?order_id=$id'
 EOF
+# The observer is optional: its URLs are printed when it answers.
+OBSERVER_URL="http://127.0.0.1:$OBSERVER_PORT"
+if curl -s -o /dev/null -f --max-time 2 "$OBSERVER_URL/healthz"; then
+  cat <<EOF
+  curl -s $OBSERVER_URL/sagas/$id    # the observer: timeline, causation tree, state
+  curl -s '$OBSERVER_URL/sagas?state=stuck&limit=10'
+The live map of the saga (the observer): $OBSERVER_URL/
+EOF
+fi
 
 if ((failed)); then
   echo

@@ -10,7 +10,9 @@ STOP_TIMEOUT="${STOP_TIMEOUT:-20}"
 
 step "Stopping the services"
 declare -A signalled=()
-for service in "${SERVICES[@]}"; do
+# Every process `make up` may have started, the observer too (even when OBSERVER=0 now).
+ALL=("${SERVICES[@]}" observer)
+for service in "${ALL[@]}"; do
   file="$(pid_file "$service")"
   if pid="$(running_pid "$service")"; then
     kill -TERM "$pid" 2>/dev/null || true
@@ -26,7 +28,7 @@ done
 
 # All were signalled together; each gets STOP_TIMEOUT seconds from then to exit.
 deadline=$((SECONDS + STOP_TIMEOUT))
-for service in "${SERVICES[@]}"; do
+for service in "${ALL[@]}"; do
   pid="${signalled[$service]:-}"
   [[ -n "$pid" ]] || continue
   while running_pid "$service" >/dev/null && ((SECONDS < deadline)); do

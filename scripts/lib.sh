@@ -9,10 +9,19 @@ LOG_DIR="$RUN_DIR/logs"
 PID_DIR="$RUN_DIR/pids"
 DATA_DIR="$RUN_DIR/data"
 
+# The saga's services (what the containers and the demo cover), and every process `make up`
+# runs: the saga's services and the observer, which watches the saga and takes part in nothing
+# (OBSERVER=0 leaves it out).
 SERVICES=(orders billing shipping)
+if [[ "${OBSERVER:-1}" == 0 ]]; then
+  PROCESSES=("${SERVICES[@]}")
+else
+  PROCESSES=("${SERVICES[@]}" observer)
+fi
 ORDERS_PORT="${ORDERS_PORT:-8080}"
 BILLING_PORT="${BILLING_PORT:-8081}"
 SHIPPING_PORT="${SHIPPING_PORT:-8082}"
+OBSERVER_PORT="${OBSERVER_PORT:-8083}"
 
 if [[ -t 1 && -z "${NO_COLOR:-}" ]]; then
   _bold=$'\e[1m' _red=$'\e[31m' _yellow=$'\e[33m' _green=$'\e[32m' _reset=$'\e[0m'
@@ -32,6 +41,7 @@ port_of() {
     orders) echo "$ORDERS_PORT" ;;
     billing) echo "$BILLING_PORT" ;;
     shipping) echo "$SHIPPING_PORT" ;;
+    observer) echo "$OBSERVER_PORT" ;;
     *) die "unknown service '$1'" ;;
   esac
 }

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Follows the logs of the services started by scripts/up.sh (all three, or the one named).
-# Usage: scripts/logs.sh [orders|billing|shipping]
+# Usage: scripts/logs.sh [orders|billing|shipping|observer]
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-services=("${SERVICES[@]}")
+services=("${PROCESSES[@]}")
 if (($#)) && [[ -n "$1" ]]; then
   port_of "$1" >/dev/null # rejects an unknown name
   services=("$1")

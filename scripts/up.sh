@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Starts the whole suite on this machine: builds the release binaries, makes sure RabbitMQ is
-# reachable (starting a locally installed one if needed), starts orders, billing and shipping in
-# the background (logs in run/logs, pids in run/pids, SQLite files in run/data), waits until each
+# reachable (starting a locally installed one if needed), starts orders, billing, shipping and
+# the observer (its live page on OBSERVER_PORT; OBSERVER=0 leaves it out) in the background (logs in run/logs, pids in run/pids, SQLite files in run/data), waits until each
 # /readyz answers 200, then runs scripts/demo.sh.
 #
-# Environment: ORDERS_PORT, BILLING_PORT, SHIPPING_PORT (8080, 8081, 8082); CHOREO_AMQP_URL and
-# every other CHOREO_* setting are passed to the services unchanged; ORDERS_AMQP_URL,
-# BILLING_AMQP_URL, SHIPPING_AMQP_URL give one service its own broker URL (its own user:
-# `make users`); READY_TIMEOUT (60 s);
+# Environment: ORDERS_PORT, BILLING_PORT, SHIPPING_PORT, OBSERVER_PORT (8080 to 8083);
+# CHOREO_AMQP_URL and every other CHOREO_* setting are passed to the services unchanged;
+# ORDERS_AMQP_URL, BILLING_AMQP_URL, SHIPPING_AMQP_URL give one service its own broker URL (its
+# own user: `make users`); READY_TIMEOUT (60 s);
 # SKIP_BUILD=1 starts the binaries already in target/release without running cargo.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -141,7 +141,7 @@ ensure_broker() {
 
 refuse_if_running() {
   local service pid port running=()
-  for service in "${SERVICES[@]}"; do
+  for service in "${PROCESSES[@]}"; do
     if pid="$(running_pid "$service")"; then
       running+=("$service (pid $pid)")
     elif [[ -f "$(pid_file "$service")" ]]; then
@@ -153,7 +153,7 @@ refuse_if_running() {
     list="$(printf ', %s' "${running[@]}")"
     die "already running: ${list:2}. Stop them first with 'make down'."
   fi
-  for service in "${SERVICES[@]}"; do
+  for service in "${PROCESSES[@]}"; do
     port="$(port_of "$service")"
     if tcp_open 127.0.0.1 "$port"; then
       local owner=""
@@ -209,7 +209,7 @@ print_failure() {
 
 wait_until_ready() {
   step "Waiting for /readyz (at most ${READY_TIMEOUT}s)"
-  local deadline=$((SECONDS + READY_TIMEOUT)) pending=("${SERVICES[@]}") service code next
+  local deadline=$((SECONDS + READY_TIMEOUT)) pending=("${PROCESSES[@]}") service code next
   while ((${#pending[@]})); do
     next=()
     for service in "${pending[@]}"; do
@@ -241,13 +241,14 @@ wait_until_ready() {
 
 step "Checking that the suite is not already running"
 refuse_if_running
-ok "no running services, ports $ORDERS_PORT $BILLING_PORT $SHIPPING_PORT free"
+ok "no running services, ports $(for s in "${PROCESSES[@]}"; do printf '%s ' "$(port_of "$s")"; done)free"
 
 if [[ "${SKIP_BUILD:-0}" == 1 ]]; then
   step "Using the binaries already built (SKIP_BUILD=1)"
 else
   step "Building the release binaries"
-  cargo build --release --bin orders --bin billing --bin shipping
+  # shellcheck disable=SC2046 # one --bin per process
+  cargo build --release $(printf -- '--bin %s ' "${PROCESSES[@]}")
 fi
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
@@ -255,7 +256,7 @@ ensure_broker
 
 step "Starting the services"
 mkdir -p "$LOG_DIR" "$PID_DIR" "$DATA_DIR"
-for service in "${SERVICES[@]}"; do
+for service in "${PROCESSES[@]}"; do
   start_service "$service"
 done
 
@@ -273,5 +274,8 @@ The suite is running:
   orders    http://127.0.0.1:$ORDERS_PORT
   billing   http://127.0.0.1:$BILLING_PORT
   shipping  http://127.0.0.1:$SHIPPING_PORT
+$(if [[ " ${PROCESSES[*]} " == *" observer "* ]]; then
+  echo "  observer  http://127.0.0.1:$OBSERVER_PORT/   <- the live map of the saga (GET /sagas?state=stuck)"
+fi)
 Follow the logs with 'make logs'; stop everything with 'make down'.
 EOF

@@ -151,6 +151,8 @@ pub struct Suite {
     pub shipping: Option<Running>,
     /// Extra instances (replicas) started with [`Suite::start_together`].
     pub replicas: Vec<Running>,
+    /// The observer, when started with [`Suite::start_observer`].
+    pub observer: Option<Running>,
     pub http: reqwest::Client,
     /// Kept open: `channel` lives on it.
     broker: Connection,
@@ -188,6 +190,7 @@ impl Suite {
             billing: None,
             shipping: None,
             replicas: Vec::new(),
+            observer: None,
             http: reqwest::Client::new(),
             broker,
             channel,
@@ -342,6 +345,55 @@ impl Suite {
             stop: Some(stop),
             task,
         }
+    }
+
+    /// Starts the observer (SQLite in the suite's directory) with every step's deadline at
+    /// `step_deadline`, and waits until it is ready: its queue exists from then on.
+    pub async fn start_observer(&mut self, step_deadline: Duration) {
+        let mut common = self.common();
+        common.database_url = choreo_messaging::Secret::default();
+        let settings = observer::Settings {
+            common,
+            watching: observer::Watching {
+                step_deadline: Some(step_deadline),
+                sweep: Duration::from_millis(50),
+            },
+        };
+        let built = observer::build(settings).await.expect("observer builds");
+        let addr = built.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(built.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        self.observer = Some(Running {
+            addr,
+            stop: Some(stop),
+            task,
+        });
+        let url = self.observer_url("/readyz");
+        poll("observer ready", || {
+            let request = self.http.get(&url).send();
+            Box::pin(async move { request.await.ok().filter(|r| r.status() == 200).map(|_| ()) })
+        })
+        .await;
+    }
+
+    /// A URL of the running observer.
+    pub fn observer_url(&self, path: &str) -> String {
+        let running = self.observer.as_ref().expect("the observer is running");
+        format!("http://{}{path}", running.addr)
+    }
+
+    /// GETs a path of the observer: status and JSON body (null when not JSON).
+    pub async fn observer_get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(self.observer_url(path))
+            .send()
+            .await
+            .expect("GET observer");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     fn slot(&mut self, which: Which) -> &mut Option<Running> {
@@ -583,6 +635,9 @@ impl Drop for Suite {
         for replica in self.replicas.drain(..) {
             replica.task.abort();
         }
+        if let Some(observer) = self.observer.take() {
+            observer.task.abort();
+        }
         let databases: Vec<String> = if self.options.postgres {
             Which::ALL
                 .iter()
@@ -621,6 +676,17 @@ pub async fn delete_topology(prefix: &str, delays_ms: &[u64]) {
     };
     let mut queues = vec![format!("{prefix}tap")];
     let mut exchanges = Vec::new();
+    // The observer's own queues, if a test started it (deleting what is absent is harmless).
+    let observer = choreo_events::topology::OBSERVER;
+    queues.push(format!("{prefix}{}", observer.name));
+    queues.push(format!("{prefix}{}", observer.dead_letter_queue()));
+    exchanges.push(format!("{prefix}{}", observer.dead_letter_exchange()));
+    for delay in delays_ms {
+        queues.push(format!(
+            "{prefix}{}",
+            retry_queue_name(observer.name, Duration::from_millis(*delay))
+        ));
+    }
     for service in SERVICES {
         let exchange = format!("{prefix}{}", service.exchange);
         queues.push(unrouted_name(&exchange));

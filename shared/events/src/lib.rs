@@ -3,7 +3,7 @@
 //! This crate is what every service agrees on: the CloudEvents 1.0 [`Envelope`], one typed payload
 //! per event type ([`payloads`]), the [`Event`] enum that ties a routing key to its payload, and the
 //! broker [`topology`] (which exchange each service publishes to, which routing keys each service's
-//! queue binds), and the JSON [`schema`]s of all of it, generated from the types. It is serde (and
+//! queue binds), the saga's declared [`flow`] (which event may follow which, by whom, how soon), and the JSON [`schema`]s of all of it, generated from the types. It is serde (and
 //! schemars) only: no broker, database or HTTP code lives here, so a client written by another
 //! team can depend on it without pulling in a runtime.
 //!
@@ -11,6 +11,7 @@
 
 pub mod envelope;
 pub mod event;
+pub mod flow;
 pub mod payloads;
 pub mod provenance;
 pub mod schema;

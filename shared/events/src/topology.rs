@@ -67,6 +67,18 @@ pub const SHIPPING: ServiceTopology = ServiceTopology {
 /// Every service of the suite, in the order of the saga.
 pub const SERVICES: &[ServiceTopology] = &[ORDERS, BILLING, SHIPPING];
 
+/// The observer: watches every event of the saga and takes part in nothing. It is deliberately
+/// *not* in [`SERVICES`]: the services declare the suite's queues from that table, so an
+/// observer that never runs must not leave a queue behind that fills forever; the observer
+/// declares its own queue itself (see `choreo_messaging::topology::bystander`). It publishes
+/// nothing, so it has no exchange (`exchange` is empty) and the provenance check, which only
+/// knows [`SERVICES`], accepts no event from it.
+pub const OBSERVER: ServiceTopology = ServiceTopology {
+    name: "observer",
+    exchange: "",
+    subscribes_to: &EventType::ALL,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +98,13 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_observer_binds_every_event_type_and_is_no_part_of_the_suite() {
+        assert_eq!(OBSERVER.subscribes_to, EventType::ALL);
+        assert!(OBSERVER.exchange.is_empty());
+        assert!(SERVICES.iter().all(|service| service.name != OBSERVER.name));
     }
 
     #[test]

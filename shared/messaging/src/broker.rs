@@ -177,6 +177,11 @@ impl<H: Handler> Broker<H> {
                 topology::declare(publishing, &topology::own(names, &self.service)).await?
             }
         }
+        // A bystander (the observer) is no part of the suite's table: its queue is its own to
+        // declare, after the exchanges it binds to.
+        if topology::is_bystander(&self.service) {
+            topology::declare(publishing, &topology::bystander(names, &self.service)).await?;
+        }
         topology::declare_retry_queues(
             publishing,
             names,

@@ -240,6 +240,58 @@ pub fn own(names: &Names, service: &ServiceTopology) -> Declarations {
     }
 }
 
+/// The most messages a bystander's queue keeps; beyond it the oldest are dropped.
+pub const BYSTANDER_MAX_LENGTH: i64 = 100_000;
+
+/// Whether `service` is a bystander: outside [`SERVICES`], it watches the suite's events without
+/// taking part (the observer).
+pub fn is_bystander(service: &ServiceTopology) -> bool {
+    !SERVICES.iter().any(|member| member.name == service.name)
+}
+
+/// The queue of a bystander (a service outside [`SERVICES`]: the observer), bound to each of its
+/// event types on its publisher's exchange, and its dead-letter exchange and queue. Only the
+/// bystander declares them, so they exist only once it has run.
+///
+/// It must never push back on the saga: a full quorum queue with the suite's `reject-publish`
+/// would nack the *services'* publishes. So it drops its oldest messages beyond
+/// [`BYSTANDER_MAX_LENGTH`] (`drop-head`) and has no dead-letter exchange of its own (what it
+/// drops, and a message over the delivery limit, is gone for the bystander alone); what its
+/// consumer dead-letters (undecodable, forged) still goes to `<name>.dlq`, bounded the same way.
+pub fn bystander(names: &Names, service: &ServiceTopology) -> Declarations {
+    let mut declarations = Declarations::default();
+    let bounded = || {
+        vec![
+            ("x-queue-type", text("quorum")),
+            ("x-max-length", Argument::Integer(BYSTANDER_MAX_LENGTH)),
+            ("x-overflow", text("drop-head")),
+        ]
+    };
+    declarations.fanout_into_queue(
+        &names.of(&service.dead_letter_exchange()),
+        &names.of(&service.dead_letter_queue()),
+        bounded(),
+        false,
+    );
+    let queue = names.of(service.name);
+    let mut arguments = bounded();
+    arguments.push(("x-delivery-limit", Argument::Integer(DELIVERY_LIMIT)));
+    declarations.queues.push(QueueDeclaration {
+        name: queue.clone(),
+        durable: true,
+        arguments,
+        kept_if_different: false,
+    });
+    for event_type in service.subscribes_to {
+        declarations.bind(
+            &queue,
+            &names.of(event_type.exchange()),
+            event_type.routing_key(),
+        );
+    }
+    declarations
+}
+
 /// `service`'s delay queues: a message waits there for the queue's TTL, then is dead-lettered
 /// through the default exchange straight back to the service's own queue, and to no other.
 pub fn retry_queues(names: &Names, service: &ServiceTopology, delays: &[Duration]) -> Declarations {
@@ -445,6 +497,33 @@ mod tests {
                 "{binding:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_observer_is_a_bystander_whose_queue_the_suite_never_declares() {
+        use choreo_events::topology::OBSERVER;
+        let names = Names::new("p.");
+        assert!(is_bystander(&OBSERVER));
+        assert!(SERVICES.iter().all(|service| !is_bystander(service)));
+        assert!(suite(&names).queue("p.observer").is_none());
+
+        let declarations = bystander(&names, &OBSERVER);
+        let queue = declarations.queue("p.observer").expect("its queue");
+        assert!(queue.arguments.contains(&("x-overflow", text("drop-head"))));
+        assert!(
+            !queue
+                .arguments
+                .iter()
+                .any(|(key, _)| *key == "x-dead-letter-exchange")
+        );
+        let bound: Vec<_> = declarations
+            .bindings_of("p.observer")
+            .map(|b| (b.exchange.as_str(), b.routing_key.as_str()))
+            .collect();
+        assert_eq!(bound.len(), choreo_events::EventType::ALL.len());
+        assert!(bound.contains(&("p.shipping.events", "shipment.failed")));
+        assert!(bound.contains(&("p.orders.events", "order.completed")));
+        assert!(declarations.queue("p.observer.dlq").is_some());
     }
 
     #[test]

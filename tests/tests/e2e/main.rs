@@ -7,6 +7,7 @@ mod broker_users;
 mod delivery;
 mod http_api;
 mod metrics;
+mod observer;
 mod restarts;
 mod saga;
 mod scale;

@@ -5,7 +5,9 @@
 //!   its payload (`choreo_events::schema`);
 //! - `examples/<type>.json`: an example event per type, valid against its schema ([`examples`]);
 //! - `openapi/<service>.json`: each service's OpenAPI 3.1 document, the one it serves at
-//!   `GET /openapi.json` (`<service>::http::openapi`).
+//!   `GET /openapi.json` (`<service>::http::openapi`), the observer's included. The AsyncAPI
+//!   document leaves the observer out on purpose: it sends nothing, and its queue is its own,
+//!   not part of the suite topology every service declares.
 //!
 //! [`check`] regenerates them in memory and lists what differs from the files, so that CI (and
 //! `cargo test`) fail when the code changed and `docs/api/` was not regenerated.
@@ -60,11 +62,12 @@ pub fn generate() -> Vec<(PathBuf, String)> {
 }
 
 /// Each service's OpenAPI document, by service name.
-pub fn openapi_documents() -> [(&'static str, Value); 3] {
+pub fn openapi_documents() -> [(&'static str, Value); 4] {
     [
         ("orders", orders::http::openapi()),
         ("billing", billing::http::openapi()),
         ("shipping", shipping::http::openapi()),
+        ("observer", observer::http::openapi()),
     ]
 }
 
@@ -191,6 +194,15 @@ mod tests {
             ("orders", orders::http::routing().paths().to_vec()),
             ("billing", billing::http::routing().paths().to_vec()),
             ("shipping", shipping::http::routing().paths().to_vec()),
+            (
+                "observer",
+                observer::http::routing()
+                    .paths()
+                    .iter()
+                    .chain(observer::http::live_routing().paths())
+                    .copied()
+                    .collect(),
+            ),
         ];
         for ((service, document), (_, paths)) in openapi_documents().into_iter().zip(routed) {
             let documented: BTreeSet<&str> = document["paths"]

@@ -1,0 +1,26 @@
+//! The `observer` binary: serves until SIGINT or SIGTERM, or runs a `dlq` command on its own
+//! dead-letter queue (`observer --help`; docs/operations.md).
+
+use choreo_host::cli::Command;
+use choreo_host::service::shutdown_signal;
+
+fn main() -> anyhow::Result<()> {
+    let command = Command::from_env()?;
+    if command == Command::Help {
+        println!("{}", choreo_host::cli::USAGE);
+        return Ok(());
+    }
+    let settings = observer::Settings::load()?;
+    choreo_host::telemetry::init(&settings.common.log_format, std::io::stderr);
+    choreo_host::runtime::build(&settings.common)?.block_on(async move {
+        if let Command::Dlq(dlq) = command {
+            return Ok(dlq
+                .run(&settings.common, choreo_events::topology::OBSERVER)
+                .await?);
+        }
+        tracing::info!(?settings, "starting observer");
+        let observer = observer::build(settings).await?;
+        observer.run_until_stopped(shutdown_signal()).await?;
+        Ok(())
+    })
+}

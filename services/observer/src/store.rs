@@ -1,0 +1,305 @@
+//! The SQL of the observer. Each function runs on the transaction it is given.
+
+use crate::saga::{self, Anomaly, Deadlines, Expectation, Observed, Report, SagaState};
+use choreo_events::{Envelope, EventType};
+use choreo_store::{Error, Result, Row, Tx};
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::Serialize;
+
+/// One event as the timeline shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct ObservedEvent {
+    /// The order in which the observer stored events (increasing).
+    pub seq: i64,
+    pub event_id: String,
+    pub order_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The service that published it.
+    pub source: String,
+    pub causation_id: Option<String>,
+    /// The event's `time` (RFC 3339, UTC).
+    pub time: String,
+    /// When the observer stored it.
+    pub observed_at: String,
+    /// The event's `data`.
+    pub data: serde_json::Value,
+}
+
+/// One saga as the lists show it.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct SagaSummary {
+    pub order_id: String,
+    pub state: SagaState,
+    /// The furthest event type reached.
+    pub current_step: String,
+    pub started_at: String,
+    pub last_event_at: String,
+    /// The earliest deadline still ahead, if the saga waits for something.
+    pub next_deadline: Option<String>,
+    /// What the saga waits for, and by when.
+    pub expected: Vec<Expectation>,
+    pub anomalies: Vec<Anomaly>,
+}
+
+/// Stores `envelope` (already decoded, for `order_id`). `false` when this event id was stored
+/// before, which the inbox makes impossible but costs nothing to allow.
+pub fn insert_event(tx: &mut dyn Tx, envelope: &Envelope, order_id: &str) -> Result<bool> {
+    let data = envelope.data.to_string();
+    let inserted = tx.execute(
+        "INSERT INTO observed_events (event_id, order_id, event_type, source, causation_id, occurred_at, observed_at, data)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (event_id) DO NOTHING",
+        &[
+            (&envelope.id).into(),
+            order_id.into(),
+            (&envelope.event_type).into(),
+            (&envelope.source).into(),
+            envelope.causationid.as_deref().into(),
+            saga::timestamp(envelope.time).as_str().into(),
+            choreo_store::now_text().as_str().into(),
+            data.as_str().into(),
+        ],
+    )?;
+    Ok(inserted == 1)
+}
+
+const EVENT_COLUMNS: &str =
+    "seq, event_id, order_id, event_type, source, causation_id, occurred_at, observed_at, data";
+
+fn event_from(mut row: Row) -> Result<ObservedEvent> {
+    let data: String = row.take(8)?;
+    Ok(ObservedEvent {
+        seq: row.take(0)?,
+        event_id: row.take(1)?,
+        order_id: row.take(2)?,
+        event_type: row.take(3)?,
+        source: row.take(4)?,
+        causation_id: row.take(5)?,
+        time: row.take(6)?,
+        observed_at: row.take(7)?,
+        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+/// The events of one order, in the order they were stored.
+pub fn events_of(tx: &mut dyn Tx, order_id: &str) -> Result<Vec<ObservedEvent>> {
+    tx.query(
+        &format!("SELECT {EVENT_COLUMNS} FROM observed_events WHERE order_id = $1 ORDER BY seq"),
+        &[order_id.into()],
+    )?
+    .into_iter()
+    .map(event_from)
+    .collect()
+}
+
+/// The events stored after `seq`, oldest first, at most `limit`.
+pub fn events_after(tx: &mut dyn Tx, seq: i64, limit: i64) -> Result<Vec<ObservedEvent>> {
+    tx.query(
+        &format!(
+            "SELECT {EVENT_COLUMNS} FROM observed_events WHERE seq > $1 ORDER BY seq LIMIT $2"
+        ),
+        &[seq.into(), limit.into()],
+    )?
+    .into_iter()
+    .map(event_from)
+    .collect()
+}
+
+/// The last stored event's `seq` (0 when none).
+pub fn last_seq(tx: &mut dyn Tx) -> Result<i64> {
+    let row = tx.query_opt("SELECT COALESCE(MAX(seq), 0) FROM observed_events", &[])?;
+    row.map_or(Ok(0), |mut row| row.take(0))
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| Error::Failed(format!("stored time {text:?}: {e}")))
+}
+
+/// Judges the saga of `order_id` again from its stored events, at `now`, and stores the
+/// judgement. Returns it (`None` when the order has no events).
+pub fn judge(
+    tx: &mut dyn Tx,
+    order_id: &str,
+    now: DateTime<Utc>,
+    deadlines: &Deadlines,
+) -> Result<Option<Report>> {
+    let mut observed = Vec::new();
+    for event in events_of(tx, order_id)? {
+        // Only known types are stored: the consumer dead-letters the rest before the handler.
+        let Some(event_type) = EventType::from_routing_key(&event.event_type) else {
+            continue;
+        };
+        observed.push(Observed {
+            occurred_at: parse_time(&event.time)?,
+            event_id: event.event_id,
+            event_type,
+            source: event.source,
+            causation_id: event.causation_id,
+        });
+    }
+    if observed.is_empty() {
+        return Ok(None);
+    }
+    let report = saga::analyze(&observed, now, deadlines);
+    save(tx, order_id, &report)?;
+    Ok(Some(report))
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    // Plain structs of strings and booleans: serializing has no failure mode.
+    serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Stores `report` as the saga of `order_id`, marking it changed when it differs.
+fn save(tx: &mut dyn Tx, order_id: &str, report: &Report) -> Result<()> {
+    let expected = to_json(&report.expected);
+    let anomalies = to_json(&report.anomalies);
+    let started_at = saga::timestamp(report.started_at);
+    let last_event_at = saga::timestamp(report.last_event_at);
+    let next_deadline = report.next_deadline.map(saga::timestamp);
+    tx.execute(
+        "INSERT INTO sagas (order_id, state, current_step, started_at, last_event_at, next_deadline, expected, anomalies, changed)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, (SELECT COALESCE(MAX(changed), 0) + 1 FROM sagas))
+         ON CONFLICT (order_id) DO UPDATE SET
+           state = excluded.state, current_step = excluded.current_step,
+           started_at = excluded.started_at, last_event_at = excluded.last_event_at,
+           next_deadline = excluded.next_deadline, expected = excluded.expected,
+           anomalies = excluded.anomalies, changed = excluded.changed",
+        &[
+            order_id.into(),
+            report.state.as_str().into(),
+            report.current_step.routing_key().into(),
+            started_at.as_str().into(),
+            last_event_at.as_str().into(),
+            next_deadline.as_deref().into(),
+            expected.as_str().into(),
+            anomalies.as_str().into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The orders whose next deadline has passed at `now`: their sagas must be judged again.
+pub fn due_for_judgement(tx: &mut dyn Tx, now: &str, limit: i64) -> Result<Vec<String>> {
+    tx.query(
+        "SELECT order_id FROM sagas WHERE next_deadline IS NOT NULL AND next_deadline <= $1
+         ORDER BY next_deadline LIMIT $2",
+        &[now.into(), limit.into()],
+    )?
+    .into_iter()
+    .map(|mut row| row.take(0))
+    .collect()
+}
+
+const SAGA_COLUMNS: &str = "order_id, state, current_step, started_at, last_event_at, next_deadline, expected, anomalies, changed";
+
+fn saga_from(mut row: Row) -> Result<(i64, SagaSummary)> {
+    let state: String = row.take(1)?;
+    let expected: String = row.take(6)?;
+    let anomalies: String = row.take(7)?;
+    let summary = SagaSummary {
+        order_id: row.take(0)?,
+        state: SagaState::parse(&state)
+            .ok_or_else(|| Error::Failed(format!("impossible saga state {state}")))?,
+        current_step: row.take(2)?,
+        started_at: row.take(3)?,
+        last_event_at: row.take(4)?,
+        next_deadline: row.take(5)?,
+        expected: serde_json::from_str(&expected).unwrap_or_default(),
+        anomalies: serde_json::from_str(&anomalies).unwrap_or_default(),
+    };
+    Ok((row.take(8)?, summary))
+}
+
+/// One saga.
+pub fn saga(tx: &mut dyn Tx, order_id: &str) -> Result<Option<SagaSummary>> {
+    tx.query_opt(
+        &format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE order_id = $1"),
+        &[order_id.into()],
+    )?
+    .map(|row| saga_from(row).map(|(_, summary)| summary))
+    .transpose()
+}
+
+/// Sagas, newest first, in `state` if given, at most `limit`.
+pub fn list(tx: &mut dyn Tx, state: Option<SagaState>, limit: i64) -> Result<Vec<SagaSummary>> {
+    let rows = match state {
+        Some(state) => tx.query(
+            &format!(
+                "SELECT {SAGA_COLUMNS} FROM sagas WHERE state = $1 ORDER BY started_at DESC, order_id LIMIT $2"
+            ),
+            &[state.as_str().into(), limit.into()],
+        )?,
+        None => tx.query(
+            &format!(
+                "SELECT {SAGA_COLUMNS} FROM sagas ORDER BY started_at DESC, order_id LIMIT $1"
+            ),
+            &[limit.into()],
+        )?,
+    };
+    rows.into_iter()
+        .map(|row| saga_from(row).map(|(_, summary)| summary))
+        .collect()
+}
+
+/// The sagas changed after `changed`, oldest change first, at most `limit`, with the last
+/// change's number.
+pub fn changed_after(tx: &mut dyn Tx, changed: i64, limit: i64) -> Result<Vec<(i64, SagaSummary)>> {
+    tx.query(
+        &format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE changed > $1 ORDER BY changed LIMIT $2"),
+        &[changed.into(), limit.into()],
+    )?
+    .into_iter()
+    .map(saga_from)
+    .collect()
+}
+
+/// The number of the last change (0 when none).
+pub fn last_change(tx: &mut dyn Tx) -> Result<i64> {
+    let row = tx.query_opt("SELECT COALESCE(MAX(changed), 0) FROM sagas", &[])?;
+    row.map_or(Ok(0), |mut row| row.take(0))
+}
+
+/// Counts for the map and the metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Events stored, by type: all of them, and those whose time is after `since`.
+    pub events: Vec<(String, i64, i64)>,
+    /// Sagas by state.
+    pub states: Vec<(String, i64)>,
+    /// Sagas that have an anomaly of a kind, by kind.
+    pub anomalies: Vec<(String, i64)>,
+}
+
+pub fn counts(tx: &mut dyn Tx, since: &str) -> Result<Counts> {
+    let mut counts = Counts::default();
+    for mut row in tx.query(
+        "SELECT event_type, COUNT(*), COUNT(*) FILTER (WHERE occurred_at > $1)
+         FROM observed_events GROUP BY event_type",
+        &[since.into()],
+    )? {
+        counts
+            .events
+            .push((row.take(0)?, row.take(1)?, row.take(2)?));
+    }
+    for mut row in tx.query("SELECT state, COUNT(*) FROM sagas GROUP BY state", &[])? {
+        counts.states.push((row.take(0)?, row.take(1)?));
+    }
+    for kind in saga::AnomalyKind::ALL {
+        let pattern = format!("%\"{}\"%", kind.as_str());
+        let mut row = tx
+            .query_opt(
+                "SELECT COUNT(*) FROM sagas WHERE anomalies LIKE $1",
+                &[pattern.as_str().into()],
+            )?
+            .unwrap_or_default();
+        counts
+            .anomalies
+            .push((kind.as_str().to_owned(), row.take(0)?));
+    }
+    Ok(counts)
+}
