@@ -8,7 +8,8 @@
 //!   bad input, `/healthz`, `/readyz` and `/openapi.json`;
 //! - [`openapi`]: a service's OpenAPI 3.1 document, assembled from the types of its routes;
 //! - [`runtime`]: the Tokio runtime, current-thread or multi-thread by setting;
-//! - [`service`]: binds, runs the HTTP server and the broker supervisor, stops gracefully.
+//! - [`service`]: binds, runs the HTTP server and the broker supervisor, stops gracefully;
+//! - [`traces`]: each service's own OTLP trace exporter, when `CHOREO_OTLP_ENDPOINT` is set.
 
 pub mod cli;
 pub mod http;
@@ -17,6 +18,7 @@ pub mod runtime;
 pub mod service;
 pub mod settings;
 pub mod telemetry;
+pub mod traces;
 
 pub use service::Service;
 pub use settings::CommonSettings;

@@ -4,7 +4,7 @@
 use crate::CommonSettings;
 use axum::Router;
 use choreo_events::topology::ServiceTopology;
-use choreo_messaging::{Broker, BrokerHealth, Handler, OutboxWaker};
+use choreo_messaging::{Broker, BrokerHealth, Handler, OutboxWaker, Traces};
 use choreo_store::{Database, Migrations};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +22,8 @@ pub struct Service<H> {
     pub router: Router,
     pub broker: Broker<H>,
     pub database: Database,
+    /// Flushed and shut down once the broker stopped.
+    pub trace_export: crate::traces::TraceExport,
 }
 
 /// What a service's routes may use: its database and the waker of its outbox relay.
@@ -30,6 +32,8 @@ pub struct Parts {
     pub database: Database,
     pub waker: OutboxWaker,
     pub failpoints: choreo_messaging::failpoint::Failpoints,
+    /// The service's tracer, for routes that create events (off by default).
+    pub traces: Traces,
 }
 
 /// How long a starting service waits for an unreachable database before giving up.
@@ -62,10 +66,12 @@ impl<H: Handler> Service<H> {
         )
         .await?;
         let broker_settings = common.broker()?;
+        let (traces, trace_export) = crate::traces::start(topology, common)?;
         let parts = Parts {
             database: database.clone(),
             waker: OutboxWaker::default(),
             failpoints: broker_settings.failpoints.clone(),
+            traces: traces.clone(),
         };
         let health = Arc::new(BrokerHealth::default());
         // Health answers stay outside the bounds: an overloaded service is not a dead one.
@@ -85,6 +91,7 @@ impl<H: Handler> Service<H> {
             handler: Arc::new(handler),
             waker: parts.waker.clone(),
             health,
+            traces,
         };
         Ok(Service {
             name: topology.name,
@@ -92,6 +99,7 @@ impl<H: Handler> Service<H> {
             router,
             broker,
             database,
+            trace_export,
         })
     }
 
@@ -141,6 +149,7 @@ impl<H: Handler> Service<H> {
                 "the broker did not stop in time; closing anyway (unacked deliveries are requeued)"
             ),
         }
+        self.trace_export.shutdown().await;
         self.database.close().await;
         tracing::info!(service = self.name, "stopped");
         served

@@ -73,6 +73,8 @@ pub struct Broker<H> {
     pub handler: Arc<H>,
     pub waker: OutboxWaker,
     pub health: Arc<BrokerHealth>,
+    /// The service's tracer (off unless `CHOREO_OTLP_ENDPOINT` is set).
+    pub traces: crate::Traces,
 }
 
 impl<H: Handler> Broker<H> {
@@ -205,6 +207,7 @@ impl<H: Handler> Broker<H> {
             health: self.health.clone(),
             failpoints: self.settings.failpoints.clone(),
             max_batch: self.settings.consumer_batch.max(1),
+            traces: self.traces.clone(),
         });
         let mut relay_task: JoinHandle<Result<()>> = tokio::spawn(relay.run(
             publisher.clone(),

@@ -28,6 +28,7 @@ use crate::health::BrokerHealth;
 use crate::outbox::{Outbox, OutboxWaker};
 use crate::publisher::{Outgoing, Publisher};
 use crate::topology::retry_queue_name;
+use crate::traces::{Outcome, Traces, Unit};
 use crate::{Error, Names, Result, inbox};
 use choreo_events::topology::ServiceTopology;
 use choreo_events::{DecodeError, Envelope, Event};
@@ -109,6 +110,7 @@ enum Fate {
 struct Incoming {
     envelope: Envelope,
     span: tracing::Span,
+    trace: Unit,
 }
 
 /// Whether the loop goes on after a batch.
@@ -130,6 +132,7 @@ pub(crate) struct ConsumerLoop<H> {
     pub(crate) failpoints: Failpoints,
     /// The most deliveries already received that are handled together in one transaction.
     pub(crate) max_batch: usize,
+    pub(crate) traces: Traces,
 }
 
 impl<H: Handler> ConsumerLoop<H> {
@@ -206,15 +209,22 @@ impl<H: Handler> ConsumerLoop<H> {
         let mut spans = Vec::with_capacity(batch.len());
         let mut fates: Vec<Option<Fate>> = Vec::with_capacity(batch.len());
         let mut incoming = Vec::with_capacity(batch.len());
+        let mut traces = Vec::with_capacity(batch.len());
         for delivery in &batch {
             match Envelope::decode(&delivery.data) {
                 Ok(envelope) => {
                     let span = message_span(&envelope);
                     spans.push(span.clone());
+                    let trace = self.traces.process(delivery, &envelope);
+                    traces.push(trace.clone());
                     // A forgery is dead-lettered before it can have any effect.
                     match self.provenance(delivery, &envelope) {
                         Ok(()) => {
-                            incoming.push(Incoming { envelope, span });
+                            incoming.push(Incoming {
+                                envelope,
+                                span,
+                                trace,
+                            });
                             fates.push(None);
                         }
                         Err(reason) => fates.push(Some(Fate::DeadLetter(reason))),
@@ -223,6 +233,7 @@ impl<H: Handler> ConsumerLoop<H> {
                 // Undecodable: dead-lettered without touching the database.
                 Err(error) => {
                     spans.push(tracing::info_span!("message", routing_key = %delivery.routing_key));
+                    traces.push(Unit::none());
                     fates.push(Some(Fate::DeadLetter(error.to_string())));
                 }
             }
@@ -258,6 +269,9 @@ impl<H: Handler> ConsumerLoop<H> {
                 }
             };
             settled.instrument(span).await?;
+        }
+        for (trace, fate) in traces.iter().zip(&fates) {
+            trace.end(fate.as_ref().map_or(Outcome::Unchanged, Fate::outcome));
         }
         if emitted > 0 {
             self.waker.wake();
@@ -444,7 +458,7 @@ fn apply_all<H: Handler>(
 ) -> Result<Vec<Fate>, HandlerError> {
     if let [alone] = incoming {
         let _entered = alone.span.enter();
-        return apply_one(tx, handler, source, failpoints, &alone.envelope).map(|fate| vec![fate]);
+        return apply_one(tx, handler, source, failpoints, alone).map(|fate| vec![fate]);
     }
     let mut order: Vec<usize> = (0..incoming.len()).collect();
     order.sort_by_key(|&i| incoming[i].envelope.order_id_hint().unwrap_or_default());
@@ -459,7 +473,7 @@ fn apply_all<H: Handler>(
             }
             let item = &incoming[index];
             let _entered = item.span.enter();
-            match apply_one(tx, handler, source, failpoints, &item.envelope) {
+            match apply_one(tx, handler, source, failpoints, item) {
                 Ok(fate) => fates[index] = Some(fate),
                 Err(HandlerError::Unavailable(reason)) => {
                     return Err(HandlerError::Unavailable(reason));
@@ -494,8 +508,11 @@ fn apply_one<H: Handler>(
     handler: &H,
     source: &str,
     failpoints: &Failpoints,
-    envelope: &Envelope,
+    Incoming {
+        envelope, trace, ..
+    }: &Incoming,
 ) -> Result<Fate, HandlerError> {
+    trace.attempt();
     if !inbox::record(tx, &envelope.id, &envelope.event_type)? {
         return Ok(Fate::Duplicate);
     }
@@ -505,11 +522,26 @@ fn apply_one<H: Handler>(
     let event = envelope.event()?;
     let emitted = handler.handle(&event, envelope, tx)?;
     for event in &emitted {
-        Outbox::enqueue(tx, &Envelope::caused_by(envelope, source, event))?;
+        Outbox::enqueue(
+            tx,
+            &trace.stamp(Envelope::caused_by(envelope, source, event)),
+        )?;
     }
     Ok(Fate::Handled {
         emitted: emitted.len(),
     })
+}
+
+impl Fate {
+    /// What the message's trace says of it.
+    fn outcome(&self) -> Outcome<'_> {
+        match self {
+            Fate::Handled { .. } => Outcome::Committed,
+            Fate::Duplicate => Outcome::Duplicate,
+            Fate::DeadLetter(reason) => Outcome::DeadLettered(reason),
+            Fate::Retry(reason) => Outcome::Retried(reason),
+        }
+    }
 }
 
 /// The span of one handled message.
@@ -579,6 +611,7 @@ mod tests {
         Incoming {
             envelope,
             span: tracing::Span::none(),
+            trace: Unit::none(),
         }
     }
 
@@ -689,6 +722,7 @@ mod tests {
         let again = Incoming {
             envelope: first.envelope.clone(),
             span: tracing::Span::none(),
+            trace: Unit::none(),
         };
         apply(&db, &Failpoints::default(), vec![first])
             .await
@@ -763,6 +797,7 @@ mod tests {
             health: Arc::new(BrokerHealth::default()),
             failpoints: Failpoints::default(),
             max_batch: 32,
+            traces: Traces::off(),
         }
     }
 

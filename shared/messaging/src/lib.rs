@@ -29,6 +29,7 @@ mod secret;
 #[cfg(test)]
 mod testing;
 pub mod topology;
+mod traces;
 
 pub use broker::{Broker, BrokerSettings};
 pub use consumer::{Handler, HandlerError};
@@ -39,3 +40,4 @@ pub use nodes::Nodes;
 pub use outbox::{Outbox, OutboxWaker};
 pub use publisher::Publisher;
 pub use secret::Secret;
+pub use traces::{Outcome, Traces, Unit};
