@@ -107,6 +107,8 @@ pub struct Options {
     /// Wait until every started service is ready (connected, topology declared) before the
     /// test goes on.
     pub wait_ready: bool,
+    /// `CHOREO_OTLP_ENDPOINT` of every service (empty: traces off).
+    pub otlp_endpoint: String,
 }
 
 impl Default for Options {
@@ -122,6 +124,7 @@ impl Default for Options {
             postgres: false,
             failpoints: Vec::new(),
             wait_ready: true,
+            otlp_endpoint: String::new(),
         }
     }
 }
@@ -226,6 +229,7 @@ impl Suite {
         if let Some((_, points)) = self.options.failpoints.iter().find(|(w, _)| *w == which) {
             common.failpoints = points.clone();
         }
+        common.otlp_endpoint = self.options.otlp_endpoint.clone();
         common
     }
 

@@ -8,3 +8,4 @@ mod http_api;
 mod restarts;
 mod saga;
 mod scale;
+mod traces;
