@@ -117,6 +117,8 @@ pub struct Options {
     /// of the broker's objects when dropped: the test owns them (a vhost of its own, say), and
     /// the names may be the real ones.
     pub fixed_prefix: Option<String>,
+    /// `CHOREO_OTLP_ENDPOINT` of every service (empty: traces off).
+    pub otlp_endpoint: String,
 }
 
 impl Default for Options {
@@ -136,6 +138,7 @@ impl Default for Options {
             tls: choreo_messaging::TlsFiles::default(),
             declare_topology: "suite".to_owned(),
             fixed_prefix: None,
+            otlp_endpoint: String::new(),
         }
     }
 }
@@ -248,6 +251,7 @@ impl Suite {
         if let Some((_, url)) = self.options.amqp_url_of.iter().find(|(w, _)| *w == which) {
             common.amqp_url = choreo_messaging::Secret::new(url.clone());
         }
+        common.otlp_endpoint = self.options.otlp_endpoint.clone();
         common
     }
 

@@ -16,7 +16,7 @@ use choreo_events::{Envelope, Event};
 use choreo_host::http::{ApiError, BODY_LIMIT, JsonBody, Routes};
 use choreo_host::openapi::OpenApi;
 use choreo_host::service::Parts;
-use choreo_messaging::Outbox;
+use choreo_messaging::{Outbox, Outcome, Unit};
 use choreo_store::Tx;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -190,13 +190,33 @@ enum Placed {
     KeyReused,
 }
 
+/// `POST /orders` in its SERVER span (parented to the `traceparent` header); `order.placed`
+/// gets a PRODUCER span under it, recorded if the order was committed (answered 201).
 async fn place_order(
     State(parts): State<Parts>,
     headers: HeaderMap,
     JsonBody(request): JsonBody<PlaceOrder>,
 ) -> Result<Response, ApiError> {
+    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    let trace = parts.traces.request("POST", "/orders", traceparent);
+    let answer = place_order_traced(&parts, &headers, request, &trace).await;
+    let status = answer.as_ref().map_or_else(|e| e.status, Response::status);
+    trace.set_http_status(status.as_u16());
+    trace.end(match status {
+        StatusCode::CREATED => Outcome::Committed,
+        _ => Outcome::Unchanged,
+    });
+    answer
+}
+
+async fn place_order_traced(
+    parts: &Parts,
+    headers: &HeaderMap,
+    request: PlaceOrder,
+    trace: &Unit,
+) -> Result<Response, ApiError> {
     let total = request.validate().map_err(ApiError::unprocessable)?;
-    let key = idempotency_key(&headers)?;
+    let key = idempotency_key(headers)?;
     let canonical = serde_json::to_string(&request).unwrap_or_default();
 
     let id = uuid::Uuid::now_v7().to_string();
@@ -209,7 +229,7 @@ async fn place_order(
         currency: request.currency.clone(),
         shipping_address: request.shipping_address.clone(),
     });
-    let envelope = Envelope::root(ORDERS.name, &event);
+    let envelope = trace.stamp(Envelope::root(ORDERS.name, &event));
     // The order as it will be committed: the answer needs no read-back.
     let order = OrderView {
         history: vec![HistoryEntry {

@@ -9,7 +9,8 @@
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format, one recorder per service;
 //! - [`openapi`]: a service's OpenAPI 3.1 document, assembled from the types of its routes;
 //! - [`runtime`]: the Tokio runtime, current-thread or multi-thread by setting;
-//! - [`service`]: binds, runs the HTTP server and the broker supervisor, stops gracefully.
+//! - [`service`]: binds, runs the HTTP server and the broker supervisor, stops gracefully;
+//! - [`traces`]: each service's own OTLP trace exporter, when `CHOREO_OTLP_ENDPOINT` is set.
 
 pub mod cli;
 pub mod http;
@@ -19,6 +20,7 @@ pub mod runtime;
 pub mod service;
 pub mod settings;
 pub mod telemetry;
+pub mod traces;
 
 pub use service::Service;
 pub use settings::CommonSettings;

@@ -5,7 +5,7 @@ use crate::CommonSettings;
 use crate::metrics::ServiceMetrics;
 use axum::Router;
 use choreo_events::topology::ServiceTopology;
-use choreo_messaging::{Broker, BrokerHealth, Handler, OutboxWaker};
+use choreo_messaging::{Broker, BrokerHealth, Handler, OutboxWaker, Traces};
 use choreo_store::{Database, Migrations};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +25,8 @@ pub struct Service<H> {
     pub database: Database,
     /// What `/metrics` renders.
     pub metrics: ServiceMetrics,
+    /// Flushed and shut down once the broker stopped.
+    pub trace_export: crate::traces::TraceExport,
 }
 
 /// What a service's routes may use: its database and the waker of its outbox relay.
@@ -35,6 +37,8 @@ pub struct Parts {
     pub failpoints: choreo_messaging::failpoint::Failpoints,
     /// The service's metrics, for a route that counts something of its own.
     pub metrics: ServiceMetrics,
+    /// The service's tracer, for routes that create events (off by default).
+    pub traces: Traces,
 }
 
 /// How long a starting service waits for an unreachable database before giving up.
@@ -70,11 +74,13 @@ impl<H: Handler> Service<H> {
         // One recorder per service instance, never the process-global one (see crate::metrics).
         let metrics = ServiceMetrics::new(&topology);
         handler.register_metrics(metrics.recorder());
+        let (traces, trace_export) = crate::traces::start(topology, common)?;
         let parts = Parts {
             database: database.clone(),
             waker: OutboxWaker::default(),
             failpoints: broker_settings.failpoints.clone(),
             metrics: metrics.clone(),
+            traces: traces.clone(),
         };
         let health = Arc::new(BrokerHealth::default());
         // Health answers and metrics stay outside the bounds: an overloaded service is not a
@@ -97,6 +103,7 @@ impl<H: Handler> Service<H> {
             waker: parts.waker.clone(),
             health,
             metrics: metrics.runtime.clone(),
+            traces,
         };
         Ok(Service {
             name: topology.name,
@@ -105,6 +112,7 @@ impl<H: Handler> Service<H> {
             broker,
             database,
             metrics,
+            trace_export,
         })
     }
 
@@ -155,6 +163,7 @@ impl<H: Handler> Service<H> {
                 "the broker did not stop in time; closing anyway (unacked deliveries are requeued)"
             ),
         }
+        self.trace_export.shutdown().await;
         self.database.close().await;
         tracing::info!(service = self.name, "stopped");
         served

@@ -71,6 +71,7 @@ const COMMON_DEFAULTS: &[(&str, &str)] = &[
     ("worker_threads", "1"),
     ("http_max_concurrency", "256"),
     ("http_request_timeout_ms", "10000"),
+    ("otlp_endpoint", ""),
 ];
 
 /// The settings every service has.
@@ -134,6 +135,8 @@ pub struct CommonSettings {
     /// How long an API request may take before it is answered 503.
     #[serde(deserialize_with = "from_text")]
     pub http_request_timeout_ms: u64,
+    /// Where traces are exported by OTLP/HTTP (`http://host:4318`); empty: traces off.
+    pub otlp_endpoint: String,
 }
 
 impl std::fmt::Debug for CommonSettings {

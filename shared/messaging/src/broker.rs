@@ -78,6 +78,8 @@ pub struct Broker<H> {
     pub waker: OutboxWaker,
     pub health: Arc<BrokerHealth>,
     pub metrics: Arc<RuntimeMetrics>,
+    /// The service's tracer (off unless `CHOREO_OTLP_ENDPOINT` is set).
+    pub traces: crate::Traces,
 }
 
 impl<H: Handler> Broker<H> {
@@ -223,6 +225,7 @@ impl<H: Handler> Broker<H> {
             failpoints: self.settings.failpoints.clone(),
             max_batch: self.settings.consumer_batch.max(1),
             metrics: self.metrics.clone(),
+            traces: self.traces.clone(),
         });
         let mut relay_task: JoinHandle<Result<()>> = tokio::spawn(relay.run(
             publisher.clone(),

@@ -29,6 +29,7 @@ use crate::metrics::{Outcome, RuntimeMetrics};
 use crate::outbox::{Outbox, OutboxWaker};
 use crate::publisher::{Outgoing, Publisher};
 use crate::topology::retry_queue_name;
+use crate::traces::{Traces, Unit};
 use crate::{Error, Names, Result, inbox};
 use choreo_events::topology::ServiceTopology;
 use choreo_events::{DecodeError, Envelope, Event};
@@ -121,6 +122,7 @@ struct Incoming {
     span: tracing::Span,
     /// Its `type` label ([`RuntimeMetrics::consumed_type`]).
     kind: usize,
+    trace: Unit,
 }
 
 /// Whether the loop goes on after a batch.
@@ -143,6 +145,7 @@ pub(crate) struct ConsumerLoop<H> {
     /// The most deliveries already received that are handled together in one transaction.
     pub(crate) max_batch: usize,
     pub(crate) metrics: Arc<RuntimeMetrics>,
+    pub(crate) traces: Traces,
 }
 
 impl<H: Handler> ConsumerLoop<H> {
@@ -220,6 +223,7 @@ impl<H: Handler> ConsumerLoop<H> {
         let mut kinds = Vec::with_capacity(batch.len());
         let mut fates: Vec<Option<Fate>> = Vec::with_capacity(batch.len());
         let mut incoming = Vec::with_capacity(batch.len());
+        let mut traces = Vec::with_capacity(batch.len());
         for delivery in &batch {
             match Envelope::decode(&delivery.data) {
                 Ok(envelope) => {
@@ -227,6 +231,8 @@ impl<H: Handler> ConsumerLoop<H> {
                     spans.push(span.clone());
                     let kind = self.metrics.consumed_type(Some(&envelope.event_type));
                     kinds.push(kind);
+                    let trace = self.traces.process(delivery, &envelope);
+                    traces.push(trace.clone());
                     // A forgery is dead-lettered before it can have any effect.
                     match self.provenance(delivery, &envelope) {
                         Ok(()) => {
@@ -234,6 +240,7 @@ impl<H: Handler> ConsumerLoop<H> {
                                 envelope,
                                 span,
                                 kind,
+                                trace,
                             });
                             fates.push(None);
                         }
@@ -244,6 +251,7 @@ impl<H: Handler> ConsumerLoop<H> {
                 Err(error) => {
                     spans.push(tracing::info_span!("message", routing_key = %delivery.routing_key));
                     kinds.push(self.metrics.consumed_type(None));
+                    traces.push(Unit::none());
                     fates.push(Some(Fate::DeadLetter(error.to_string())));
                 }
             }
@@ -290,6 +298,12 @@ impl<H: Handler> ConsumerLoop<H> {
             };
             let outcome = settled.instrument(span).await?;
             self.metrics.consumed(kind, outcome);
+        }
+        for (trace, fate) in traces.iter().zip(&fates) {
+            trace.end(
+                fate.as_ref()
+                    .map_or(crate::traces::Outcome::Unchanged, Fate::outcome),
+            );
         }
         if emitted > 0 {
             self.waker.wake();
@@ -534,6 +548,8 @@ fn apply_one<H: Handler>(
     incoming: &Incoming,
 ) -> Result<Fate, HandlerError> {
     let envelope = &incoming.envelope;
+    let trace = &incoming.trace;
+    trace.attempt();
     if !inbox::record(tx, &envelope.id, &envelope.event_type)? {
         return Ok(Fate::Duplicate);
     }
@@ -546,9 +562,25 @@ fn apply_one<H: Handler>(
     metrics.handler_took(incoming.kind, started.elapsed());
     let emitted = handled?;
     for event in &emitted {
-        Outbox::enqueue(tx, &Envelope::caused_by(envelope, source, event))?;
+        Outbox::enqueue(
+            tx,
+            &trace.stamp(Envelope::caused_by(envelope, source, event)),
+        )?;
     }
     Ok(Fate::Handled { emitted })
+}
+
+impl Fate {
+    /// What the message's trace says of it.
+    fn outcome(&self) -> crate::traces::Outcome<'_> {
+        use crate::traces::Outcome;
+        match self {
+            Fate::Handled { .. } => Outcome::Committed,
+            Fate::Duplicate => Outcome::Duplicate,
+            Fate::DeadLetter(reason) => Outcome::DeadLettered(reason),
+            Fate::Retry(reason) => Outcome::Retried(reason),
+        }
+    }
 }
 
 /// The span of one handled message.
@@ -619,6 +651,7 @@ mod tests {
             envelope,
             span: tracing::Span::none(),
             kind: 0,
+            trace: Unit::none(),
         }
     }
 
@@ -740,6 +773,7 @@ mod tests {
             envelope: first.envelope.clone(),
             span: tracing::Span::none(),
             kind: 0,
+            trace: Unit::none(),
         };
         apply(&db, &Failpoints::default(), vec![first])
             .await
@@ -815,6 +849,7 @@ mod tests {
             failpoints: Failpoints::default(),
             max_batch: 32,
             metrics: Arc::new(RuntimeMetrics::detached(&choreo_events::topology::ORDERS)),
+            traces: Traces::off(),
         }
     }
 

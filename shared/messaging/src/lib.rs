@@ -31,6 +31,7 @@ mod secret;
 mod testing;
 mod tls;
 pub mod topology;
+mod traces;
 
 pub use broker::{Broker, BrokerSettings};
 pub use consumer::{Handler, HandlerError};
@@ -43,3 +44,4 @@ pub use outbox::{Outbox, OutboxWaker};
 pub use publisher::Publisher;
 pub use secret::Secret;
 pub use tls::{Tls, TlsFiles};
+pub use traces::{Outcome, Traces, Unit};

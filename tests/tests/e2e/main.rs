@@ -12,3 +12,4 @@ mod restarts;
 mod saga;
 mod scale;
 mod tls;
+mod traces;
