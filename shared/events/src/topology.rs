@@ -35,6 +35,14 @@ impl ServiceTopology {
     pub fn dead_letter_queue(&self) -> String {
         format!("{}.dlq", self.name)
     }
+
+    /// The direct exchange through which this service sends a message to one of its own queues
+    /// (a retry to a delay queue, a redriven dead letter to its work queue): `<service>.redeliver`.
+    /// Only this service may write to it, so no service needs the default exchange, which reaches
+    /// every queue.
+    pub fn redeliver_exchange(&self) -> String {
+        format!("{}.redeliver", self.name)
+    }
 }
 
 /// The `orders` service.

@@ -322,11 +322,24 @@ impl<H: Handler> ConsumerLoop<H> {
     }
 
     /// Whether `envelope` is what its delivery says (see [`choreo_events::provenance`]). A
-    /// message back from a delay queue or redriven from the DLQ arrives through the default
-    /// exchange; it is checked against the first exchange and key, kept in its headers.
+    /// message back from a delay queue (through the default exchange, by the broker) or redriven
+    /// from the DLQ (through the service's own redelivery exchange) is checked against the first
+    /// exchange and key, kept in its headers; those headers are believed from nowhere else, so a
+    /// publisher cannot vouch for its own forgery with them.
     fn provenance(&self, delivery: &Delivery, envelope: &Envelope) -> Result<(), String> {
-        let exchange = original(delivery, X_ORIGINAL_EXCHANGE, &delivery.exchange);
-        let routing_key = original(delivery, X_ORIGINAL_ROUTING_KEY, &delivery.routing_key);
+        let redelivered = delivery.exchange.as_str().is_empty()
+            || delivery.exchange.as_str() == self.names.of(&self.service.redeliver_exchange());
+        let (exchange, routing_key) = if redelivered {
+            (
+                original(delivery, X_ORIGINAL_EXCHANGE, &delivery.exchange),
+                original(delivery, X_ORIGINAL_ROUTING_KEY, &delivery.routing_key),
+            )
+        } else {
+            (
+                delivery.exchange.as_str().to_owned(),
+                delivery.routing_key.as_str().to_owned(),
+            )
+        };
         let exchange = exchange
             .strip_prefix(self.names.prefix())
             .unwrap_or(&exchange);
@@ -464,7 +477,7 @@ impl<H: Handler> ConsumerLoop<H> {
         );
         publisher
             .publish(Outgoing {
-                exchange: String::new(),
+                exchange: self.names.of(&self.service.redeliver_exchange()),
                 routing_key: self.names.of(&retry_queue_name(self.service.name, *delay)),
                 body: delivery.data.clone(),
                 properties,

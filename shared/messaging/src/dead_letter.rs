@@ -58,6 +58,8 @@ pub struct DeadLetterQueue {
     pub queue: String,
     /// The prefixed name of the service's own queue, where redriven messages go.
     pub home: String,
+    /// The service's redelivery exchange, through which they go.
+    pub redeliver: String,
 }
 
 /// Which dead letters a command applies to.
@@ -84,6 +86,7 @@ impl DeadLetterQueue {
             probe,
             queue: names.of(&service.dead_letter_queue()),
             home: names.of(service.name),
+            redeliver: names.of(&service.redeliver_exchange()),
         })
     }
 
@@ -183,7 +186,7 @@ impl DeadLetterQueue {
             }
             // One the broker dead-lettered by itself has no x-original-* headers of ours: take
             // them from its x-death (about to be stripped), so that its provenance can be checked
-            // when it comes back through the default exchange.
+            // when it comes back through the redelivery exchange.
             if header_text(&delivery.properties, X_ORIGINAL_EXCHANGE).is_none()
                 && let Some((exchange, routing_key)) = first_death(&delivery.properties)
             {
@@ -199,7 +202,7 @@ impl DeadLetterQueue {
             let publisher = crate::Publisher::from_channel(self.channel.clone());
             publisher
                 .publish(crate::publisher::Outgoing {
-                    exchange: String::new(),
+                    exchange: self.redeliver.clone(),
                     routing_key: self.home.clone(),
                     body: delivery.data.clone(),
                     properties,

@@ -25,10 +25,10 @@ pub fn unrouted_name(exchange: &str) -> String {
     format!("{exchange}.unrouted")
 }
 
-/// The delay queue of `service` for one retry delay (`<service>.retry.<ms>ms`). The delay is in the
+/// The delay queue of `service` for one retry delay (`<service>.delay.<ms>ms`). The delay is in the
 /// name so changing the configured delays declares new queues instead of clashing with old ones.
 pub fn retry_queue_name(service: &str, delay: Duration) -> String {
-    format!("{service}.retry.{}ms", delay.as_millis())
+    format!("{service}.delay.{}ms", delay.as_millis())
 }
 
 /// How an exchange routes.
@@ -38,6 +38,8 @@ pub enum ExchangeType {
     Topic,
     /// To every bound queue: parking lots and dead-letter exchanges.
     Fanout,
+    /// By exact routing key: a service's redelivery exchange, to its own queues by name.
+    Direct,
 }
 
 /// The value of an `x-` argument, as it is sent to the broker. Its AMQP type is part of the
@@ -199,6 +201,15 @@ pub fn suite(names: &Names) -> Declarations {
             ),
             kept_if_different: false,
         });
+        // Redriven dead letters come back through the service's own redelivery exchange.
+        let redeliver = names.of(&service.redeliver_exchange());
+        declarations.exchanges.push(ExchangeDeclaration {
+            name: redeliver.clone(),
+            kind: ExchangeType::Direct,
+            durable: true,
+            arguments: Vec::new(),
+        });
+        declarations.bind(&queue, &redeliver, &queue);
         for event_type in service.subscribes_to {
             declarations.bind(
                 &queue,
@@ -293,16 +304,20 @@ pub fn bystander(names: &Names, service: &ServiceTopology) -> Declarations {
 }
 
 /// `service`'s delay queues: a message waits there for the queue's TTL, then is dead-lettered
-/// through the default exchange straight back to the service's own queue, and to no other.
+/// through the service's redelivery exchange straight back to the service's own queue, and to no
+/// other. (Until 2026-11 they were `<service>.retry.<ms>ms`, dead-lettering through the default
+/// exchange, which a service's user would need write on to declare them; such a queue left on a
+/// broker still drains into the service's queue by itself, and can be deleted once empty.)
 pub fn retry_queues(names: &Names, service: &ServiceTopology, delays: &[Duration]) -> Declarations {
     let home = names.of(service.name);
+    let redeliver = names.of(&service.redeliver_exchange());
     let queues = delays
         .iter()
         .map(|delay| QueueDeclaration {
             name: names.of(&retry_queue_name(service.name, *delay)),
             durable: true,
             arguments: quorum_args(
-                "",
+                &redeliver,
                 vec![
                     ("x-dead-letter-routing-key", text(&home)),
                     (
@@ -313,9 +328,20 @@ pub fn retry_queues(names: &Names, service: &ServiceTopology, delays: &[Duration
             ),
             kept_if_different: false,
         })
+        .collect::<Vec<_>>();
+    // Each is bound to the service's redelivery exchange by its own name: the consumer sends a
+    // retry there (the exchange is declared with the suite, or loaded by the deploy step).
+    let bindings = queues
+        .iter()
+        .map(|queue| BindingDeclaration {
+            queue: queue.name.clone(),
+            exchange: redeliver.clone(),
+            routing_key: queue.name.clone(),
+        })
         .collect();
     Declarations {
         queues,
+        bindings,
         ..Declarations::default()
     }
 }
@@ -346,6 +372,7 @@ pub async fn declare(connection: &Connection, declarations: &Declarations) -> Re
         let kind = match exchange.kind {
             ExchangeType::Topic => ExchangeKind::Topic,
             ExchangeType::Fanout => ExchangeKind::Fanout,
+            ExchangeType::Direct => ExchangeKind::Direct,
         };
         let options = ExchangeDeclareOptions {
             durable: exchange.durable,
@@ -534,7 +561,7 @@ mod tests {
             &[Duration::from_millis(1500)],
         );
         let queue = declarations
-            .queue("shipping.retry.1500ms")
+            .queue("shipping.delay.1500ms")
             .expect("the delay queue");
         assert!(
             queue
@@ -546,6 +573,16 @@ mod tests {
                 .arguments
                 .contains(&("x-dead-letter-routing-key", text("shipping")))
         );
+        assert!(
+            queue
+                .arguments
+                .contains(&("x-dead-letter-exchange", text("shipping.redeliver")))
+        );
+        let bound: Vec<_> = declarations
+            .bindings_of("shipping.delay.1500ms")
+            .map(|b| (b.exchange.as_str(), b.routing_key.as_str()))
+            .collect();
+        assert_eq!(bound, [("shipping.redeliver", "shipping.delay.1500ms")]);
     }
 
     /// `deploy/rabbitmq/definitions.json` loads the topology and one user per service into a
@@ -583,7 +620,7 @@ mod tests {
             .map(|e| {
                 json!({"name": e.name, "vhost": vhost, "durable": e.durable, "auto_delete": false,
                        "internal": false, "arguments": arguments(&e.arguments),
-                       "type": match e.kind { ExchangeType::Topic => "topic", ExchangeType::Fanout => "fanout" }})
+                       "type": match e.kind { ExchangeType::Topic => "topic", ExchangeType::Fanout => "fanout", ExchangeType::Direct => "direct" }})
             })
             .collect();
         let expected_queues = suite
@@ -609,11 +646,15 @@ mod tests {
 
         let escape = |name: &str| name.replace('.', "\\.");
         for service in SERVICES {
-            let own = format!("^{}(\\.dlq|\\.retry\\.[0-9]+ms)?$", service.name);
+            let own = format!("^{}(\\.dlq|\\.delay\\.[0-9]+ms)?$", service.name);
+            // Read on its redelivery exchange binds its delay queues to it; write on those
+            // queues too (a binding's destination). No `amq.default`: the default exchange
+            // would reach every queue.
+            let read = format!("^{}(\\.dlq|\\.delay\\.[0-9]+ms|\\.redeliver)?$", service.name);
             let write = format!(
-                "^({}|{}\\.dlx|amq\\.default)$",
+                "^({}|{name}\\.dlx|{name}\\.redeliver|{name}\\.delay\\.[0-9]+ms)$",
                 escape(service.exchange),
-                service.name
+                name = service.name
             );
             let granted = list("permissions")
                 .into_iter()
@@ -621,7 +662,7 @@ mod tests {
                 .expect("the service's permissions");
             assert_eq!(
                 granted,
-                json!({"user": service.name, "vhost": vhost, "configure": own, "write": write, "read": own})
+                json!({"user": service.name, "vhost": vhost, "configure": own, "write": write, "read": read})
             );
             let keys: Vec<String> = choreo_events::EventType::ALL
                 .iter()

@@ -104,6 +104,25 @@ impl Drop for LoadedDefinitions {
     }
 }
 
+/// A confirmed publish of an empty JSON object, as `connection`'s user.
+async fn publish(connection: &Connection, exchange: &str, key: &str) -> Result<(), lapin::Error> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    channel
+        .basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            b"{}",
+            BasicProperties::default(),
+        )
+        .await?
+        .await?;
+    Ok(())
+}
+
 fn assert_refused(what: &str, result: Result<(), lapin::Error>) {
     let error = result.expect_err(what).to_string();
     assert!(error.contains("ACCESS_REFUSED"), "{what}: {error}");
@@ -120,6 +139,12 @@ async fn with_a_user_per_service_the_saga_completes_and_billing_is_refused_the_o
                 .map(|which| (*which, definitions.url(*which)))
                 .collect(),
             declare_topology: "own".to_owned(),
+            // Billing's first try of each message fails: its retries go through its own
+            // redelivery exchange to its delay queues, on its own user's rights.
+            failpoints: vec![(
+                Which::Billing,
+                "consumer.before_handle=transient:2".to_owned(),
+            )],
             // The real names, in the test's own vhost (deleted with it).
             fixed_prefix: Some(String::new()),
             ..Options::default()
@@ -144,25 +169,7 @@ async fn with_a_user_per_service_the_saga_completes_and_billing_is_refused_the_o
     )
     .await
     .expect("billing's user logs in");
-    let channel = billing.create_channel().await.expect("channel");
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
-    let published = async {
-        channel
-            .basic_publish(
-                "orders.events".into(),
-                "order.placed".into(),
-                BasicPublishOptions::default(),
-                b"{}",
-                BasicProperties::default(),
-            )
-            .await?
-            .await?;
-        Ok(())
-    }
-    .await;
+    let published = publish(&billing, "orders.events", "order.placed").await;
     assert_refused("billing publishes to orders.events", published);
 
     let channel = billing.create_channel().await.expect("channel");
@@ -178,25 +185,12 @@ async fn with_a_user_per_service_the_saga_completes_and_billing_is_refused_the_o
     assert_refused("billing consumes the shipping queue", consumed);
 
     // Its own exchange, its own routing keys only (topic permissions).
-    let channel = billing.create_channel().await.expect("channel");
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
-    let forged = async {
-        channel
-            .basic_publish(
-                "billing.events".into(),
-                "shipment.dispatched".into(),
-                BasicPublishOptions::default(),
-                b"{}",
-                BasicProperties::default(),
-            )
-            .await?
-            .await?;
-        Ok(())
-    }
-    .await;
+    let forged = publish(&billing, "billing.events", "shipment.dispatched").await;
     assert_refused("billing publishes shipment.dispatched", forged);
+    // No user may write to the default exchange, which reaches every queue by name.
+    let straight = publish(&billing, "", "shipping").await;
+    assert_refused("billing publishes into shipping's queue", straight);
+    let elsewhere = publish(&billing, "shipping.redeliver", "shipping").await;
+    assert_refused("billing publishes to shipping's redelivery exchange", elsewhere);
     let _ = billing.close(200, "done".into()).await;
 }

@@ -45,6 +45,7 @@ fn exchange_type(kind: ExchangeType) -> &'static str {
     match kind {
         ExchangeType::Topic => "topic",
         ExchangeType::Fanout => "fanout",
+        ExchangeType::Direct => "direct",
     }
 }
 
