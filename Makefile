@@ -62,17 +62,21 @@ logs: ## Follow the logs of the running services (SERVICE=orders for one)
 clean: ## Stop the services, delete run/ (logs, pids, data) and the cargo build output
 	@bash scripts/clean.sh
 
-chaos: ## Fault matrix (docs/operations.md): kills the local RabbitMQ, run it alone; ARGS=--ci for the short one; with `make cluster` up, the cluster rows too
+chaos: ## Fault matrix (docs/operations.md): kills the local RabbitMQ, run it alone; ARGS=--ci for the short one; with `make cluster` up, the cluster rows too; REPORT=1 writes docs/chaos-results.md and docs/cluster-chaos-results.md
 	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin chaos
-	$(BIN_DIR)/chaos --bin-dir $(BIN_DIR) $(ARGS)
+	$(BIN_DIR)/chaos --bin-dir $(BIN_DIR) $(if $(REPORT),--report docs/chaos-results.md) $(ARGS)
 	@if bash scripts/cluster.sh running 2>/dev/null; then \
 	  echo "== the cluster is up: its rows (docs/cluster.md)"; \
-	  AMQP_URL="$$(bash scripts/cluster.sh urls)" $(BIN_DIR)/chaos --bin-dir $(BIN_DIR) --cluster $(ARGS); \
+	  AMQP_URL="$$(bash scripts/cluster.sh urls)" $(BIN_DIR)/chaos --bin-dir $(BIN_DIR) --cluster $(if $(REPORT),--report docs/cluster-chaos-results.md) $(ARGS); \
 	else \
 	  echo "(cluster rows skipped: start the cluster with 'make cluster' to run them)"; \
 	fi
 
-chaos-cluster: ## Only the fault matrix's cluster rows (needs `make cluster`); ARGS as for chaos
+chaos-cluster: ## Only the fault matrix's cluster rows (needs `make cluster`); ARGS and REPORT as for chaos
+	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin chaos
+	AMQP_URL="$$(bash scripts/cluster.sh urls)" $(BIN_DIR)/chaos --bin-dir $(BIN_DIR) --cluster $(if $(REPORT),--report docs/cluster-chaos-results.md) $(ARGS)
+
+cluster: ## Only the fault matrix's cluster rows (needs `make cluster`); ARGS as for chaos
 	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin chaos
 	AMQP_URL="$$(bash scripts/cluster.sh urls)" $(BIN_DIR)/chaos --bin-dir $(BIN_DIR) --cluster $(ARGS)
 

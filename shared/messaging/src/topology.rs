@@ -484,6 +484,7 @@ mod tests {
         assert_eq!(
             keys,
             [
+                ("p.billing.redeliver", "p.billing"),
                 ("p.orders.events", "order.placed"),
                 ("p.shipping.events", "shipment.failed")
             ]
@@ -650,7 +651,10 @@ mod tests {
             // Read on its redelivery exchange binds its delay queues to it; write on those
             // queues too (a binding's destination). No `amq.default`: the default exchange
             // would reach every queue.
-            let read = format!("^{}(\\.dlq|\\.delay\\.[0-9]+ms|\\.redeliver)?$", service.name);
+            let read = format!(
+                "^{}(\\.dlq|\\.delay\\.[0-9]+ms|\\.redeliver)?$",
+                service.name
+            );
             let write = format!(
                 "^({}|{name}\\.dlx|{name}\\.redeliver|{name}\\.delay\\.[0-9]+ms)$",
                 escape(service.exchange),

@@ -191,6 +191,9 @@ async fn with_a_user_per_service_the_saga_completes_and_billing_is_refused_the_o
     let straight = publish(&billing, "", "shipping").await;
     assert_refused("billing publishes into shipping's queue", straight);
     let elsewhere = publish(&billing, "shipping.redeliver", "shipping").await;
-    assert_refused("billing publishes to shipping's redelivery exchange", elsewhere);
+    assert_refused(
+        "billing publishes to shipping's redelivery exchange",
+        elsewhere,
+    );
     let _ = billing.close(200, "done".into()).await;
 }
