@@ -685,6 +685,7 @@ pub async fn delete_topology(prefix: &str, delays_ms: &[u64]) {
     queues.push(format!("{prefix}{}", observer.name));
     queues.push(format!("{prefix}{}", observer.dead_letter_queue()));
     exchanges.push(format!("{prefix}{}", observer.dead_letter_exchange()));
+    exchanges.push(format!("{prefix}{}", observer.redeliver_exchange()));
     for delay in delays_ms {
         queues.push(format!(
             "{prefix}{}",
@@ -699,6 +700,7 @@ pub async fn delete_topology(prefix: &str, delays_ms: &[u64]) {
         queues.push(format!("{prefix}{}", service.name));
         queues.push(format!("{prefix}{}", service.dead_letter_queue()));
         exchanges.push(format!("{prefix}{}", service.dead_letter_exchange()));
+        exchanges.push(format!("{prefix}{}", service.redeliver_exchange()));
         for delay in delays_ms {
             queues.push(format!(
                 "{prefix}{}",

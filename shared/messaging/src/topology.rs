@@ -115,6 +115,20 @@ impl Declarations {
         self.bind(queue, exchange, "");
     }
 
+    /// `service`'s redelivery exchange, with the service's queue bound to it by its name: redriven
+    /// dead letters come back that way (and retries go to its delay queues, see [`retry_queues`]).
+    fn redelivery(&mut self, names: &Names, service: &ServiceTopology) {
+        let redeliver = names.of(&service.redeliver_exchange());
+        let queue = names.of(service.name);
+        self.exchanges.push(ExchangeDeclaration {
+            name: redeliver.clone(),
+            kind: ExchangeType::Direct,
+            durable: true,
+            arguments: Vec::new(),
+        });
+        self.bind(&queue, &redeliver, &queue);
+    }
+
     fn bind(&mut self, queue: &str, exchange: &str, routing_key: &str) {
         self.bindings.push(BindingDeclaration {
             queue: queue.to_owned(),
@@ -201,15 +215,7 @@ pub fn suite(names: &Names) -> Declarations {
             ),
             kept_if_different: false,
         });
-        // Redriven dead letters come back through the service's own redelivery exchange.
-        let redeliver = names.of(&service.redeliver_exchange());
-        declarations.exchanges.push(ExchangeDeclaration {
-            name: redeliver.clone(),
-            kind: ExchangeType::Direct,
-            durable: true,
-            arguments: Vec::new(),
-        });
-        declarations.bind(&queue, &redeliver, &queue);
+        declarations.redelivery(names, service);
         for event_type in service.subscribes_to {
             declarations.bind(
                 &queue,
@@ -300,6 +306,7 @@ pub fn bystander(names: &Names, service: &ServiceTopology) -> Declarations {
             event_type.routing_key(),
         );
     }
+    declarations.redelivery(names, service);
     declarations
 }
 
@@ -548,7 +555,9 @@ mod tests {
             .bindings_of("p.observer")
             .map(|b| (b.exchange.as_str(), b.routing_key.as_str()))
             .collect();
-        assert_eq!(bound.len(), choreo_events::EventType::ALL.len());
+        // Every event type, and its own redelivery exchange (its retries come back that way).
+        assert_eq!(bound.len(), choreo_events::EventType::ALL.len() + 1);
+        assert!(bound.contains(&("p.observer.redeliver", "p.observer")));
         assert!(bound.contains(&("p.shipping.events", "shipment.failed")));
         assert!(bound.contains(&("p.orders.events", "order.completed")));
         assert!(declarations.queue("p.observer.dlq").is_some());
