@@ -100,11 +100,28 @@ impl Nodes {
     /// The error of a failed `amqps://` connection: a TLS failure says so and names the CA file,
     /// so that an operator knows which of the three files to look at.
     fn tls_failure(&self, index: usize, error: lapin::Error) -> Error {
-        let reason = error.to_string();
+        let mut reason = error.to_string();
+        let lower = reason.to_ascii_lowercase();
         let tls_related = ["certificate", "tls", "alert", "handshake", "issuer"]
             .iter()
-            .any(|word| reason.to_ascii_lowercase().contains(word));
-        if !tls_related {
+            .any(|word| lower.contains(word));
+        // With TLS 1.3 the broker checks the client's certificate after the client considers the
+        // handshake done: its refusal can arrive as an alert or, just as well, as a reset of the
+        // connection before the first AMQP frame.
+        let closed_at_once = [
+            "connection reset",
+            "broken pipe",
+            "unexpected eof",
+            "unexpectedeof",
+        ]
+        .iter()
+        .any(|word| lower.contains(word));
+        if closed_at_once {
+            reason = format!(
+                "the broker closed the connection during the TLS handshake ({reason}); a broker \
+                 that verifies clients does this to a client certificate it does not trust"
+            );
+        } else if !tls_related {
             return error.into();
         }
         let ca = self.tls.as_ref().map_or_else(
