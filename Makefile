@@ -76,10 +76,6 @@ chaos-cluster: ## Only the fault matrix's cluster rows (needs `make cluster`); A
 	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin chaos
 	AMQP_URL="$$(bash scripts/cluster.sh urls)" $(BIN_DIR)/chaos --bin-dir $(BIN_DIR) --cluster $(if $(REPORT),--report docs/cluster-chaos-results.md) $(ARGS)
 
-cluster: ## Only the fault matrix's cluster rows (needs `make cluster`); ARGS as for chaos
-	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin chaos
-	AMQP_URL="$$(bash scripts/cluster.sh urls)" $(BIN_DIR)/chaos --bin-dir $(BIN_DIR) --cluster $(ARGS)
-
 cluster: ## Start a three-node RabbitMQ cluster on 127.0.0.1:5681-5683 (docs/cluster.md) and print its CHOREO_AMQP_URL
 	@bash scripts/cluster.sh up
 
