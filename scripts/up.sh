@@ -6,8 +6,8 @@
 #
 # Environment: ORDERS_PORT, BILLING_PORT, SHIPPING_PORT, OBSERVER_PORT (8080 to 8083);
 # CHOREO_AMQP_URL and every other CHOREO_* setting are passed to the services unchanged;
-# ORDERS_AMQP_URL, BILLING_AMQP_URL, SHIPPING_AMQP_URL give one service its own broker URL (its
-# own user: `make users`); READY_TIMEOUT (60 s);
+# ORDERS_AMQP_URL, BILLING_AMQP_URL, SHIPPING_AMQP_URL, OBSERVER_AMQP_URL give one service its
+# own broker URL (its own user: `make users`); READY_TIMEOUT (60 s);
 # SKIP_BUILD=1 starts the binaries already in target/release without running cargo.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh

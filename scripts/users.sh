@@ -16,7 +16,7 @@ trap 'rm -f "$copy"' EXIT
 cp deploy/rabbitmq/definitions.json "$copy"
 chmod 644 "$copy"
 rabbitmqctl -q import_definitions "$copy"
-ok "vhost choreo, users orders, billing, shipping, choreo-admin"
+ok "vhost choreo, users orders, billing, shipping, observer, choreo-admin"
 
 cat <<'OUT'
 
@@ -26,5 +26,6 @@ Run the suite with a user per service (demo passwords: change them, README "Brok
   export ORDERS_AMQP_URL='amqp://orders:orders-demo@127.0.0.1:5672/choreo'
   export BILLING_AMQP_URL='amqp://billing:billing-demo@127.0.0.1:5672/choreo'
   export SHIPPING_AMQP_URL='amqp://shipping:shipping-demo@127.0.0.1:5672/choreo'
+  export OBSERVER_AMQP_URL='amqp://observer:observer-demo@127.0.0.1:5672/choreo'
   make up
 OUT

@@ -698,6 +698,19 @@ mod tests {
             assert_eq!(user["tags"], json!([]), "no tags: no management access");
             assert_eq!(user["hashing_algorithm"], "rabbit_password_hashing_sha256");
         }
+        // The observer (a bystander) declares its own queues and exchanges, binds its queue
+        // from the three event exchanges, and publishes nowhere but its own.
+        let observer = list("permissions")
+            .into_iter()
+            .find(|p| p["user"] == "observer")
+            .expect("the observer's permissions");
+        let mine = "observer(\\.dlq|\\.dlx|\\.redeliver|\\.delay\\.[0-9]+ms)?";
+        assert_eq!(
+            observer,
+            json!({"user": "observer", "vhost": vhost, "configure": format!("^{mine}$"),
+                   "write": format!("^{mine}$"),
+                   "read": format!("^({mine}|orders\\.events|billing\\.events|shipping\\.events)$")})
+        );
         assert!(
             list("users").iter().all(|u| u["name"] != "guest"),
             "guest is not used"
