@@ -494,14 +494,43 @@ async fn forged_events_are_dead_lettered_with_the_mismatch_and_refund_nothing() 
             properties(&straight_in),
         )
         .await;
+    // Under another type's key again, vouching for itself with the headers a redelivery carries:
+    // they are believed only on the default exchange and billing's own redelivery exchange.
+    let vouched = failed("shipping");
+    let mut vouching = lapin::types::FieldTable::default();
+    for (name, value) in [
+        ("x-original-exchange", suite.name("shipping.events")),
+        ("x-original-routing-key", "shipment.failed".to_owned()),
+    ] {
+        vouching.insert(
+            name.into(),
+            lapin::types::AMQPValue::LongString(value.into()),
+        );
+    }
+    suite
+        .publish(
+            "orders.events",
+            "order.placed",
+            &vouched.encode(),
+            properties(&vouched).with_headers(vouching),
+        )
+        .await;
 
-    let at_billing = suite.wait_for_messages("billing.dlq", 3).await;
+    let at_billing = suite.wait_for_messages("billing.dlq", 4).await;
     let reasons: Vec<String> = at_billing
         .iter()
         .map(|(headers, _)| header(headers, "x-error").expect("x-error"))
         .collect();
     let named = |needle: &str| reasons.iter().any(|reason| reason.contains(needle));
     assert!(named("claims source \"orders\""), "{reasons:?}");
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|reason| reason.contains("differs from the routing key \"order.placed\""))
+            .count(),
+        2,
+        "both forgeries under order.placed, the vouched one too: {reasons:?}"
+    );
     assert!(
         named("differs from the routing key \"order.placed\""),
         "{reasons:?}"
