@@ -226,6 +226,7 @@ impl<H: Handler> Broker<H> {
             max_batch: self.settings.consumer_batch.max(1),
             metrics: self.metrics.clone(),
             traces: self.traces.clone(),
+            redeliver: names.of(&self.service.redeliver_exchange()),
         });
         let mut relay_task: JoinHandle<Result<()>> = tokio::spawn(relay.run(
             publisher.clone(),

@@ -146,6 +146,8 @@ pub(crate) struct ConsumerLoop<H> {
     pub(crate) max_batch: usize,
     pub(crate) metrics: Arc<RuntimeMetrics>,
     pub(crate) traces: Traces,
+    /// The service's redelivery exchange, prefixed (named once, not per message).
+    pub(crate) redeliver: String,
 }
 
 impl<H: Handler> ConsumerLoop<H> {
@@ -327,8 +329,8 @@ impl<H: Handler> ConsumerLoop<H> {
     /// exchange and key, kept in its headers; those headers are believed from nowhere else, so a
     /// publisher cannot vouch for its own forgery with them.
     fn provenance(&self, delivery: &Delivery, envelope: &Envelope) -> Result<(), String> {
-        let redelivered = delivery.exchange.as_str().is_empty()
-            || delivery.exchange.as_str() == self.names.of(&self.service.redeliver_exchange());
+        let redelivered =
+            delivery.exchange.as_str().is_empty() || delivery.exchange.as_str() == self.redeliver;
         let (exchange, routing_key) = if redelivered {
             (
                 original(delivery, X_ORIGINAL_EXCHANGE, &delivery.exchange),
@@ -477,7 +479,7 @@ impl<H: Handler> ConsumerLoop<H> {
         );
         publisher
             .publish(Outgoing {
-                exchange: self.names.of(&self.service.redeliver_exchange()),
+                exchange: self.redeliver.clone(),
                 routing_key: self.names.of(&retry_queue_name(self.service.name, *delay)),
                 body: delivery.data.clone(),
                 properties,
@@ -863,6 +865,7 @@ mod tests {
             max_batch: 32,
             metrics: Arc::new(RuntimeMetrics::detached(&choreo_events::topology::ORDERS)),
             traces: Traces::off(),
+            redeliver: choreo_events::topology::ORDERS.redeliver_exchange(),
         }
     }
 
