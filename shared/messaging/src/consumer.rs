@@ -324,10 +324,10 @@ impl<H: Handler> ConsumerLoop<H> {
     }
 
     /// Whether `envelope` is what its delivery says (see [`choreo_events::provenance`]). A
-    /// message back from a delay queue (through the default exchange, by the broker) or redriven
-    /// from the DLQ (through the service's own redelivery exchange) is checked against the first
-    /// exchange and key, kept in its headers; those headers are believed from nowhere else, so a
-    /// publisher cannot vouch for its own forgery with them.
+    /// message back from a delay queue or redriven from the DLQ (both through the service's own
+    /// redelivery exchange; through the default exchange from a delay queue of an earlier
+    /// version) is checked against the first exchange and key, kept in its headers; those headers
+    /// are believed from nowhere else, so a publisher cannot vouch for its own forgery with them.
     fn provenance(&self, delivery: &Delivery, envelope: &Envelope) -> Result<(), String> {
         let redelivered =
             delivery.exchange.as_str().is_empty() || delivery.exchange.as_str() == self.redeliver;
@@ -609,8 +609,8 @@ fn message_span(envelope: &Envelope) -> tracing::Span {
     )
 }
 
-/// Where the message was first published: a message back from a delay queue arrives through the
-/// default exchange, so the first exchange and key are kept in headers.
+/// Where the message was first published: a redelivered message arrives through another
+/// exchange, so the first exchange and key are kept in headers.
 fn original(delivery: &Delivery, header: &str, current: &lapin::types::ShortString) -> String {
     headers::header_text(&delivery.properties, header)
         .unwrap_or_else(|| current.as_str().to_owned())
