@@ -14,6 +14,7 @@
 //! `--cluster` runs the cluster rows instead, against the three nodes of `make cluster`, with
 //! `AMQP_URL` set to all of them (`make chaos` does both when the cluster is up).
 
+mod attack;
 mod cluster;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -56,6 +57,7 @@ enum Fault {
     MemoryAlarm,
     StartBeforeBroker,
     ReplicasOnPostgres,
+    Attack,
     ClusterStopConnected,
     ClusterKillLeader,
     ClusterMajorityLost,
@@ -77,6 +79,7 @@ impl Fault {
             Fault::MemoryAlarm => "memory alarm blocks publishing".into(),
             Fault::StartBeforeBroker => "services started before the broker".into(),
             Fault::ReplicasOnPostgres => "2 replicas each on PostgreSQL".into(),
+            Fault::Attack => "hostile clients and forged events".into(),
             Fault::ClusterStopConnected => "cluster: stop_app of the services' node".into(),
             Fault::ClusterKillLeader => "cluster: kill -9 of the queues' leader node".into(),
             Fault::ClusterMajorityLost => "cluster: 2 of 3 nodes stopped, then back".into(),
@@ -123,6 +126,7 @@ fn matrix() -> Vec<Fault> {
         Fault::MemoryAlarm,
         Fault::StartBeforeBroker,
         Fault::ReplicasOnPostgres,
+        Fault::Attack,
     ]
 }
 
@@ -146,6 +150,7 @@ fn ci_subset() -> Vec<Fault> {
         Fault::Failpoint("orders", "relay.after_confirm"),
         Fault::Duplicates,
         Fault::Poison,
+        Fault::Attack,
     ]
 }
 
@@ -560,11 +565,15 @@ enum Expect {
 
 /// Places `count` orders with bounded concurrency, each with an Idempotency-Key so a retry after
 /// a dropped connection cannot create a second order. Returns (order id, total, expected end).
+/// With `rate`, order `i` is not sent before `i / rate` seconds from the start (a steady
+/// stream, for the attack row); without, as fast as 16 clients go.
 async fn drive_load(
     world: &World,
     count: usize,
     accepted: Arc<AtomicUsize>,
+    rate: Option<f64>,
 ) -> Vec<(String, i64, Expect)> {
+    let start = tokio::time::Instant::now();
     let orders_urls: Vec<String> = world
         .procs
         .iter()
@@ -585,6 +594,10 @@ async fn drive_load(
             let http = world.http.clone();
             let accepted = accepted.clone();
             async move {
+                if let Some(rate) = rate {
+                    tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate))
+                        .await;
+                }
                 let started = Instant::now();
                 let mut attempt = 0usize;
                 loop {
@@ -678,6 +691,15 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
             .wait_ready(Instant::now(), Duration::from_secs(60))
             .await?;
     } else {
+        if fault == Fault::Attack {
+            // A short header-read timeout, so the slow clients are cut off within the row.
+            for proc in &mut world.procs {
+                proc.env.push((
+                    "CHOREO_HTTP_HEADER_TIMEOUT_MS".to_owned(),
+                    attack::HEADER_TIMEOUT_MS.to_string(),
+                ));
+            }
+        }
         world.start_all(bin_dir, failpoint)?;
         world
             .wait_ready(Instant::now(), Duration::from_secs(60))
@@ -690,12 +712,29 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
 
     let accepted = Arc::new(AtomicUsize::new(0));
     let poisoned = if fault == Fault::Poison { 20 } else { 0 };
+    let plan = attack::Plan::for_orders(count);
+    let (rate, probe) = if fault == Fault::Attack {
+        let probe = attack::TerminalProbe::start(&world.prefix).await?;
+        (Some(plan.rate(count)), Some(probe))
+    } else {
+        (None, None)
+    };
+    let load_started = Instant::now();
     // While a broker fault lasts, /readyz must say so: a watcher polls the orders service.
     let injecting = std::sync::atomic::AtomicBool::new(true);
     let saw_unready = std::sync::atomic::AtomicBool::new(false);
-    let (placed, injected, ()) = {
+    let (placed, injected, (), attacked) = {
         let world_ref: &World = world;
-        let load = drive_load(world_ref, count, accepted.clone());
+        let load = drive_load(world_ref, count, accepted.clone(), rate);
+        let attack = async {
+            if fault != Fault::Attack {
+                return None;
+            }
+            while accepted.load(Ordering::SeqCst) < count / 3 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Some(attack::run(world_ref, plan).await)
+        };
         let inject = async {
             let injected = inject(world_ref, fault, count, accepted.clone(), bin_dir).await;
             injecting.store(false, Ordering::SeqCst);
@@ -715,8 +754,35 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
-        tokio::join!(load, inject, watch)
+        tokio::join!(load, inject, watch, attack)
     };
+    let mut expected_forged = [0u32; 3];
+    if let (Some(attacked), Some(probe)) = (attacked, &probe) {
+        let attacked = attacked.context("the attack")?;
+        let (started, ended) = (
+            attacked.started.context("started")?,
+            attacked.ended.context("ended")?,
+        );
+        // Before: from a quarter of the attack's length into the load (past the first
+        // sagas' latency) to its start; during: from half a second in to its end.
+        let before = probe.rate(load_started + plan.duration / 4, started);
+        let during = probe.rate(started + Duration::from_millis(500), ended);
+        eprintln!(
+            "   attack: {}; honest orders completed {before:.0}/s before, {during:.0}/s during (asked {:.0}/s)",
+            attacked.summary,
+            plan.rate(count)
+        );
+        if during < attack::MIN_RATE_FRACTION * before {
+            row.problems.push(format!(
+                "honest orders completed at {during:.0}/s during the attack, under {:.0}% of the {before:.0}/s before it",
+                attack::MIN_RATE_FRACTION * 100.0
+            ));
+        }
+        row.problems.extend(attacked.problems);
+        for (slot, (_, forged)) in expected_forged.iter_mut().zip(plan.forged_dead_letters()) {
+            *slot = forged;
+        }
+    }
     if matches!(
         fault,
         Fault::BrokerRestart | Fault::BrokerKill | Fault::BrokerHang | Fault::ClusterMajorityLost
@@ -863,7 +929,11 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
     }
     // Dead letters: exactly the poison.
     let dead = count_dead_letters(world).await?;
-    let expected_dead = [("orders", 0), ("billing", poisoned), ("shipping", 0)];
+    let expected_dead = [
+        ("orders", expected_forged[0]),
+        ("billing", poisoned + expected_forged[1]),
+        ("shipping", expected_forged[2]),
+    ];
     for ((service, found), (_, expected)) in dead.iter().zip(expected_dead) {
         if *found != expected {
             row.problems
@@ -897,7 +967,11 @@ async fn inject(
     let mut restarted = Vec::new();
     if matches!(
         fault,
-        Fault::None | Fault::Duplicates | Fault::StartBeforeBroker | Fault::ReplicasOnPostgres
+        Fault::None
+            | Fault::Duplicates
+            | Fault::StartBeforeBroker
+            | Fault::ReplicasOnPostgres
+            | Fault::Attack
     ) {
         return Ok((0.0, restarted));
     }
@@ -1058,6 +1132,7 @@ async fn inject(
         | Fault::Duplicates
         | Fault::StartBeforeBroker
         | Fault::ReplicasOnPostgres
+        | Fault::Attack
         | Fault::Failpoint(..) => Instant::now(),
     };
     Ok((

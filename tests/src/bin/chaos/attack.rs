@@ -1,0 +1,500 @@
+//! The attack row of the fault matrix: hostile clients and forged events while a steady stream
+//! of honest orders flows. For the length of the attack, on loopback only and bounded in count
+//! and time:
+//!
+//! - **flooders** ask `GET /orders?limit=500` (the most expensive read there is) back to back;
+//! - **slow clients** open connections and trickle a request head a header line at a time,
+//!   never finishing it (slowloris): the server must close each within its header-read timeout;
+//! - **bad bodies**: oversized, not declared JSON, malformed JSON, invalid values, each of which
+//!   must be refused with its 4xx and the contract's JSON error shape, never a 5xx;
+//! - **forgeries**: well-formed events about real orders that lie about their origin (a type
+//!   that differs from the routing key, a foreign `source`, a foreign exchange), each of which
+//!   every queue it reaches must dead-letter without effect.
+//!
+//! The row then holds the suite to this: honest orders keep completing at a stated fraction of
+//! the rate they did before the attack ([`MIN_RATE_FRACTION`]), every order still finishes
+//! with the right effects (the matrix's usual checks, which a believed forgery would break:
+//! a refund of a completed order), and the dead-letter queues hold exactly the forgeries.
+
+use super::World;
+use anyhow::{Context, Result};
+use choreo_e2e::amqp_url;
+use choreo_events::EventType;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The header-read timeout the services run with in this row, short so the row stays short.
+pub const HEADER_TIMEOUT_MS: u64 = 1_000;
+/// The least share of the pre-attack completion rate the suite must keep during the attack.
+/// The attackers run on the same two cores as the broker and the services, so part of the
+/// capacity they take is the machine's, not the suite's.
+pub const MIN_RATE_FRACTION: f64 = 0.8;
+
+/// How hard and how long to attack.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub duration: Duration,
+    pub flooders: usize,
+    pub slow_clients: usize,
+    /// Orders each kind of forgery is sent about.
+    pub forged_orders: usize,
+}
+
+impl Plan {
+    /// Honest orders per second in this row: `orders` spread over three times the attack, which
+    /// starts a third of the way in, so the rate before the attack and during it are both
+    /// measured on a steady load well under the suite's capacity.
+    pub fn rate(&self, orders: usize) -> f64 {
+        orders as f64 / (3.0 * self.duration.as_secs_f64())
+    }
+
+    pub fn for_orders(orders: usize) -> Plan {
+        if orders >= 1_000 {
+            Plan {
+                duration: Duration::from_secs(8),
+                flooders: 4,
+                slow_clients: 64,
+                forged_orders: 10,
+            }
+        } else {
+            Plan {
+                duration: Duration::from_secs(3),
+                flooders: 2,
+                slow_clients: 16,
+                forged_orders: 3,
+            }
+        }
+    }
+
+    /// The dead letters the forgeries leave: (service, count). Kinds 1, 2 and 4 reach billing,
+    /// kinds 2 and 3 reach orders (see [`forgeries`]).
+    pub fn forged_dead_letters(&self) -> [(&'static str, u32); 3] {
+        let n = self.forged_orders as u32;
+        [("orders", 2 * n), ("billing", 3 * n), ("shipping", 0)]
+    }
+}
+
+/// What the attack saw, and what it found wrong.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub started: Option<Instant>,
+    pub ended: Option<Instant>,
+    pub problems: Vec<String>,
+    pub summary: String,
+}
+
+/// Stamps every terminal event (`order.completed`, `order.cancelled`) of the row's suite as it
+/// arrives on an exclusive queue of its own: the completion rate before and during the attack.
+pub struct TerminalProbe {
+    arrivals: Arc<Mutex<Vec<Instant>>>,
+    _connection: Connection,
+}
+
+impl TerminalProbe {
+    pub async fn start(prefix: &str) -> Result<TerminalProbe> {
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        let queue = format!("{prefix}chaos.terminal");
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let exchange = format!("{prefix}orders.events");
+        for key in
+            [EventType::OrderCompleted, EventType::OrderCancelled].map(EventType::routing_key)
+        {
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    exchange.as_str().into(),
+                    key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        let mut consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "chaos-terminal".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let stamps = arrivals.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(_)) = consumer.next().await {
+                stamps
+                    .lock()
+                    .expect("the probe's lock is never poisoned")
+                    .push(Instant::now());
+            }
+        });
+        Ok(TerminalProbe {
+            arrivals,
+            _connection: connection,
+        })
+    }
+
+    /// Terminal events per second in `[from, to)`.
+    pub fn rate(&self, from: Instant, to: Instant) -> f64 {
+        let arrivals = self.arrivals.lock().expect("never poisoned");
+        let count = arrivals.iter().filter(|t| **t >= from && **t < to).count();
+        count as f64 / to.duration_since(from).as_secs_f64().max(0.001)
+    }
+}
+
+/// Runs every attacker at once for `plan.duration`; returns when all of them stopped.
+pub async fn run(world: &World, plan: Plan) -> Result<Outcome> {
+    let orders = world.first("orders");
+    let base = orders.url("");
+    let port = orders.port;
+    let deadline = Instant::now() + plan.duration;
+    let mut outcome = Outcome {
+        started: Some(Instant::now()),
+        ..Outcome::default()
+    };
+    let targets = newest_orders(world, &base, plan.forged_orders).await?;
+    let (flood, slow, bodies, forged) = tokio::join!(
+        flood(world, &base, plan.flooders, deadline),
+        slow_clients(port, plan.slow_clients, deadline),
+        bad_bodies(world, &base, deadline),
+        forge(&world.prefix, &targets),
+    );
+    outcome.ended = Some(Instant::now());
+    let (flood, slow, bodies) = (flood?, slow?, bodies?);
+    forged.context("publishing the forgeries")?;
+    outcome.summary = format!(
+        "{} flood requests ({} shed), {} of {} slow clients cut off by the server, {} bad bodies refused, {} forgeries",
+        flood.answered,
+        flood.shed,
+        slow.closed,
+        plan.slow_clients,
+        bodies.refused,
+        4 * targets.len()
+    );
+    outcome.problems.extend(flood.problems);
+    outcome.problems.extend(bodies.problems);
+    if slow.closed < plan.slow_clients {
+        outcome.problems.push(format!(
+            "{} of {} slow clients were still connected {} ms after their last header line \
+             (header-read timeout {HEADER_TIMEOUT_MS} ms)",
+            plan.slow_clients - slow.closed,
+            plan.slow_clients,
+            slow.waited_ms
+        ));
+    }
+    Ok(outcome)
+}
+
+/// The ids of the newest `count` orders: the forgeries are about real orders.
+async fn newest_orders(world: &World, base: &str, count: usize) -> Result<Vec<String>> {
+    let listed: Value = world
+        .http
+        .get(format!("{base}/orders?limit={count}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let ids: Vec<String> = listed["orders"]
+        .as_array()
+        .map(|orders| {
+            orders
+                .iter()
+                .filter_map(|o| o["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    anyhow::ensure!(
+        ids.len() == count,
+        "only {} orders to forge events about",
+        ids.len()
+    );
+    Ok(ids)
+}
+
+#[derive(Debug, Default)]
+struct Flood {
+    answered: usize,
+    shed: usize,
+    problems: Vec<String>,
+}
+
+/// `flooders` clients asking for the largest page of orders, back to back, until `deadline`.
+/// 200 and a shed 503 are the answers a flooder may get; anything else is a problem.
+async fn flood(world: &World, base: &str, flooders: usize, deadline: Instant) -> Result<Flood> {
+    let url = format!("{base}/orders?limit=500");
+    let results = futures_util::future::join_all((0..flooders).map(|_| {
+        let (http, url) = (world.http.clone(), url.clone());
+        async move {
+            let mut flood = Flood::default();
+            while Instant::now() < deadline {
+                match http.get(&url).send().await {
+                    Ok(response) if response.status() == 200 => {
+                        let _ = response.bytes().await;
+                        flood.answered += 1;
+                    }
+                    Ok(response) if response.status() == 503 => {
+                        flood.shed += 1;
+                        flood.answered += 1;
+                    }
+                    Ok(response) => flood.problems.push(format!(
+                        "GET /orders?limit=500 answered {}",
+                        response.status()
+                    )),
+                    // A connection the server closed under load is the client's problem, not
+                    // the suite's: counted by nobody, like a shed request.
+                    Err(_) => {}
+                }
+            }
+            flood
+        }
+    }))
+    .await;
+    let mut total = Flood::default();
+    for flood in results {
+        total.answered += flood.answered;
+        total.shed += flood.shed;
+        total.problems.extend(flood.problems.into_iter().take(3));
+    }
+    Ok(total)
+}
+
+#[derive(Debug, Default)]
+struct Slow {
+    closed: usize,
+    waited_ms: u128,
+}
+
+/// `count` connections, each sending a request head one header line every 200 ms and never its
+/// end. Each is cut off once the server closes it (a failed write, or end of file on read).
+/// Until `deadline` the clients keep trickling; after it they wait, at most the header timeout
+/// and two seconds more, for the server to close what is still open.
+async fn slow_clients(port: u16, count: usize, deadline: Instant) -> Result<Slow> {
+    let patience = Duration::from_millis(HEADER_TIMEOUT_MS) + Duration::from_secs(2);
+    let started = Instant::now();
+    let closed = futures_util::future::join_all((0..count).map(|i| async move {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
+            // Refused at once: the server bounds its connections; nothing is held open.
+            return true;
+        };
+        if stream
+            .write_all(b"GET /orders HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .is_err()
+        {
+            return true;
+        }
+        let mut line = 0u64;
+        let mut buffer = [0u8; 1024];
+        loop {
+            let wait = if Instant::now() < deadline {
+                Duration::from_millis(200)
+            } else {
+                patience
+            };
+            // The server's answer (a 408, say) or its close both end the connection.
+            match tokio::time::timeout(wait, stream.read(&mut buffer)).await {
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) if Instant::now() >= deadline + patience => return false,
+                Err(_) if Instant::now() >= deadline => continue,
+                Err(_) => {}
+            }
+            line += 1;
+            let header = format!("X-Slow-{i}-{line}: a\r\n");
+            if stream.write_all(header.as_bytes()).await.is_err() {
+                return true;
+            }
+        }
+    }))
+    .await;
+    Ok(Slow {
+        closed: closed.iter().filter(|c| **c).count(),
+        waited_ms: started.elapsed().as_millis(),
+    })
+}
+
+#[derive(Debug, Default)]
+struct Bodies {
+    refused: usize,
+    problems: Vec<String>,
+}
+
+/// Bodies the API must refuse, each with its status and the JSON error shape, sent in turn
+/// until `deadline`.
+async fn bad_bodies(world: &World, base: &str, deadline: Instant) -> Result<Bodies> {
+    let url = format!("{base}/orders");
+    let oversized = format!(
+        "{{\"customer_id\": \"{}\"}}",
+        "x".repeat(choreo_host::http::BODY_LIMIT + 1)
+    );
+    let cases: [(&str, &str, String, u16); 4] = [
+        ("oversized", "application/json", oversized, 413),
+        (
+            "not declared JSON",
+            "text/plain",
+            choreo_e2e::order_request(1000, 1, "DE").to_string(),
+            415,
+        ),
+        ("malformed", "application/json", "{\"items\": [".into(), 400),
+        (
+            "invalid values",
+            "application/json",
+            choreo_e2e::order_request(-5, 0, "germany").to_string(),
+            422,
+        ),
+    ];
+    let mut bodies = Bodies::default();
+    'attack: while Instant::now() < deadline {
+        for (what, content_type, body, expected) in &cases {
+            if Instant::now() >= deadline {
+                break 'attack;
+            }
+            let Ok(response) = world
+                .http
+                .post(&url)
+                .header("Content-Type", *content_type)
+                .body(body.clone())
+                .send()
+                .await
+            else {
+                continue;
+            };
+            let status = response.status().as_u16();
+            let json: Value = response.json().await.unwrap_or_default();
+            if status == 503 {
+                // Shed under the flood: a refusal the contract allows.
+                continue;
+            }
+            if status != *expected || !json["error"].is_string() {
+                if bodies.problems.len() < 3 {
+                    bodies.problems.push(format!(
+                        "a {what} body was answered {status} {json}, expected {expected} with an error"
+                    ));
+                }
+            } else {
+                bodies.refused += 1;
+            }
+        }
+    }
+    Ok(bodies)
+}
+
+/// A well-formed envelope with the given claims.
+fn envelope(event_type: &str, source: &str, order_id: &str, data: Value) -> (String, Vec<u8>) {
+    let id = uuid::Uuid::new_v4().to_string();
+    let body = json!({
+        "specversion": "1.0", "id": id, "type": event_type, "source": source,
+        "time": "2026-12-01T12:00:00.000Z", "subject": order_id,
+        "datacontenttype": "application/json", "schemaversion": 1,
+        "correlationid": order_id, "data": data,
+    });
+    (id, body.to_string().into_bytes())
+}
+
+/// The four kinds of forgery, each about every order of `targets` (exchange, routing key,
+/// type, source, data): what a holder of a broker login could try.
+///
+/// 1. a refund trigger smuggled through orders' exchange under orders' key: billing binds
+///    `order.placed`, and dead-letters it for a type that is not its routing key;
+/// 2. a `shipment.failed` through shipping's exchange that says it comes from billing: billing
+///    and orders both bind it, and both dead-letter it for its source;
+/// 3. a `payment.refunded` through billing's exchange that says it comes from shipping: orders
+///    dead-letters it for its source;
+/// 4. an honest-looking `shipment.failed` sent straight into billing's queue through the
+///    default exchange: billing dead-letters it for the exchange it came through.
+fn forgeries(prefix: &str, order_id: &str) -> Vec<(String, String, String, Vec<u8>)> {
+    let [order_placed, payment_refunded, shipment_failed] = [
+        EventType::OrderPlaced,
+        EventType::PaymentRefunded,
+        EventType::ShipmentFailed,
+    ]
+    .map(EventType::routing_key);
+    let failed = json!({"order_id": order_id, "reason": "unserviceable_country"});
+    let refunded = json!({
+        "order_id": order_id, "payment_id": "forged", "refund_id": "forged",
+        "amount_cents": 1, "currency": "EUR", "reason": "shipping_failed",
+    });
+    let kinds = [
+        (
+            format!("{prefix}orders.events"),
+            order_placed.to_owned(),
+            envelope(shipment_failed, "shipping", order_id, failed.clone()),
+        ),
+        (
+            format!("{prefix}shipping.events"),
+            shipment_failed.to_owned(),
+            envelope(shipment_failed, "billing", order_id, failed.clone()),
+        ),
+        (
+            format!("{prefix}billing.events"),
+            payment_refunded.to_owned(),
+            envelope(payment_refunded, "shipping", order_id, refunded),
+        ),
+        (
+            String::new(),
+            format!("{prefix}billing"),
+            envelope(shipment_failed, "shipping", order_id, failed),
+        ),
+    ];
+    kinds
+        .into_iter()
+        .map(|(exchange, key, (id, body))| (exchange, key, id, body))
+        .collect()
+}
+
+/// Publishes every forgery about every order of `targets`, persistent and confirmed, with the
+/// AMQP properties a real publisher sets.
+async fn forge(prefix: &str, targets: &[String]) -> Result<()> {
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    for order_id in targets {
+        for (exchange, key, id, body) in forgeries(prefix, order_id) {
+            let event: Value = serde_json::from_slice(&body)?;
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(id.as_str().into())
+                .with_type(event["type"].as_str().unwrap_or_default().into())
+                .with_app_id(event["source"].as_str().unwrap_or_default().into())
+                .with_correlation_id(order_id.as_str().into())
+                .with_content_type("application/cloudevents+json".into());
+            channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties,
+                )
+                .await?
+                .await?;
+        }
+    }
+    let _ = connection.close(200, "forged".into()).await;
+    Ok(())
+}
