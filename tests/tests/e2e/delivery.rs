@@ -400,6 +400,50 @@ async fn dead_letters_are_listed_redriven_with_their_original_id_and_purged() {
     let _ = connection.close(200, "done".into()).await;
 }
 
+/// Takes the next message of a prefixed queue as it is stored (no operator tool in between),
+/// waiting for one to arrive.
+async fn take_stored(suite: &Suite, queue: &str) -> lapin::message::Delivery {
+    choreo_e2e::poll(&format!("a message in {queue}"), || {
+        Box::pin(async {
+            suite
+                .channel
+                .basic_get(
+                    suite.name(queue).as_str().into(),
+                    lapin::options::BasicGetOptions { no_ack: true },
+                )
+                .await
+                .expect("basic.get")
+                .map(|message| message.delivery)
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_with_an_expiration_is_dead_lettered_without_it() {
+    let suite = Suite::start_with(Options::default(), &[Which::Billing]).await;
+    suite.wait_ready().await;
+
+    // Ten minutes: long enough that nothing expires during the test, and kept today.
+    suite
+        .publish(
+            "orders.events",
+            "order.placed",
+            b"expiring garbage",
+            BasicProperties::default().with_expiration("600000".into()),
+        )
+        .await;
+
+    let stored = take_stored(&suite, "billing.dlq").await;
+    assert_eq!(stored.data, b"expiring garbage");
+    assert_eq!(
+        stored.properties.expiration(),
+        &None,
+        "it cannot expire out of the DLQ"
+    );
+    assert_eq!(stored.properties.delivery_mode(), &Some(2));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_event_queued_among_good_ones_is_dead_lettered_alone_and_the_others_handled_once()
  {
