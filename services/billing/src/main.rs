@@ -5,18 +5,14 @@ use choreo_host::cli::Command;
 use choreo_host::service::shutdown_signal;
 
 fn main() -> anyhow::Result<()> {
-    let command = Command::from_env()?;
-    if command == Command::Help {
-        println!("{}", choreo_host::cli::USAGE);
-        return Ok(());
-    }
+    let topology = choreo_events::topology::BILLING;
+    // clap prints `--help`, `--version` and usage errors, and exits, before any setting is read.
+    let command = Command::from_env(topology.name);
     let settings = billing::Settings::load()?;
     choreo_host::telemetry::init(&settings.common.log_format, std::io::stderr);
     choreo_host::runtime::build(&settings.common)?.block_on(async move {
         if let Command::Dlq(dlq) = command {
-            return Ok(dlq
-                .run(&settings.common, choreo_events::topology::BILLING)
-                .await?);
+            return Ok(dlq.run(&settings.common, topology).await?);
         }
         tracing::info!(?settings, "starting billing");
         let service = billing::build(settings).await?;

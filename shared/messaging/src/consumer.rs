@@ -409,8 +409,9 @@ impl<H: Handler> ConsumerLoop<H> {
         reason: &str,
     ) -> Result<()> {
         tracing::warn!(reason, "dead-lettering message");
+        // Without its `expiration`: a per-message TTL would expire it out of the DLQ.
         let properties = headers::with_headers(
-            &delivery.properties,
+            &headers::for_keeping(&delivery.properties),
             &[
                 (X_ERROR, headers::text(reason)),
                 (

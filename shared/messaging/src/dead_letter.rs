@@ -1,23 +1,57 @@
-//! Dead letters: what the runtime writes on a message it gives up on, and how to read it back.
+//! Dead letters: what the runtime writes on a message it gives up on, and the operator's access to
+//! a service's dead-letter queue ([`DeadLetterQueue`]: list, redrive, purge).
 //!
 //! The consumer does not `basic.reject` a message it cannot handle: RabbitMQ's own dead-lettering
 //! cannot add a header, and the contract wants the reason in `x-error`. It publishes a copy to
-//! `<service>.dlx` (confirmed, persistent) with the headers of [`crate::headers`], then acks the original. A crash
+//! `<service>.dlx` (confirmed, persistent, without any per-message `expiration`, so it cannot
+//! expire out of the DLQ) with the headers of [`crate::headers`], then acks the original. A crash
 //! between the two leaves the original unacked, so it is redelivered and dead-lettered again: a
 //! duplicate in the DLQ, never a loss. Messages dead-lettered by the broker itself (the queue's
 //! delivery limit) carry RabbitMQ's `x-death` header instead of `x-error`.
+//!
+//! # Reading never hands a message back
+//!
+//! The DLQ is a quorum queue without a dead-letter exchange of its own, and quorum queues count
+//! a message handed back to them (RabbitMQ's "Poison Message Handling", docs/quorum-queues):
+//! - 3.10 to 3.13 count every return (a `basic.nack` or `basic.reject` with requeue, or the
+//!   channel closing on unacked deliveries) in the `x-delivery-count` header of the next delivery;
+//!   they have no limit unless one is set, so a count only grows;
+//! - 4.0 gives every quorum queue a delivery limit of 20 by default, evaluated on every return
+//!   up to 4.2; past it the message is dropped, or dead-lettered where the queue has a DLX. Ours
+//!   has none, so a dead letter read 20 times by "take it and give it back" would be deleted;
+//! - 4.3 counts only failed deliveries against the limit (`basic.reject`, a channel or connection
+//!   that goes away holding the message), no longer `basic.nack`, and adds `x-acquired-count`.
+//!
+//! Giving the DLQ `x-delivery-limit: -1` or a DLX would change its declared arguments, and a
+//! broker holding the queue with other arguments refuses the declaration (and `definitions.json`
+//! loads the same ones), so the reads are made safe without that, the same way on every version:
+//! a read takes each message, publishes a **copy** of it (same body, properties and headers, but
+//! no broker delivery annotations and no `expiration`: [`crate::headers::for_keeping`]) through
+//! `<service>.dlx`, which the service's broker user may write, waits for the broker's confirm,
+//! and only then acks the original. Nothing is ever returned, so nothing is counted, on 3.x or
+//! 4.x. A crash between the confirm and the ack leaves both: a duplicate in the DLQ, never a
+//! loss. The copies go to the back of the queue in the order they were read, so after a full
+//! listing the letters are in the same order as before. A letter that arrived in between is
+//! then among them: positions are those of one listing, ids are stable.
 
 use crate::headers::{
     X_DEAD_LETTERED_AT, X_ERROR, X_LAST_ERROR, X_ORIGINAL_EXCHANGE, X_ORIGINAL_ROUTING_KEY,
-    X_RETRY_COUNT, first_death, header_text, text,
+    X_RETRY_COUNT, first_death, for_keeping, header_text, properties_json, table_json, text,
 };
+use crate::publisher::{Outgoing, Publisher};
 use lapin::BasicProperties;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use std::time::Duration;
 
 /// One dead letter, as the operator tools show it.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
+    /// Where it was in the queue when it was read: 1 for the oldest.
+    pub position: usize,
+    /// Its message id, or for one without (undecodable garbage often has none) `sha256:` and the
+    /// first 12 hex digits of a hash of its body and headers: the same on every read.
+    pub id: String,
     pub message_id: Option<String>,
     pub event_type: Option<String>,
     pub routing_key: Option<String>,
@@ -28,34 +62,93 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    fn read(properties: &BasicProperties, body: &[u8]) -> Self {
+    fn read(position: usize, delivery: &Delivery) -> Self {
+        // What is hashed and shown is what a read keeps: without the broker's delivery counts.
+        let properties = for_keeping(&delivery.properties);
+        let message_id = properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str().to_owned());
         DeadLetter {
-            message_id: properties
-                .message_id()
-                .as_ref()
-                .map(|id| id.as_str().to_owned()),
+            position,
+            id: message_id
+                .clone()
+                .unwrap_or_else(|| generated_id(&properties, &delivery.data)),
+            message_id,
             event_type: properties.kind().as_ref().map(|t| t.as_str().to_owned()),
-            routing_key: header_text(properties, X_ORIGINAL_ROUTING_KEY),
+            routing_key: header_text(&properties, X_ORIGINAL_ROUTING_KEY)
+                .or_else(|| Some(delivery.routing_key.as_str().to_owned())),
             // Dead-lettered by the broker itself (delivery limit): the reason is in x-death.
-            error: header_text(properties, X_ERROR).or_else(|| {
-                header_text(properties, "x-death")
+            error: header_text(&properties, X_ERROR).or_else(|| {
+                header_text(&properties, "x-death")
                     .map(|d| format!("dead-lettered by the broker: {d}"))
             }),
-            dead_lettered_at: header_text(properties, X_DEAD_LETTERED_AT),
-            properties: properties.clone(),
-            body: body.to_vec(),
+            dead_lettered_at: header_text(&properties, X_DEAD_LETTERED_AT),
+            properties,
+            body: delivery.data.clone(),
         }
     }
+
+    /// Whether `selection` picks this letter.
+    pub fn is(&self, selection: &Selection) -> bool {
+        match selection {
+            Selection::All => true,
+            Selection::Id(id) => self.id == *id,
+            Selection::Position(position) => self.position == *position,
+        }
+    }
+
+    /// The letter as one JSON object (the lines of `dlq purge --export`): its id, message id,
+    /// routing key, `x-error`, headers, properties, and body, as text when it is UTF-8 and in
+    /// base64 otherwise (`body_encoding` says which).
+    pub fn to_json(&self) -> serde_json::Value {
+        use base64::Engine as _;
+        let (body, encoding) = match std::str::from_utf8(&self.body) {
+            Ok(text) => (text.to_owned(), "utf-8"),
+            Err(_) => (
+                base64::engine::general_purpose::STANDARD.encode(&self.body),
+                "base64",
+            ),
+        };
+        serde_json::json!({
+            "id": self.id,
+            "message_id": self.message_id,
+            "routing_key": self.routing_key,
+            "error": self.error,
+            "headers": self.properties.headers().as_ref().map(table_json).unwrap_or_default(),
+            "properties": properties_json(&self.properties),
+            "body": body,
+            "body_encoding": encoding,
+        })
+    }
+}
+
+/// `sha256:` and 12 hex digits of a hash of `body` and the headers (in their sorted order).
+fn generated_id(properties: &BasicProperties, body: &[u8]) -> String {
+    use sha2::Digest as _;
+    let headers = properties
+        .headers()
+        .as_ref()
+        .map(table_json)
+        .unwrap_or_default();
+    let mut hash = sha2::Sha256::new();
+    hash.update(headers.to_string().as_bytes());
+    hash.update([0]);
+    hash.update(body);
+    let digest = hash.finalize();
+    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 /// Operator access to one service's dead-letter queue.
 #[derive(Debug)]
 pub struct DeadLetterQueue {
     channel: lapin::Channel,
-    /// A second channel that outlives `channel`, to watch the queue after `channel` closes.
-    probe: lapin::Channel,
     /// The prefixed name of the dead-letter queue.
     pub queue: String,
+    /// The prefixed name of the service's dead-letter exchange, through which a read puts back
+    /// its copies.
+    pub exchange: String,
     /// The prefixed name of the service's own queue, where redriven messages go.
     pub home: String,
     /// The service's redelivery exchange, through which they go.
@@ -66,7 +159,10 @@ pub struct DeadLetterQueue {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
     All,
-    MessageId(String),
+    /// The letter(s) with this id ([`DeadLetter::id`]: a message id or a generated one).
+    Id(String),
+    /// The letter at this position (1 for the oldest) in the queue as it is read.
+    Position(usize),
 }
 
 impl DeadLetterQueue {
@@ -80,150 +176,103 @@ impl DeadLetterQueue {
         channel
             .confirm_select(lapin::options::ConfirmSelectOptions::default())
             .await?;
-        let probe = connection.create_channel().await?;
         Ok(DeadLetterQueue {
             channel,
-            probe,
             queue: names.of(&service.dead_letter_queue()),
+            exchange: names.of(&service.dead_letter_exchange()),
             home: names.of(service.name),
             redeliver: names.of(&service.redeliver_exchange()),
         })
     }
 
-    /// Reads every dead letter without removing any: they are fetched unacked and handed back to
-    /// the queue when the channel closes. Returns once they are all back (the broker requeues
-    /// them a moment after the close), so a command right after this one sees them.
+    /// Reads every dead letter, oldest first, and keeps each: see the module's documentation.
     pub async fn list(self) -> crate::Result<Vec<DeadLetter>> {
         let mut letters = Vec::new();
-        for _ in 0..self.count().await? {
-            let Some(message) = self.get().await? else {
+        for position in 1..=self.count().await? as usize {
+            let Some(delivery) = self.take().await? else {
                 break;
             };
-            letters.push(DeadLetter::read(
-                &message.delivery.properties,
-                &message.delivery.data,
-            ));
+            letters.push(DeadLetter::read(position, &delivery));
+            self.keep(&delivery).await?;
         }
-        self.channel.close(200, "listed".into()).await?;
-        self.until_ready(letters.len()).await?;
+        self.close("listed").await?;
         Ok(letters)
-    }
-
-    /// Waits (at most 5 s) until at least `count` dead letters are ready again.
-    async fn until_ready(&self, count: usize) -> crate::Result<()> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while (self.count().await? as usize) < count && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
     }
 
     /// How many dead letters are ready now.
     pub async fn count(&self) -> crate::Result<u32> {
-        let passive = lapin::options::QueueDeclareOptions {
+        let passive = QueueDeclareOptions {
             passive: true,
             ..Default::default()
         };
         Ok(self
-            .probe
+            .channel
             .queue_declare(self.queue.as_str().into(), passive, FieldTable::default())
             .await?
             .message_count())
     }
 
-    async fn get(&self) -> crate::Result<Option<lapin::message::BasicGetMessage>> {
-        let options = lapin::options::BasicGetOptions { no_ack: false };
+    /// The next dead letter, unacked.
+    async fn take(&self) -> crate::Result<Option<Delivery>> {
+        let options = BasicGetOptions { no_ack: false };
         Ok(self
             .channel
             .basic_get(self.queue.as_str().into(), options)
-            .await?)
+            .await?
+            .map(|message| message.delivery))
+    }
+
+    /// Puts a confirmed copy of `delivery` at the back of the queue, then acks the original.
+    async fn keep(&self, delivery: &Delivery) -> crate::Result<()> {
+        Publisher::from_channel(self.channel.clone())
+            .publish(Outgoing {
+                exchange: self.exchange.clone(),
+                routing_key: delivery.routing_key.as_str().to_owned(),
+                body: delivery.data.clone(),
+                properties: for_keeping(&delivery.properties),
+            })
+            .await?;
+        ack(delivery, false).await
+    }
+
+    async fn close(&self, reason: &str) -> crate::Result<()> {
+        Ok(self.channel.close(200, reason.into()).await?)
     }
 
     /// Sends the selected dead letters back to the service's own queue, with their original
-    /// body and message id (so the service's inbox still de-duplicates them) and without the
-    /// dead-letter headers. Each is removed from the DLQ only after the broker confirmed its
-    /// copy. Returns how many were redriven.
-    pub async fn redrive(self, selection: &Selection) -> crate::Result<usize> {
-        let mut redriven = 0;
+    /// body and message id (so the service's inbox still de-duplicates them), without the
+    /// dead-letter headers and without any `expiration`. Each is removed from the DLQ only after
+    /// the broker confirmed its copy; the others are kept as a read keeps them. Returns the
+    /// letters redriven.
+    pub async fn redrive(self, selection: &Selection) -> crate::Result<Vec<DeadLetter>> {
+        let mut redriven = Vec::new();
         // At most the messages there now: one redriven and dead-lettered again at once must not
         // be picked up a second time in the same run.
-        let present = self.count().await?;
-        for _ in 0..present {
-            let Some(message) = self.get().await? else {
+        for position in 1..=self.count().await? as usize {
+            let Some(delivery) = self.take().await? else {
                 break;
             };
-            let delivery = &message.delivery;
-            let id = delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|id| id.as_str().to_owned());
-            let selected = match selection {
-                Selection::All => true,
-                Selection::MessageId(wanted) => id.as_deref() == Some(wanted.as_str()),
-            };
-            if !selected {
+            let letter = DeadLetter::read(position, &delivery);
+            if !letter.is(selection) {
+                self.keep(&delivery).await?;
                 continue;
             }
-            let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-            let mut kept = FieldTable::default();
-            for (name, value) in headers.inner() {
-                if ![
-                    X_ERROR,
-                    X_DEAD_LETTERED_AT,
-                    X_RETRY_COUNT,
-                    X_LAST_ERROR,
-                    "x-death",
-                    "x-first-death-exchange",
-                    "x-first-death-queue",
-                    "x-first-death-reason",
-                    "x-delivery-count",
-                ]
-                .contains(&name.as_str())
-                {
-                    kept.insert(name.clone(), value.clone());
-                }
-            }
-            // One the broker dead-lettered by itself has no x-original-* headers of ours: take
-            // them from its x-death (about to be stripped), so that its provenance can be checked
-            // when it comes back through the redelivery exchange.
-            if header_text(&delivery.properties, X_ORIGINAL_EXCHANGE).is_none()
-                && let Some((exchange, routing_key)) = first_death(&delivery.properties)
-            {
-                kept.insert(X_ORIGINAL_EXCHANGE.into(), text(exchange));
-                kept.insert(X_ORIGINAL_ROUTING_KEY.into(), text(routing_key));
-            }
-            headers = kept;
-            let properties = delivery
-                .properties
-                .clone()
-                .with_headers(headers)
-                .with_delivery_mode(crate::publisher::PERSISTENT);
-            let publisher = crate::Publisher::from_channel(self.channel.clone());
-            publisher
-                .publish(crate::publisher::Outgoing {
+            Publisher::from_channel(self.channel.clone())
+                .publish(Outgoing {
                     exchange: self.redeliver.clone(),
                     routing_key: self.home.clone(),
                     body: delivery.data.clone(),
-                    properties,
+                    properties: redriven_properties(&delivery.properties),
                 })
                 .await?;
-            if !delivery
-                .acker
-                .ack(lapin::options::BasicAckOptions::default())
-                .await?
-            {
-                return Err(crate::Error::ChannelGone);
-            }
-            redriven += 1;
+            ack(&delivery, false).await?;
+            redriven.push(letter);
         }
-        self.channel.close(200, "redriven".into()).await?;
-        // The ones not selected go back to the queue: wait until they are ready again.
-        self.until_ready(present as usize - redriven).await?;
+        self.close("redriven").await?;
         Ok(redriven)
     }
 
-    /// Deletes every dead letter. Returns how many there were.
+    /// Deletes every dead letter (`queue.purge`). Returns how many there were.
     pub async fn purge(self) -> crate::Result<u32> {
         let purged = self
             .channel
@@ -232,7 +281,190 @@ impl DeadLetterQueue {
                 lapin::options::QueuePurgeOptions::default(),
             )
             .await?;
-        self.channel.close(200, "purged".into()).await?;
+        self.close("purged").await?;
         Ok(purged)
+    }
+
+    /// Deletes the dead letters there now, but only once `export` has written them somewhere safe
+    /// (and returned `Ok`): they are taken, handed to `export`, then acked. A letter that arrives
+    /// meanwhile is not taken, so it is neither exported nor deleted (`queue.purge` would delete
+    /// it unseen). If `export` fails, every letter is kept as a read keeps it, and its error is
+    /// returned. Returns the letters deleted.
+    pub async fn purge_exported<F>(self, export: F) -> crate::Result<Vec<DeadLetter>>
+    where
+        F: FnOnce(&[DeadLetter]) -> std::io::Result<()>,
+    {
+        let mut deliveries = Vec::new();
+        let mut letters = Vec::new();
+        for position in 1..=self.count().await? as usize {
+            let Some(delivery) = self.take().await? else {
+                break;
+            };
+            letters.push(DeadLetter::read(position, &delivery));
+            deliveries.push(delivery);
+        }
+        if let Err(error) = export(&letters) {
+            for delivery in &deliveries {
+                self.keep(delivery).await?;
+            }
+            self.close("export failed").await?;
+            return Err(crate::Error::Export(error));
+        }
+        if let Some(last) = deliveries.last() {
+            // Every delivery on this channel up to the last one taken: exactly the exported ones.
+            ack(last, true).await?;
+        }
+        self.close("purged").await?;
+        Ok(letters)
+    }
+}
+
+async fn ack(delivery: &Delivery, multiple: bool) -> crate::Result<()> {
+    if delivery.acker.ack(BasicAckOptions { multiple }).await? {
+        Ok(())
+    } else {
+        Err(crate::Error::ChannelGone)
+    }
+}
+
+/// The properties a redriven dead letter goes back with: those it was kept with, minus the
+/// dead-letter headers (so it looks as it did when first published), plus the `x-original-*`
+/// headers that let its provenance be checked when it comes back through the redelivery exchange.
+fn redriven_properties(delivered: &BasicProperties) -> BasicProperties {
+    let kept = for_keeping(delivered);
+    let mut headers = FieldTable::default();
+    for (name, value) in kept.headers().clone().unwrap_or_default().inner() {
+        if ![
+            X_ERROR,
+            X_DEAD_LETTERED_AT,
+            X_RETRY_COUNT,
+            X_LAST_ERROR,
+            "x-death",
+            "x-first-death-exchange",
+            "x-first-death-queue",
+            "x-first-death-reason",
+        ]
+        .contains(&name.as_str())
+        {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    // One the broker dead-lettered by itself has no x-original-* headers of ours: take them from
+    // its x-death (stripped above).
+    if header_text(&kept, X_ORIGINAL_EXCHANGE).is_none()
+        && let Some((exchange, routing_key)) = first_death(&kept)
+    {
+        headers.insert(X_ORIGINAL_EXCHANGE.into(), text(exchange));
+        headers.insert(X_ORIGINAL_ROUTING_KEY.into(), text(routing_key));
+    }
+    kept.with_headers(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(body: &[u8], headers: FieldTable, message_id: Option<&str>) -> DeadLetter {
+        let mut properties = BasicProperties::default().with_headers(headers);
+        if let Some(id) = message_id {
+            properties = properties.with_message_id(id.into());
+        }
+        let message_id = message_id.map(str::to_owned);
+        DeadLetter {
+            position: 1,
+            id: message_id
+                .clone()
+                .unwrap_or_else(|| generated_id(&properties, body)),
+            message_id,
+            event_type: None,
+            routing_key: None,
+            error: None,
+            dead_lettered_at: None,
+            properties,
+            body: body.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_letter_without_message_id_gets_an_id_from_its_body_and_headers() {
+        let mut headers = FieldTable::default();
+        headers.insert(X_ERROR.into(), text("undecodable"));
+        let mut other_headers = headers.clone();
+        other_headers.insert(X_DEAD_LETTERED_AT.into(), text("2026-12-02T04:00:00Z"));
+
+        let garbage = letter(b"garbage", headers.clone(), None);
+        let again = letter(b"garbage", headers.clone(), None);
+        let other_body = letter(b"more garbage", headers, None);
+        let other_headers = letter(b"garbage", other_headers, None);
+        let identified = letter(b"garbage", FieldTable::default(), Some("m-1"));
+
+        assert!(garbage.id.starts_with("sha256:"), "{}", garbage.id);
+        assert_eq!(garbage.id.len(), "sha256:".len() + 12);
+        assert_eq!(garbage.id, again.id, "stable");
+        assert_ne!(garbage.id, other_body.id);
+        assert_ne!(garbage.id, other_headers.id);
+        assert_eq!(identified.id, "m-1");
+    }
+
+    #[test]
+    fn a_letter_is_selected_by_id_or_by_position() {
+        let garbage = letter(b"garbage", FieldTable::default(), None);
+
+        assert!(garbage.is(&Selection::All));
+        assert!(garbage.is(&Selection::Position(1)));
+        assert!(!garbage.is(&Selection::Position(2)));
+        assert!(garbage.is(&Selection::Id(garbage.id.clone())));
+        assert!(!garbage.is(&Selection::Id("sha256:000000000000".into())));
+    }
+
+    #[test]
+    fn an_exported_letter_has_its_body_as_text_or_in_base64() {
+        let mut headers = FieldTable::default();
+        headers.insert(X_ERROR.into(), text("undecodable"));
+
+        let text_letter = letter(b"{\"a\":1}", headers.clone(), Some("m-1")).to_json();
+        let binary = letter(&[0xff, 0xfe], headers, None).to_json();
+
+        assert_eq!(text_letter["id"], "m-1");
+        assert_eq!(text_letter["body"], "{\"a\":1}");
+        assert_eq!(text_letter["body_encoding"], "utf-8");
+        assert_eq!(text_letter["headers"]["x-error"], "undecodable");
+        assert_eq!(text_letter["properties"]["message_id"], "m-1");
+        assert_eq!(binary["body"], "//4=");
+        assert_eq!(binary["body_encoding"], "base64");
+        assert!(
+            binary["id"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("sha256:")
+        );
+    }
+
+    #[test]
+    fn a_redriven_letter_loses_the_dead_letter_headers_and_its_expiration() {
+        let mut headers = FieldTable::default();
+        headers.insert(X_ERROR.into(), text("retries exhausted"));
+        headers.insert(X_RETRY_COUNT.into(), text("2"));
+        headers.insert(X_ORIGINAL_EXCHANGE.into(), text("orders.events"));
+        headers.insert("traceparent".into(), text("00-abc-def-01"));
+        let delivered = BasicProperties::default()
+            .with_message_id("m-1".into())
+            .with_expiration("1000".into())
+            .with_headers(headers);
+
+        let redriven = redriven_properties(&delivered);
+
+        assert_eq!(redriven.expiration(), &None);
+        assert_eq!(header_text(&redriven, X_ERROR), None);
+        assert_eq!(header_text(&redriven, X_RETRY_COUNT), None);
+        assert_eq!(
+            header_text(&redriven, X_ORIGINAL_EXCHANGE).as_deref(),
+            Some("orders.events")
+        );
+        assert_eq!(
+            header_text(&redriven, "traceparent").as_deref(),
+            Some("00-abc-def-01")
+        );
+        assert_eq!(redriven.message_id(), delivered.message_id());
     }
 }

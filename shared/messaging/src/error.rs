@@ -44,6 +44,9 @@ pub enum Error {
     /// by the configured CA, or the broker refused the client's certificate.
     #[error("TLS handshake with {url} failed: {reason}")]
     TlsHandshake { url: String, reason: String },
+    /// `dlq purge --export` could not write its file: nothing was deleted.
+    #[error("exporting the dead letters failed, none was deleted: {0}")]
+    Export(std::io::Error),
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] choreo_store::Error),

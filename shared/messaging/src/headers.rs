@@ -64,6 +64,124 @@ pub fn with_headers(
         .with_delivery_mode(crate::publisher::PERSISTENT)
 }
 
+/// Headers the broker writes on a delivery, not on the stored message: RabbitMQ's quorum queues
+/// count deliveries in `x-delivery-count` (and, from 4.3, acquisitions in `x-acquired-count`).
+/// A copy that kept them would carry a count that is no longer true.
+pub const DELIVERY_ANNOTATIONS: [&str; 2] = ["x-delivery-count", "x-acquired-count"];
+
+/// `properties` as a copy into a dead-letter queue (or out of one) must have them: persistent,
+/// without the broker's delivery annotations, and without a per-message TTL. A message published
+/// with an `expiration` keeps it on every copy made of it, and a dead letter must not expire out
+/// of its queue before an operator has seen it.
+pub fn for_keeping(properties: &BasicProperties) -> BasicProperties {
+    let mut kept = BasicProperties::default().with_delivery_mode(crate::publisher::PERSISTENT);
+    // The generated properties can be set but not unset, so the copy is built field by field.
+    macro_rules! copy {
+        ($($get:ident => $set:ident),* $(,)?) => {
+            $(if let Some(value) = properties.$get().clone() {
+                kept = kept.$set(value);
+            })*
+        };
+    }
+    copy!(
+        content_type => with_content_type,
+        content_encoding => with_content_encoding,
+        priority => with_priority,
+        correlation_id => with_correlation_id,
+        reply_to => with_reply_to,
+        message_id => with_message_id,
+        timestamp => with_timestamp,
+        kind => with_type,
+        user_id => with_user_id,
+        app_id => with_app_id,
+        cluster_id => with_cluster_id,
+    );
+    if let Some(headers) = properties.headers() {
+        let mut table = FieldTable::default();
+        for (name, value) in headers.inner() {
+            if !DELIVERY_ANNOTATIONS.contains(&name.as_str()) {
+                table.insert(name.clone(), value.clone());
+            }
+        }
+        kept = kept.with_headers(table);
+    }
+    kept
+}
+
+/// A header value as JSON, for people and files: text as strings (bytes that are not UTF-8 as
+/// `{"base64": ...}`), numbers as numbers, tables and arrays as objects and arrays.
+pub fn json(value: &AMQPValue) -> serde_json::Value {
+    use base64::Engine as _;
+    use serde_json::Value;
+    let bytes = |bytes: &[u8]| match std::str::from_utf8(bytes) {
+        Ok(text) => Value::from(text),
+        Err(_) => serde_json::json!({
+            "base64": base64::engine::general_purpose::STANDARD.encode(bytes)
+        }),
+    };
+    match value {
+        AMQPValue::Boolean(b) => Value::from(*b),
+        AMQPValue::ShortShortInt(n) => Value::from(*n),
+        AMQPValue::ShortShortUInt(n) => Value::from(*n),
+        AMQPValue::ShortInt(n) => Value::from(*n),
+        AMQPValue::ShortUInt(n) => Value::from(*n),
+        AMQPValue::LongInt(n) => Value::from(*n),
+        AMQPValue::LongUInt(n) => Value::from(*n),
+        AMQPValue::LongLongInt(n) => Value::from(*n),
+        AMQPValue::Float(n) => Value::from(*n),
+        AMQPValue::Double(n) => Value::from(*n),
+        AMQPValue::DecimalValue(d) => serde_json::json!({"scale": d.scale, "value": d.value}),
+        AMQPValue::ShortString(s) => Value::from(s.as_str()),
+        AMQPValue::LongString(s) => bytes(s.as_bytes()),
+        AMQPValue::FieldArray(values) => Value::Array(values.as_slice().iter().map(json).collect()),
+        AMQPValue::Timestamp(t) => Value::from(*t),
+        AMQPValue::FieldTable(table) => table_json(table),
+        AMQPValue::ByteArray(b) => bytes(b.as_slice()),
+        AMQPValue::Void => Value::Null,
+    }
+}
+
+/// A header table as a JSON object (keys in the table's own, sorted, order).
+pub fn table_json(table: &FieldTable) -> serde_json::Value {
+    serde_json::Value::Object(
+        table
+            .inner()
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), json(value)))
+            .collect(),
+    )
+}
+
+/// The properties that are set, as a JSON object (headers apart: see [`table_json`]).
+pub fn properties_json(properties: &BasicProperties) -> serde_json::Value {
+    let mut object = serde_json::Map::new();
+    let mut text = |name: &str, value: &Option<ShortString>| {
+        if let Some(value) = value {
+            object.insert(name.to_owned(), value.as_str().into());
+        }
+    };
+    text("content_type", properties.content_type());
+    text("content_encoding", properties.content_encoding());
+    text("correlation_id", properties.correlation_id());
+    text("reply_to", properties.reply_to());
+    text("expiration", properties.expiration());
+    text("message_id", properties.message_id());
+    text("type", properties.kind());
+    text("user_id", properties.user_id());
+    text("app_id", properties.app_id());
+    text("cluster_id", properties.cluster_id());
+    if let Some(mode) = properties.delivery_mode() {
+        object.insert("delivery_mode".into(), (*mode).into());
+    }
+    if let Some(priority) = properties.priority() {
+        object.insert("priority".into(), (*priority).into());
+    }
+    if let Some(timestamp) = properties.timestamp() {
+        object.insert("timestamp".into(), (*timestamp).into());
+    }
+    serde_json::Value::Object(object)
+}
+
 /// A text header value.
 pub fn text(value: impl Into<String>) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value.into()))
@@ -150,6 +268,68 @@ mod tests {
             Some(("orders.events".to_owned(), "order.placed".to_owned()))
         );
         assert_eq!(first_death(&BasicProperties::default()), None);
+    }
+
+    #[test]
+    fn a_copy_for_keeping_has_no_expiration_nor_delivery_count_and_everything_else() {
+        let mut table = FieldTable::default();
+        table.insert(X_ERROR.into(), text("undecodable"));
+        table.insert("x-delivery-count".into(), AMQPValue::LongLongInt(3));
+        table.insert("x-acquired-count".into(), AMQPValue::LongLongInt(4));
+        let delivered = BasicProperties::default()
+            .with_message_id("m-1".into())
+            .with_type("order.placed".into())
+            .with_app_id("orders".into())
+            .with_correlation_id("o-1".into())
+            .with_content_type("application/cloudevents+json".into())
+            .with_timestamp(1_700_000_000)
+            .with_expiration("60000".into())
+            .with_delivery_mode(1)
+            .with_headers(table);
+
+        let kept = for_keeping(&delivered);
+
+        assert_eq!(kept.expiration(), &None);
+        assert_eq!(kept.delivery_mode(), &Some(crate::publisher::PERSISTENT));
+        assert_eq!(header_text(&kept, X_ERROR).as_deref(), Some("undecodable"));
+        assert_eq!(header_text(&kept, "x-delivery-count"), None);
+        assert_eq!(header_text(&kept, "x-acquired-count"), None);
+        let unchanged = |p: &BasicProperties| {
+            (
+                p.message_id().clone(),
+                p.kind().clone(),
+                p.app_id().clone(),
+                p.correlation_id().clone(),
+                p.content_type().clone(),
+                *p.timestamp(),
+            )
+        };
+        assert_eq!(unchanged(&kept), unchanged(&delivered));
+    }
+
+    #[test]
+    fn headers_read_as_json_with_bytes_that_are_not_text_in_base64() {
+        let mut inner = FieldTable::default();
+        inner.insert("count".into(), AMQPValue::LongLongInt(2));
+        let mut table = FieldTable::default();
+        table.insert("reason".into(), text("bad"));
+        table.insert(
+            "raw".into(),
+            AMQPValue::LongString(LongString::from(vec![0xff, 0x00])),
+        );
+        table.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::FieldTable(inner)].into()),
+        );
+
+        assert_eq!(
+            table_json(&table),
+            serde_json::json!({
+                "raw": {"base64": "/wA="},
+                "reason": "bad",
+                "x-death": [{"count": 2}],
+            })
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use choreo_e2e::{Options, Suite, Which, header, order_request};
 use choreo_events::Envelope;
+use choreo_messaging::dead_letter::Selection;
 use lapin::BasicProperties;
 
 /// A valid `order.placed` for `order_id`, published by the test itself (source `test`).
@@ -297,7 +298,7 @@ async fn a_failure_that_outlasts_every_retry_is_dead_lettered_with_the_last_erro
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_redriven_with_their_original_id_and_purged() {
     use choreo_messaging::Names;
-    use choreo_messaging::dead_letter::{DeadLetterQueue, Selection};
+    use choreo_messaging::dead_letter::DeadLetterQueue;
     // Three failing attempts exhaust the two retries; the fourth (the redrive) succeeds.
     let failing = Options {
         failpoints: vec![(Which::Billing, "consumer.before_handle=transient:3".into())],
@@ -354,9 +355,10 @@ async fn dead_letters_are_listed_redriven_with_their_original_id_and_purged() {
         open()
             .await
             .expect("open")
-            .redrive(&Selection::MessageId(event_id.clone()))
+            .redrive(&Selection::Id(event_id.clone()))
             .await
-            .expect("redrive"),
+            .expect("redrive")
+            .len(),
         1
     );
     suite.wait_for_status(id, "completed").await;
@@ -398,6 +400,286 @@ async fn dead_letters_are_listed_redriven_with_their_original_id_and_purged() {
     assert_eq!(open().await.expect("open").purge().await.expect("purge"), 2);
     assert_eq!(open().await.expect("open").count().await.expect("count"), 0);
     let _ = connection.close(200, "done".into()).await;
+}
+
+/// The operator's access to billing's DLQ in a suite, on a connection of its own.
+struct BillingDeadLetters {
+    connection: lapin::Connection,
+    names: choreo_messaging::Names,
+}
+
+impl BillingDeadLetters {
+    async fn of(suite: &Suite) -> Self {
+        let connection = lapin::Connection::connect(
+            &choreo_e2e::amqp_url(),
+            lapin::ConnectionProperties::default(),
+        )
+        .await
+        .expect("connect");
+        BillingDeadLetters {
+            connection,
+            names: choreo_messaging::Names::new(suite.prefix.clone()),
+        }
+    }
+
+    async fn open(&self) -> choreo_messaging::dead_letter::DeadLetterQueue {
+        choreo_messaging::dead_letter::DeadLetterQueue::open(
+            &self.connection,
+            &self.names,
+            &choreo_events::topology::BILLING,
+        )
+        .await
+        .expect("open")
+    }
+}
+
+/// Takes the next message of a prefixed queue as it is stored (no operator tool in between),
+/// waiting for one to arrive.
+async fn take_stored(suite: &Suite, queue: &str) -> lapin::message::Delivery {
+    choreo_e2e::poll(&format!("a message in {queue}"), || {
+        Box::pin(async {
+            suite
+                .channel
+                .basic_get(
+                    suite.name(queue).as_str().into(),
+                    lapin::options::BasicGetOptions { no_ack: true },
+                )
+                .await
+                .expect("basic.get")
+                .map(|message| message.delivery)
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_listed_more_often_than_the_delivery_limit_stays_unchanged_and_is_never_redelivered()
+ {
+    let suite = Suite::start_with(Options::default(), &[Which::Billing]).await;
+    suite.wait_ready().await;
+    let dlq = BillingDeadLetters::of(&suite).await;
+    let message_id = uuid::Uuid::new_v4().to_string();
+    suite
+        .publish(
+            "orders.events",
+            "order.placed",
+            b"not an event",
+            BasicProperties::default().with_message_id(message_id.as_str().into()),
+        )
+        .await;
+    let first = choreo_e2e::poll("a dead letter", || {
+        Box::pin(async { dlq.open().await.list().await.ok().filter(|l| l.len() == 1) })
+    })
+    .await;
+
+    // RabbitMQ 4.x drops a message handed back to a quorum queue more than 20 times (its
+    // default delivery limit); 3.10 counts each return in x-delivery-count.
+    for read in 0..25 {
+        let letters = dlq.open().await.list().await.expect("list");
+
+        assert_eq!(letters.len(), 1, "read {read}: the letter is still there");
+        assert_eq!(letters[0].id, message_id, "read {read}");
+        assert_eq!(letters[0].body, b"not an event", "read {read}");
+        assert_eq!(letters[0].error, first[0].error, "read {read}");
+        assert_eq!(letters[0].position, 1);
+    }
+
+    let stored = take_stored(&suite, "billing.dlq").await;
+    assert!(!stored.redelivered, "the broker never handed it out twice");
+    let headers = stored.properties.headers().clone().unwrap_or_default();
+    // 3.10 says 0 (or nothing) on a first delivery and counts up on every return.
+    let delivered_before = match headers.inner().get("x-delivery-count") {
+        None => 0,
+        Some(lapin::types::AMQPValue::LongLongInt(n)) => *n,
+        Some(other) => panic!("x-delivery-count {other:?}"),
+    };
+    assert_eq!(delivered_before, 0, "{headers:?}");
+    assert_eq!(
+        stored
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str()),
+        Some(message_id.as_str())
+    );
+    assert!(
+        header(&headers, "x-error")
+            .unwrap_or_default()
+            .contains("undecodable envelope")
+    );
+    let _ = dlq.connection.close(200, "done".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_with_an_expiration_is_dead_lettered_without_it() {
+    let suite = Suite::start_with(Options::default(), &[Which::Billing]).await;
+    suite.wait_ready().await;
+
+    // Ten minutes: long enough that nothing expires during the test, and kept today.
+    suite
+        .publish(
+            "orders.events",
+            "order.placed",
+            b"expiring garbage",
+            BasicProperties::default().with_expiration("600000".into()),
+        )
+        .await;
+
+    let stored = take_stored(&suite, "billing.dlq").await;
+    assert_eq!(stored.data, b"expiring garbage");
+    assert_eq!(
+        stored.properties.expiration(),
+        &None,
+        "it cannot expire out of the DLQ"
+    );
+    assert_eq!(stored.properties.delivery_mode(), &Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_without_message_id_are_shown_and_redriven_by_position_or_generated_id() {
+    let suite = Suite::start_with(Options::default(), &[Which::Billing]).await;
+    suite.wait_ready().await;
+    let dlq = BillingDeadLetters::of(&suite).await;
+    for garbage in [&b"first garbage"[..], b"second garbage"] {
+        suite
+            .publish(
+                "orders.events",
+                "order.placed",
+                garbage,
+                BasicProperties::default(),
+            )
+            .await;
+    }
+    let listed = choreo_e2e::poll("two dead letters", || {
+        Box::pin(async { dlq.open().await.list().await.ok().filter(|l| l.len() == 2) })
+    })
+    .await;
+    let again = dlq.open().await.list().await.expect("list");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|l| (l.position, l.id.clone()))
+            .collect::<Vec<_>>(),
+        again
+            .iter()
+            .map(|l| (l.position, l.id.clone()))
+            .collect::<Vec<_>>(),
+        "ids and positions are the same on every read"
+    );
+    assert!(
+        listed
+            .iter()
+            .all(|l| l.message_id.is_none() && l.id.starts_with("sha256:"))
+    );
+    assert_ne!(listed[0].id, listed[1].id);
+
+    let by_position = dlq
+        .open()
+        .await
+        .redrive(&Selection::Position(2))
+        .await
+        .expect("redrive");
+    assert_eq!(by_position.len(), 1);
+    assert_eq!(by_position[0].id, listed[1].id);
+    assert_eq!(by_position[0].body, b"second garbage");
+    let by_id = dlq
+        .open()
+        .await
+        .redrive(&Selection::Id(listed[0].id.clone()))
+        .await
+        .expect("redrive");
+    assert_eq!(by_id.len(), 1);
+    assert_eq!(by_id[0].body, b"first garbage");
+    assert!(
+        dlq.open()
+            .await
+            .redrive(&Selection::Id("sha256:000000000000".into()))
+            .await
+            .expect("redrive")
+            .is_empty()
+    );
+    // Both went back to billing, which dead-letters garbage again: still nothing lost.
+    choreo_e2e::poll("both dead-lettered again", || {
+        Box::pin(async { dlq.open().await.count().await.ok().filter(|n| *n == 2) })
+    })
+    .await;
+    let _ = dlq.connection.close(200, "done".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_with_export_deletes_only_the_letters_it_wrote_first() {
+    let suite = Suite::start_with(Options::default(), &[Which::Billing]).await;
+    suite.wait_ready().await;
+    let dlq = BillingDeadLetters::of(&suite).await;
+    suite
+        .publish(
+            "orders.events",
+            "order.placed",
+            b"text garbage",
+            BasicProperties::default(),
+        )
+        .await;
+    suite
+        .publish(
+            "orders.events",
+            "order.placed",
+            &[0xff, 0xfe, 0x00],
+            BasicProperties::default(),
+        )
+        .await;
+    choreo_e2e::poll("two dead letters", || {
+        Box::pin(async { dlq.open().await.count().await.ok().filter(|n| *n == 2) })
+    })
+    .await;
+    let mut exported = Vec::new();
+
+    let purged = dlq
+        .open()
+        .await
+        .purge_exported(|letters| {
+            exported = letters.iter().map(|l| l.to_json()).collect();
+            // A dead letter arriving while the export is written is not among those taken.
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(suite.publish(
+                    "billing.dlx",
+                    "order.placed",
+                    b"late garbage",
+                    BasicProperties::default(),
+                ))
+            });
+            Ok(())
+        })
+        .await
+        .expect("purge");
+
+    assert_eq!(purged.len(), 2);
+    assert_eq!(exported[0]["body"], "text garbage");
+    assert_eq!(exported[0]["body_encoding"], "utf-8");
+    assert_eq!(exported[1]["body"], "//4A");
+    assert_eq!(exported[1]["body_encoding"], "base64");
+    assert!(
+        exported[1]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("undecodable envelope")
+    );
+    assert_eq!(exported[1]["routing_key"], "order.placed");
+    let left = dlq.open().await.list().await.expect("list");
+    assert_eq!(left.len(), 1, "the late letter was not deleted");
+    assert_eq!(left[0].body, b"late garbage");
+
+    let failed = dlq
+        .open()
+        .await
+        .purge_exported(|_| Err(std::io::Error::other("disk full")))
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(
+        dlq.open().await.count().await.expect("count"),
+        1,
+        "a failed export deletes nothing"
+    );
+    let _ = dlq.connection.close(200, "done".into()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,19 +7,24 @@
 //! `--dir <path>` writes or checks another directory.
 
 use anyhow::{Context, bail};
+use clap::Parser;
 use std::path::PathBuf;
 
+/// Writes docs/api/ (AsyncAPI, JSON Schemas, examples, OpenAPI) from the code, or checks it.
+#[derive(Debug, Parser)]
+#[command(name = "api-docs", version)]
+struct Args {
+    /// Fails (exit 1) when the directory differs from what the code says, writing nothing.
+    #[arg(long)]
+    check: bool,
+    /// The directory to write or check [default: the workspace's docs/api].
+    #[arg(long, value_name = "PATH")]
+    dir: Option<PathBuf>,
+}
+
 fn main() -> anyhow::Result<()> {
-    let mut check = false;
-    let mut dir = choreo_api_docs::default_dir();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--check" => check = true,
-            "--dir" => dir = PathBuf::from(args.next().context("--dir needs a path")?),
-            other => bail!("unknown argument {other:?}; usage: api-docs [--check] [--dir <path>]"),
-        }
-    }
+    let Args { check, dir } = Args::parse();
+    let dir = dir.unwrap_or_else(choreo_api_docs::default_dir);
     if check {
         let problems =
             choreo_api_docs::check(&dir).with_context(|| format!("reading {}", dir.display()))?;
@@ -46,4 +51,27 @@ fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_well_formed_and_parsed() {
+        Args::command().debug_assert();
+
+        let args = Args::try_parse_from(["api-docs", "--check", "--dir", "x"]).expect("parsed");
+
+        assert!(args.check);
+        assert_eq!(args.dir, Some(PathBuf::from("x")));
+        assert!(Args::try_parse_from(["api-docs", "--chekc"]).is_err());
+        assert_eq!(
+            Args::try_parse_from(["api-docs", "--version"])
+                .expect_err("printed by clap")
+                .kind(),
+            clap::error::ErrorKind::DisplayVersion
+        );
+    }
 }

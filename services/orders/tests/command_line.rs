@@ -1,0 +1,49 @@
+//! The real `orders` binary's command line: `--help` and `--version` answer and exit 0 without
+//! reading a setting or touching the broker, and a refused command says why and exits 2.
+
+use std::process::{Command, Output};
+
+fn orders(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_orders"))
+        .args(args)
+        // A broker that does not exist: none of these may try to connect.
+        .env("CHOREO_AMQP_URL", "amqp://nobody:nothing@127.0.0.1:1/%2f")
+        .output()
+        .expect("the orders binary runs")
+}
+
+#[test]
+fn help_lists_the_dead_letter_commands_and_exits_0() {
+    let help = orders(&["--help"]);
+    let dlq_help = orders(&["dlq", "--help"]);
+
+    assert!(help.status.success(), "{help:?}");
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("Usage: orders"), "{text}");
+    assert!(text.contains("dlq"), "{text}");
+    assert!(dlq_help.status.success(), "{dlq_help:?}");
+    let text = String::from_utf8_lossy(&dlq_help.stdout);
+    for command in ["list", "show", "redrive", "purge"] {
+        assert!(text.contains(command), "{command} in {text}");
+    }
+}
+
+#[test]
+fn version_prints_the_binary_and_its_version_and_exits_0() {
+    let version = orders(&["--version"]);
+
+    assert!(version.status.success(), "{version:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("orders {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn a_purge_without_yes_is_refused_before_anything_connects() {
+    let refused = orders(&["dlq", "purge"]);
+
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(text.contains("dlq purge --yes"), "{text}");
+}
