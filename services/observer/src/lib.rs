@@ -100,7 +100,7 @@ impl Settings {
     /// Defaults, then `CHOREO_CONFIG_FILE`, then `CHOREO_*` variables.
     pub fn load() -> choreo_host::Result<Self> {
         let config = choreo_host::settings::layered(&[
-            ("http_addr", "0.0.0.0:8083"),
+            ("http_addr", "127.0.0.1:8083"),
             ("observer_step_deadline_ms", ""),
             ("observer_sweep_ms", "250"),
         ])?;
