@@ -1,6 +1,7 @@
 //! The HTTP contract: validation with JSON errors, idempotency keys, listing, health.
 
 use choreo_e2e::{Suite, Which, order_request};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 async fn post(suite: &Suite, body: &str, key: Option<&str>) -> (u16, Value) {
@@ -391,6 +392,10 @@ async fn with_api_tokens_every_route_but_the_probes_needs_a_right_bearer_token_a
     assert_eq!(suite.shipments(id).await.len(), 1);
 }
 
+/// One request of the walk: where, which method and path, the body's `Content-Type` and the
+/// body, and the status expected.
+type Case<'a> = (Target, Method, &'a str, Option<&'a str>, &'a str, u16);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rejection_of_every_service_is_the_contracts_json_error() {
     let mut suite = Suite::start().await;
@@ -403,8 +408,7 @@ async fn every_rejection_of_every_service_is_the_contracts_json_error() {
     let observer = Target::Observer;
     let json = Some("application/json");
     let too_big = format!("{{\"customer_id\": \"{}\"}}", "x".repeat(70 * 1024));
-    use reqwest::Method;
-    let cases: Vec<(Target, Method, &str, Option<&str>, &str, u16)> = vec![
+    let cases: Vec<Case> = vec![
         // Unknown routes, bad UTF-8 in a path included.
         (orders, Method::GET, "/nowhere", None, "", 404),
         (orders, Method::GET, "/nowhere/%FF", None, "", 404),
