@@ -119,6 +119,9 @@ pub struct Options {
     pub fixed_prefix: Option<String>,
     /// `CHOREO_OTLP_ENDPOINT` of every service (empty: traces off).
     pub otlp_endpoint: String,
+    /// `CHOREO_API_TOKENS` of every service (empty: authentication off). When set, the suite's
+    /// own client ([`Suite::http`]) sends the first of them.
+    pub api_tokens: String,
 }
 
 impl Default for Options {
@@ -139,6 +142,7 @@ impl Default for Options {
             declare_topology: "suite".to_owned(),
             fixed_prefix: None,
             otlp_endpoint: String::new(),
+            api_tokens: String::new(),
         }
     }
 }
@@ -185,6 +189,7 @@ impl Suite {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .expect("confirm mode");
+        let http = client(&options.api_tokens);
         let mut suite = Suite {
             prefix,
             options,
@@ -194,7 +199,7 @@ impl Suite {
             shipping: None,
             replicas: Vec::new(),
             observer: None,
-            http: reqwest::Client::new(),
+            http,
             broker,
             channel,
         };
@@ -276,6 +281,7 @@ impl Suite {
         common.amqp_tls_cert_file = self.options.tls.cert_file.clone();
         common.amqp_tls_key_file = self.options.tls.key_file.clone();
         common.declare_topology = self.options.declare_topology.clone();
+        common.api_tokens = choreo_host::auth::ApiTokens::parse(&self.options.api_tokens);
         common
     }
 
@@ -784,6 +790,23 @@ pub async fn poll<'a, T>(what: &str, mut check: impl FnMut() -> BoxFuture<'a, Op
         assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// An HTTP client sending the first of `api_tokens` (comma-separated) as its bearer token.
+fn client(api_tokens: &str) -> reqwest::Client {
+    let Some(token) = api_tokens.split(',').map(str::trim).find(|t| !t.is_empty()) else {
+        return reqwest::Client::new();
+    };
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value: reqwest::header::HeaderValue = format!("Bearer {token}")
+        .parse()
+        .expect("a token fits a header");
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
 }
 
 /// An order request: `quantity` x `unit_price_cents` shipped to `country`.

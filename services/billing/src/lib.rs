@@ -34,7 +34,7 @@ impl Settings {
     /// Defaults, then `CHOREO_CONFIG_FILE`, then `CHOREO_*` variables.
     pub fn load() -> choreo_host::Result<Self> {
         let config = choreo_host::settings::layered(&[
-            ("http_addr", "0.0.0.0:8081"),
+            ("http_addr", "127.0.0.1:8081"),
             ("max_charge_cents", "100000"),
         ])?;
         Ok(Settings {

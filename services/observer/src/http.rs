@@ -5,7 +5,7 @@
 
 use crate::saga::{Deadlines, SagaState};
 use crate::store::{self, ObservedEvent, SagaSummary};
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::Html;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -78,7 +78,7 @@ pub fn openapi() -> serde_json::Value {
     api.operation(
         "get",
         "/",
-        json!({"operationId": "getPage", "summary": "The live map of the flow", "tags": ["page"], "responses": {"200": html}}),
+        json!({"operationId": "getPage", "summary": "The live map of the flow", "description": "Open without a token: the page holds no data, and asks for the API token itself when the API answers 401.", "tags": ["page"], "security": [], "responses": {"200": html}}),
     );
     let flow = api.json_response::<FlowMap>("The declared flow, with counts.");
     api.operation(
@@ -96,6 +96,7 @@ pub fn openapi() -> serde_json::Value {
     );
     let detail = api.json_response::<SagaDetail>("The saga with its timeline.");
     let missing = api.error_response("The observer has seen no event of this order.");
+    let invalid_id = api.error_response("An order id that is not UTF-8.");
     api.operation(
         "get",
         "/sagas/{order_id}",
@@ -104,7 +105,7 @@ pub fn openapi() -> serde_json::Value {
             "summary": "One saga: timeline, causation tree, services, current step, what is expected next and by when",
             "tags": ["sagas"],
             "parameters": [{"name": "order_id", "in": "path", "required": true, "schema": {"type": "string"}}],
-            "responses": {"200": detail, "404": missing},
+            "responses": {"200": detail, "400": invalid_id, "404": missing},
         }),
     );
     let stream = json!({"description": "`update` events, each a JSON object `{\"events\": [...], \"sagas\": [...]}` of what changed.", "content": {"text/event-stream": {"schema": {"type": "string"}}}});
@@ -293,8 +294,13 @@ pub struct CausationNode {
 
 async fn saga_detail(
     State(web): State<Web>,
-    Path(order_id): Path<String>,
+    order_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SagaDetail>, ApiError> {
+    // An id that is not UTF-8 (`/sagas/%FF`) gets the contract's JSON error, not axum's text.
+    let Path(order_id) = order_id.map_err(|rejection| {
+        ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid order id")
+            .with_details(vec![rejection.body_text()])
+    })?;
     let id = order_id.clone();
     let (summary, events) = web
         .database

@@ -100,7 +100,7 @@ impl Settings {
     /// Defaults, then `CHOREO_CONFIG_FILE`, then `CHOREO_*` variables.
     pub fn load() -> choreo_host::Result<Self> {
         let config = choreo_host::settings::layered(&[
-            ("http_addr", "0.0.0.0:8083"),
+            ("http_addr", "127.0.0.1:8083"),
             ("observer_step_deadline_ms", ""),
             ("observer_sweep_ms", "250"),
         ])?;
@@ -145,11 +145,17 @@ pub async fn build(settings: Settings) -> choreo_host::Result<Observer> {
     )
     .await?;
     // The stream stays open as long as the page does: it is kept out of the request timeout.
-    let live = http::live_routing().with_state(http::Live {
-        feed: feed.clone(),
-        stop: live_stop.clone(),
-    });
+    let live = http::live_routing()
+        .with_state(http::Live {
+            feed: feed.clone(),
+            stop: live_stop.clone(),
+        })
+        // Merged after the conventions were applied, so it needs their JSON 405 of its own.
+        .method_not_allowed_fallback(choreo_host::http::method_not_allowed);
     service.router = std::mem::take(&mut service.router).merge(live);
+    // The page is static HTML with no data in it; it asks for the API token itself (see
+    // page.html), which a browser merely opening it could not send.
+    service.open_paths.push("/");
     let watch = watch::Watch {
         db: service.database.clone(),
         deadlines,

@@ -314,10 +314,14 @@ pub fn with_conventions(
         )
         .route("/metrics", get(crate::metrics::scrape).with_state(metrics))
         .fallback(|| async { ApiError::not_found("no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        })
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+}
+
+/// The answer to a method a route does not have, in the contract's shape (axum's own is an
+/// empty body). A router merged in after [`with_conventions`] needs it as its own fallback.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
 }
 
 async fn readyz(State(readiness): State<Readiness>) -> Response {

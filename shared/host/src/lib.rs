@@ -9,14 +9,18 @@
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format, one recorder per service;
 //! - [`openapi`]: a service's OpenAPI 3.1 document, assembled from the types of its routes;
 //! - [`runtime`]: the Tokio runtime, current-thread or multi-thread by setting;
+//! - [`server`]: the HTTP accept loop, with a header-read timeout and a bound on open connections;
+//! - [`auth`]: optional bearer-token authentication of the API (`CHOREO_API_TOKENS`);
 //! - [`service`]: binds, runs the HTTP server and the broker supervisor, stops gracefully;
 //! - [`traces`]: each service's own OTLP trace exporter, when `CHOREO_OTLP_ENDPOINT` is set.
 
+pub mod auth;
 pub mod cli;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
 pub mod runtime;
+pub mod server;
 pub mod service;
 pub mod settings;
 pub mod telemetry;

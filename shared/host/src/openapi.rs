@@ -4,8 +4,9 @@
 //!
 //! A service describes its own operations ([`OpenApi::operation`]); [`OpenApi::finish`] adds
 //! what [`crate::http::with_conventions`] serves on every service (`/healthz`, `/readyz`,
-//! `/openapi.json`, `/metrics`) and the `503` every bounded route may answer. The document is served at
-//! `GET /openapi.json` and written to `docs/api/` by the `api-docs` tool.
+//! `/openapi.json`, `/metrics`), the `503` every bounded route may answer, and the bearer
+//! security scheme with the `401` of every route but the probes (see [`crate::auth`]). The
+//! document is served at `GET /openapi.json` and written to `docs/api/` by the `api-docs` tool.
 
 use crate::http::{ErrorBody, Health, ReadinessReport};
 use schemars::JsonSchema;
@@ -122,8 +123,16 @@ impl OpenApi {
 
     /// Adds `operation` (an OpenAPI Operation Object) as `method` (lower case) on `path`. Every
     /// route of a service is bounded, so each gets the `503` of an overloaded, timed-out or
-    /// database-less service unless it says otherwise.
+    /// database-less service unless it says otherwise; and each needs the bearer token when
+    /// tokens are configured, so it gets the `401` too, unless it declares its own `security`
+    /// (`[]`: open, as the observer's page is).
     pub fn operation(&mut self, method: &str, path: &str, mut operation: Value) {
+        if operation.get("security").is_none()
+            && let Some(responses) = operation["responses"].as_object_mut()
+            && !responses.contains_key("401")
+        {
+            responses.insert("401".into(), self.unauthorized());
+        }
         if let Some(responses) = operation["responses"].as_object_mut()
             && !responses.contains_key("503")
         {
@@ -143,6 +152,19 @@ impl OpenApi {
             .entry(path.to_owned())
             .or_insert_with(|| json!({}));
         item[method] = operation;
+    }
+
+    /// The `401` of a request without a right bearer token.
+    fn unauthorized(&mut self) -> Value {
+        json!({
+            "description": "Without `Authorization: Bearer <token>` naming one of the service's \
+                            API tokens (only when `CHOREO_API_TOKENS` is set).",
+            "headers": {"WWW-Authenticate": {
+                "description": "`Bearer`, with `error=\"invalid_token\"` for a wrong token.",
+                "schema": {"type": "string"},
+            }},
+            "content": {"application/json": {"schema": self.response_schema::<ErrorBody>()}},
+        })
     }
 
     /// The paths documented so far.
@@ -179,13 +201,24 @@ impl OpenApi {
                 "description": "the default listen address (`CHOREO_HTTP_ADDR`)",
             }],
             "paths": self.paths,
-            "components": {"schemas": schemas},
-            // No operation asks for credentials: the API is meant for a private network.
-            "security": [],
+            "components": {
+                "schemas": schemas,
+                "securitySchemes": {"bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "One of the tokens in `CHOREO_API_TOKENS`. Required only when \
+                                    that setting is not empty (it is empty by default: the API \
+                                    is then meant for a private network, and needs nothing).",
+                }},
+            },
+            // Every operation needs the token when tokens are configured, except those that
+            // say `security: []` (the probes).
+            "security": [{"bearer": []}],
         })
     }
 
     fn add_conventions(&mut self) {
+        let unauthorized = self.unauthorized();
         let health = self.json_response::<Health>("The process runs.");
         self.paths.insert(
             "/healthz".into(),
@@ -194,6 +227,7 @@ impl OpenApi {
                 "summary": "Liveness",
                 "description": "200 while the process runs. Not bounded by the concurrency limit.",
                 "tags": ["health"],
+                "security": [],
                 "responses": {"200": health},
             }}),
         );
@@ -207,6 +241,7 @@ impl OpenApi {
                 "description": "200 when the broker connection, the consumer and the database all \
                                 work; 503 saying which does not. Not bounded by the concurrency limit.",
                 "tags": ["health"],
+                "security": [],
                 "responses": {"200": ready, "503": not_ready},
             }}),
         );
@@ -220,7 +255,7 @@ impl OpenApi {
                 "responses": {"200": {
                     "description": "The OpenAPI document.",
                     "content": {"application/json": {"schema": {"type": "object"}}},
-                }},
+                }, "401": unauthorized.clone()},
             }}),
         );
         self.paths.insert(
@@ -239,7 +274,7 @@ impl OpenApi {
                 "responses": {"200": {
                     "description": "Every series, each labelled with `service`.",
                     "content": {"text/plain; version=0.0.4": {"schema": {"type": "string"}}},
-                }},
+                }, "401": unauthorized},
             }}),
         );
     }

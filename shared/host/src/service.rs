@@ -27,7 +27,18 @@ pub struct Service<H> {
     pub metrics: ServiceMetrics,
     /// Flushed and shut down once the broker stopped.
     pub trace_export: crate::traces::TraceExport,
+    /// What the HTTP server allows each client connection.
+    pub connection_bounds: crate::server::ConnectionBounds,
+    /// The API's bearer tokens (none: authentication off), checked on every request of
+    /// `router` outside `open_paths` when the service runs, so routes merged in after
+    /// [`Service::build`] are covered too.
+    pub api_tokens: crate::auth::ApiTokens,
+    /// The paths open without a token: [`OPEN_PATHS`] unless a service adds its own.
+    pub open_paths: Vec<&'static str>,
 }
+
+/// The paths every service answers without a token: probes carry no secrets.
+pub const OPEN_PATHS: [&str; 2] = ["/healthz", "/readyz"];
 
 /// What a service's routes may use: its database and the waker of its outbox relay.
 #[derive(Debug, Clone)]
@@ -113,6 +124,9 @@ impl<H: Handler> Service<H> {
             database,
             metrics,
             trace_export,
+            connection_bounds: common.connection_bounds(),
+            api_tokens: common.api_tokens.clone(),
+            open_paths: OPEN_PATHS.to_vec(),
         })
     }
 
@@ -137,8 +151,14 @@ impl<H: Handler> Service<H> {
         // a crash would: the guard aborts the task, which drops its connections.
         let mut broker = AbortOnDrop(tokio::spawn(self.broker.run(broker_stop.clone())));
         let _upkeep = AbortOnDrop(tokio::spawn(self.metrics.upkeep()));
-        let server = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(http_stop.clone().cancelled_owned());
+        // Outside the request counter and the bounds: a request without a token takes no slot.
+        let router = crate::auth::required(self.router, self.api_tokens, &self.open_paths);
+        let server = crate::server::serve(
+            self.listener,
+            router,
+            self.connection_bounds,
+            http_stop.clone().cancelled_owned(),
+        );
         tracing::info!(service = self.name, "started");
         let trigger = http_stop.clone();
         let _signal = AbortOnDrop(tokio::spawn(async move {

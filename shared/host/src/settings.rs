@@ -71,6 +71,9 @@ const COMMON_DEFAULTS: &[(&str, &str)] = &[
     ("worker_threads", "1"),
     ("http_max_concurrency", "256"),
     ("http_request_timeout_ms", "10000"),
+    ("http_header_timeout_ms", "5000"),
+    ("http_max_connections", "1024"),
+    ("api_tokens", ""),
     ("otlp_endpoint", ""),
 ];
 
@@ -135,6 +138,16 @@ pub struct CommonSettings {
     /// How long an API request may take before it is answered 503.
     #[serde(deserialize_with = "from_text")]
     pub http_request_timeout_ms: u64,
+    /// How long a client may take to send a request head (a kept-alive connection: from its
+    /// last answer) before its connection is closed.
+    #[serde(deserialize_with = "from_text")]
+    pub http_header_timeout_ms: u64,
+    /// HTTP connections open at once; one more is closed as soon as it is accepted.
+    #[serde(deserialize_with = "from_text")]
+    pub http_max_connections: usize,
+    /// Bearer tokens the API accepts, comma-separated; empty: no authentication (see
+    /// [`crate::auth`]). Redacted in `Debug`.
+    pub api_tokens: crate::auth::ApiTokens,
     /// Where traces are exported by OTLP/HTTP (`http://host:4318`); empty: traces off.
     pub otlp_endpoint: String,
 }
@@ -235,6 +248,26 @@ impl CommonSettings {
                 return Err(out_of_range(key, &value.to_string(), min, max));
             }
         }
+        // The HTTP server's own bounds (crate::server).
+        for (key, value, min, max) in [
+            (
+                "http_header_timeout_ms",
+                self.http_header_timeout_ms.into(),
+                100,
+                600_000,
+            ),
+            (
+                "http_max_connections",
+                self.http_max_connections as i128,
+                1,
+                1_000_000,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(out_of_range(key, &value.to_string(), min, max));
+            }
+        }
+        self.api_tokens.validate()?;
         for delay in parse_list::<u64>(&self.retry_delays_ms).map_err(|e| {
             config::ConfigError::Message(format!(
                 "CHOREO_RETRY_DELAYS_MS={:?} is not a list of milliseconds: {e}",
@@ -258,6 +291,14 @@ impl CommonSettings {
         crate::http::Limits {
             max_concurrent: self.http_max_concurrency,
             request_timeout: Duration::from_millis(self.http_request_timeout_ms),
+        }
+    }
+
+    /// What the HTTP server allows each client connection.
+    pub fn connection_bounds(&self) -> crate::server::ConnectionBounds {
+        crate::server::ConnectionBounds {
+            header_timeout: Duration::from_millis(self.http_header_timeout_ms),
+            max_connections: self.http_max_connections,
         }
     }
 
@@ -398,6 +439,35 @@ mod tests {
             message.contains("CHOREO_AMQP_TLS_CA_FILE: cannot read /nonexistent/ca.pem"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn the_http_servers_bounds_and_tokens_are_validated_and_tokens_stay_out_of_debug() {
+        let mut settings = defaults();
+        assert_eq!(settings.http_header_timeout_ms, 5000);
+        assert_eq!(settings.http_max_connections, 1024);
+        assert!(settings.api_tokens.is_empty());
+
+        settings.http_header_timeout_ms = 0;
+        let timeout = settings.validate().expect_err("refused").to_string();
+        settings = defaults();
+        settings.http_max_connections = 0;
+        let connections = settings.validate().expect_err("refused").to_string();
+        settings = defaults();
+        settings.api_tokens = crate::auth::ApiTokens::parse("0123456789abcdef-secret");
+        let valid = settings.validate();
+        let debug = format!("{settings:?} {:?}", settings.api_tokens);
+
+        assert!(
+            timeout.contains("CHOREO_HTTP_HEADER_TIMEOUT_MS"),
+            "{timeout}"
+        );
+        assert!(
+            connections.contains("CHOREO_HTTP_MAX_CONNECTIONS"),
+            "{connections}"
+        );
+        assert!(valid.is_ok(), "{valid:?}");
+        assert!(!debug.contains("0123456789abcdef"), "{debug}");
     }
 
     #[test]
