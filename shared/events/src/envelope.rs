@@ -145,8 +145,12 @@ impl Envelope {
 
     /// Reads an envelope from an AMQP body, checking the attributes every event needs.
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
-        let envelope: Envelope =
-            serde_json::from_slice(body).map_err(|e| DecodeError::Undecodable(e.to_string()))?;
+        let mut json = serde_json::Deserializer::from_slice(body);
+        let envelope: Envelope = serde_path_to_error::deserialize(&mut json)
+            .map_err(|e| DecodeError::Undecodable(located(e)))?;
+        // As `serde_json::from_slice` does: nothing but whitespace may follow the envelope.
+        json.end()
+            .map_err(|e| DecodeError::Undecodable(e.to_string()))?;
         if envelope.specversion != SPEC_VERSION {
             return Err(DecodeError::UnsupportedSpecVersion(envelope.specversion));
         }
@@ -200,6 +204,18 @@ impl Envelope {
         self.subject
             .as_deref()
             .or_else(|| self.data.get("order_id").and_then(|v| v.as_str()))
+    }
+}
+
+/// A deserialization error with the attribute or field it is about, `` `items[0].quantity`: ``
+/// first (serde's own message names a missing field but not a value of the wrong type), so a
+/// dead letter's `x-error` says which value was wrong.
+pub(crate) fn located<E: std::fmt::Display>(error: serde_path_to_error::Error<E>) -> String {
+    let path = error.path().to_string();
+    if path == "." {
+        error.inner().to_string()
+    } else {
+        format!("`{path}`: {}", error.inner())
     }
 }
 
@@ -314,6 +330,33 @@ mod tests {
         ));
         assert!(matches!(
             Envelope::decode(b"{\"id\": 1}"),
+            Err(DecodeError::Undecodable(_))
+        ));
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_rejected_naming_its_attribute_or_field() {
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&Envelope::root("orders", &placed()).encode()).expect("json");
+        json["schemaversion"] = "1".into();
+        let error = Envelope::decode(json.to_string().as_bytes()).expect_err("a string");
+        assert!(error.to_string().contains("`schemaversion`"), "{error}");
+
+        let mut envelope = Envelope::root("orders", &placed());
+        envelope.data["items"][0]["quantity"] = (-1).into();
+        let error = envelope
+            .event()
+            .expect_err("a negative quantity")
+            .to_string();
+        assert!(error.contains("`items[0].quantity`"), "{error}");
+    }
+
+    #[test]
+    fn bytes_after_the_envelope_make_it_undecodable() {
+        let mut body = Envelope::root("orders", &placed()).encode();
+        body.extend_from_slice(b" {}");
+        assert!(matches!(
+            Envelope::decode(&body),
             Err(DecodeError::Undecodable(_))
         ));
     }

@@ -151,8 +151,8 @@ impl Event {
         fn parse<T: serde::de::DeserializeOwned + Validate>(
             data: &serde_json::Value,
         ) -> Result<T, crate::DecodeError> {
-            let payload: T =
-                T::deserialize(data).map_err(|e| crate::DecodeError::InvalidData(e.to_string()))?;
+            let payload: T = serde_path_to_error::deserialize(data)
+                .map_err(|e| crate::DecodeError::InvalidData(crate::envelope::located(e)))?;
             payload
                 .validate()
                 .map_err(|problems| crate::DecodeError::InvalidData(problems.join("; ")))?;

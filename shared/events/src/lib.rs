@@ -4,7 +4,7 @@
 //! per event type ([`payloads`]), the [`Event`] enum that ties a routing key to its payload, and the
 //! broker [`topology`] (which exchange each service publishes to, which routing keys each service's
 //! queue binds), the saga's declared [`flow`] (which event may follow which, by whom, how soon), and the JSON [`schema`]s of all of it, generated from the types. It is serde (and
-//! schemars) only: no broker, database or HTTP code lives here, so a client written by another
+//! schemars, and `serde_path_to_error` for errors that name their field) only: no broker, database or HTTP code lives here, so a client written by another
 //! team can depend on it without pulling in a runtime.
 //!
 //! Architecture invariant: nothing in this crate performs I/O.

@@ -186,16 +186,31 @@ async fn refusal(error: tower::BoxError) -> Response {
 
 /// Parses JSON with the contract's statuses.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|error| {
-        use serde_json::error::Category;
-        match error.classify() {
-            Category::Data => ApiError::unprocessable(vec![error.to_string()]),
+    use serde_json::error::Category;
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    // Through serde_path_to_error, so a 422 names the field: serde's own message says which
+    // type it expected ("invalid value: integer `-1`, expected u32") but not where.
+    let value = serde_path_to_error::deserialize(&mut json).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let detail = if path == "." {
+            inner.to_string()
+        } else {
+            format!("`{path}`: {inner}")
+        };
+        match inner.classify() {
+            Category::Data => ApiError::unprocessable(vec![detail]),
             Category::Syntax | Category::Eof | Category::Io => {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed JSON")
-                    .with_details(vec![error.to_string()])
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed JSON").with_details(vec![detail])
             }
         }
-    })
+    })?;
+    // As `serde_json::from_slice` does: nothing but whitespace may follow the value.
+    json.end().map_err(|error| {
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed JSON")
+            .with_details(vec![error.to_string()])
+    })?;
+    Ok(value)
 }
 
 /// What `/readyz` checks.
@@ -360,6 +375,35 @@ mod tests {
         assert!(!is_json("text/plain"));
         assert!(!is_json("application/x-www-form-urlencoded"));
         assert!(!is_json("multipart/form-data; boundary=x"));
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_a_422_naming_the_field() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Line {
+            #[expect(dead_code, reason = "only its parsing is tested")]
+            quantity: u32,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        struct Body {
+            #[expect(dead_code, reason = "only its parsing is tested")]
+            items: Vec<Line>,
+        }
+
+        let error = parse_json::<Body>(br#"{"items": [{"quantity": -1}]}"#).expect_err("negative");
+
+        assert_eq!(error.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            error.details[0].starts_with("`items[0].quantity`: "),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn bytes_after_the_json_value_are_malformed_json() {
+        let error = parse_json::<serde_json::Value>(b"{} {}").expect_err("two values");
+
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
     }
 
     async fn status_and_body(router: &Router, uri: &str) -> (StatusCode, Option<String>, String) {

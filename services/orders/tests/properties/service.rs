@@ -1,0 +1,56 @@
+//! The orders service as the properties use it: its router and its handler on an in-memory
+//! SQLite database with every table the real service has, and no broker (nothing is published:
+//! what would be, stays in the outbox table).
+
+use axum::Router;
+use choreo_events::topology::ORDERS;
+use choreo_host::metrics::ServiceMetrics;
+use choreo_host::service::Parts;
+use choreo_messaging::failpoint::Failpoints;
+use choreo_messaging::{OutboxWaker, Traces};
+use choreo_store::{Database, Options};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// One runtime and one database for every case of a test binary: cases use fresh order ids, so
+/// they never see each other's rows, and opening a database per case would dominate the run.
+pub struct Service {
+    pub runtime: tokio::runtime::Runtime,
+    pub database: Database,
+    pub router: Router,
+}
+
+pub fn service() -> &'static Service {
+    static SERVICE: OnceLock<Service> = OnceLock::new();
+    SERVICE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let options = Options {
+            max_connections: 1,
+            patience: Duration::ZERO,
+        };
+        let database = runtime
+            .block_on(Database::open(
+                "sqlite::memory:",
+                &options,
+                &orders::MIGRATIONS,
+                choreo_messaging::schema::statements,
+            ))
+            .expect("an in-memory database");
+        let parts = Parts {
+            database: database.clone(),
+            waker: OutboxWaker::default(),
+            failpoints: Failpoints::parse("").expect("no failpoints"),
+            metrics: ServiceMetrics::new(&ORDERS),
+            traces: Traces::off(),
+        };
+        let router = orders::http::routes(&parts);
+        Service {
+            runtime,
+            database,
+            router,
+        }
+    })
+}
