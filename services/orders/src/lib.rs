@@ -34,7 +34,10 @@ pub struct Settings {
 impl Settings {
     /// Defaults, then `CHOREO_CONFIG_FILE`, then `CHOREO_*` variables.
     pub fn load() -> choreo_host::Result<Self> {
-        let config = choreo_host::settings::layered(&[("http_addr", "0.0.0.0:8080")])?;
+        let config = choreo_host::settings::layered(&[(
+            "http_addr",
+            choreo_host::settings::Setting::Text("0.0.0.0:8080"),
+        )])?;
         Ok(Settings {
             common: choreo_host::settings::part(&config)?,
         })
