@@ -275,6 +275,8 @@ impl Suite {
         common.reconnect_max_ms = 500;
         common.outbox_sweep_ms = 200;
         common.shutdown_timeout_secs = 5;
+        // Sweeps run in every test, beside everything the test does.
+        common.retention_sweep_secs = 1;
         common.amqp_tls_ca_file = self.options.tls.ca_file.clone();
         common.amqp_tls_cert_file = self.options.tls.cert_file.clone();
         common.amqp_tls_key_file = self.options.tls.key_file.clone();

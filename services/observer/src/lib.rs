@@ -151,6 +151,7 @@ pub async fn build(settings: Settings) -> choreo_host::Result<Observer> {
         stop: live_stop.clone(),
     });
     service.router = std::mem::take(&mut service.router).merge(live);
+    service.retention.also(store::EXPIRING_SAGAS);
     let watch = watch::Watch {
         db: service.database.clone(),
         deadlines,

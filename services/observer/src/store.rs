@@ -303,3 +303,37 @@ pub fn counts(tx: &mut dyn Tx, since: &str) -> Result<Counts> {
     }
     Ok(counts)
 }
+
+/// Deletes at most `limit` finished sagas (completed or failed) whose first and last events are
+/// both older than `cutoff`, with their events, oldest first by `sagas_state`; a saga still
+/// running or stuck is kept whatever its age. Returns how many sagas went.
+pub fn prune_finished_sagas(tx: &mut dyn Tx, cutoff: &str, limit: i64) -> Result<u64> {
+    let finished: Vec<String> = tx
+        .query(
+            "SELECT order_id FROM sagas WHERE state IN ('completed', 'failed')
+             AND started_at < $1 AND last_event_at < $1 ORDER BY state, started_at LIMIT $2",
+            &[cutoff.into(), limit.into()],
+        )?
+        .into_iter()
+        .map(|mut row| row.take::<String>(0))
+        .collect::<Result<_>>()?;
+    if finished.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<choreo_store::Param<'_>> = finished.iter().map(|id| id.as_str().into()).collect();
+    let list = choreo_store::placeholders(1, ids.len());
+    tx.execute(
+        &format!("DELETE FROM observed_events WHERE order_id IN ({list})"),
+        &ids,
+    )?;
+    tx.execute(
+        &format!("DELETE FROM sagas WHERE order_id IN ({list})"),
+        &ids,
+    )
+}
+
+/// The observer's own expiring rows, for [`choreo_messaging::Retention::also`].
+pub const EXPIRING_SAGAS: choreo_messaging::Expiring = choreo_messaging::Expiring {
+    name: "sagas",
+    prune: prune_finished_sagas,
+};

@@ -46,7 +46,7 @@ impl Settings {
 
 /// Builds the service; run it with [`Service::run_until_stopped`].
 pub async fn build(settings: Settings) -> choreo_host::Result<Service<handler::OrdersHandler>> {
-    Service::build(
+    let mut service = Service::build(
         ORDERS,
         &settings.common,
         &MIGRATIONS,
@@ -54,5 +54,7 @@ pub async fn build(settings: Settings) -> choreo_host::Result<Service<handler::O
         http::routes,
         http::openapi(),
     )
-    .await
+    .await?;
+    service.retention.also(store::EXPIRING_IDEMPOTENCY_KEYS);
+    Ok(service)
 }

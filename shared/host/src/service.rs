@@ -27,6 +27,8 @@ pub struct Service<H> {
     pub metrics: ServiceMetrics,
     /// Flushed and shut down once the broker stopped.
     pub trace_export: crate::traces::TraceExport,
+    /// What is pruned by age; a service adds its own tables before it runs.
+    pub retention: choreo_messaging::Retention,
 }
 
 /// What a service's routes may use: its database and the waker of its outbox relay.
@@ -113,6 +115,7 @@ impl<H: Handler> Service<H> {
             database,
             metrics,
             trace_export,
+            retention: common.retention(),
         })
     }
 
@@ -136,6 +139,11 @@ impl<H: Handler> Service<H> {
         // Dropping this future (a test killing the service) must end the broker session too, as
         // a crash would: the guard aborts the task, which drops its connections.
         let mut broker = AbortOnDrop(tokio::spawn(self.broker.run(broker_stop.clone())));
+        // Pruning runs beside the broker, one small unit of work at a time; it needs no broker.
+        let _retention = AbortOnDrop(tokio::spawn(
+            self.retention
+                .run(self.database.clone(), self.metrics.recorder()),
+        ));
         let _upkeep = AbortOnDrop(tokio::spawn(self.metrics.upkeep()));
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(http_stop.clone().cancelled_owned());

@@ -258,6 +258,8 @@ const COMMON_DEFAULTS: &[(&str, Setting)] = &[
     ("http_max_concurrency", Setting::Number(256)),
     ("http_request_timeout_ms", Setting::Number(10000)),
     ("otlp_endpoint", Setting::Text("")),
+    ("retention_hours", Setting::Number(168)),
+    ("retention_sweep_secs", Setting::Number(60)),
 ];
 
 /// The settings every service has.
@@ -310,6 +312,11 @@ pub struct CommonSettings {
     pub http_request_timeout_ms: u64,
     /// Where traces are exported by OTLP/HTTP (`http://host:4318`); empty: traces off.
     pub otlp_endpoint: String,
+    /// How long consumed event ids, sent outbox rows and a service's own such rows (orders'
+    /// idempotency keys) are kept: a duplicate within it is recognised by its id.
+    pub retention_hours: u64,
+    /// The pause between two retention sweeps.
+    pub retention_sweep_secs: u64,
 }
 
 impl std::fmt::Debug for CommonSettings {
@@ -347,7 +354,7 @@ impl CommonSettings {
         self.broker_nodes()?;
         self.declare_scope()?;
         self.failpoints()?;
-        let ranges: [(&str, i128, i128, i128); 14] = [
+        let ranges: [(&str, i128, i128, i128); 16] = [
             (
                 "amqp_connect_timeout_ms",
                 self.amqp_connect_timeout_ms.into(),
@@ -396,6 +403,13 @@ impl CommonSettings {
             ),
             ("consumer_batch", self.consumer_batch as i128, 1, 1_000),
             ("worker_threads", self.worker_threads as i128, 0, 256),
+            ("retention_hours", self.retention_hours.into(), 1, 87_600),
+            (
+                "retention_sweep_secs",
+                self.retention_sweep_secs.into(),
+                1,
+                86_400,
+            ),
             (
                 "retry_delays_ms (count)",
                 self.retry_delays_ms.len() as i128,
@@ -419,6 +433,14 @@ impl CommonSettings {
             }
         }
         Ok(())
+    }
+
+    /// What is pruned by age, and how often (the runtime's tables; services add their own).
+    pub fn retention(&self) -> choreo_messaging::Retention {
+        choreo_messaging::Retention::new(
+            Duration::from_secs(self.retention_hours.saturating_mul(3600)),
+            Duration::from_secs(self.retention_sweep_secs),
+        )
     }
 
     /// The bounds of the HTTP API.

@@ -23,7 +23,7 @@ mod sql;
 mod sqlite;
 mod work;
 
-pub use clock::now_text;
+pub use clock::{now_text, time_text};
 pub use error::{Error, Result};
 pub use sql::{FromValue, Param, Row, Tx, Value, placeholders};
 

@@ -9,6 +9,7 @@ mod http_api;
 mod metrics;
 mod observer;
 mod restarts;
+mod retention;
 mod saga;
 mod scale;
 mod tls;
