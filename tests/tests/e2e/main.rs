@@ -12,5 +12,6 @@ mod restarts;
 mod retention;
 mod saga;
 mod scale;
+mod secrets;
 mod tls;
 mod traces;
