@@ -129,8 +129,8 @@ impl Default for Options {
         Options {
             max_charge_cents: 100_000,
             countries: shipping::rules::DEFAULT_COUNTRIES
-                .split(',')
-                .map(str::to_owned)
+                .iter()
+                .map(|c| (*c).to_owned())
                 .collect(),
             tap: false,
             amqp_url: amqp_urls(),
@@ -167,7 +167,7 @@ pub struct Suite {
 }
 
 /// The retry delays of the services under test: short, so retry tests are quick.
-pub const RETRY_DELAYS_MS: &str = "100,300";
+pub const RETRY_DELAYS_MS: &[u64] = &[100, 300];
 
 impl Suite {
     /// Starts all three services.
@@ -263,20 +263,25 @@ impl Suite {
     /// The common settings every service of this suite gets.
     pub fn common(&self) -> CommonSettings {
         // Defaults only: a developer's CHOREO_* variables (CHOREO_FAILPOINTS, say) stay out.
-        let config = choreo_host::settings::defaults_only(&[("http_addr", "127.0.0.1:0")])
-            .expect("settings");
+        let config = choreo_host::settings::defaults_only(&[(
+            "http_addr",
+            choreo_host::settings::Setting::Text("127.0.0.1:0"),
+        )])
+        .expect("settings");
         let mut common: CommonSettings = choreo_host::settings::part(&config).expect("settings");
         common.amqp_url = choreo_messaging::Secret::new(self.options.amqp_url.clone());
         common.http_addr = "127.0.0.1:0".into();
         common.data_dir = self.dir.path().display().to_string();
         common.database_url = choreo_messaging::Secret::default();
         common.prefix = self.prefix.clone();
-        common.retry_delays_ms = RETRY_DELAYS_MS.into();
+        common.retry_delays_ms = RETRY_DELAYS_MS.to_vec();
         common.reconnect_min_ms = 50;
         common.amqp_connect_timeout_ms = 1000;
         common.reconnect_max_ms = 500;
         common.outbox_sweep_ms = 200;
         common.shutdown_timeout_secs = 5;
+        // Sweeps run in every test, beside everything the test does.
+        common.retention_sweep_secs = 1;
         common.amqp_tls_ca_file = self.options.tls.ca_file.clone();
         common.amqp_tls_cert_file = self.options.tls.cert_file.clone();
         common.amqp_tls_key_file = self.options.tls.key_file.clone();
@@ -661,7 +666,7 @@ impl Drop for Suite {
         // names may be real ones, and the test cleans up what it made.
         let prefix = self.prefix.clone();
         let owned_by_test = self.options.fixed_prefix.is_some();
-        let delays = choreo_host::settings::parse_list::<u64>(RETRY_DELAYS_MS).unwrap_or_default();
+        let delays = RETRY_DELAYS_MS;
         let _ = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -670,7 +675,7 @@ impl Drop for Suite {
                 return;
             };
             if !owned_by_test {
-                runtime.block_on(delete_topology(&prefix, &delays));
+                runtime.block_on(delete_topology(&prefix, delays));
             }
             runtime.block_on(drop_databases(&databases));
         })

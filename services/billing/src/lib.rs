@@ -11,6 +11,7 @@ pub mod rules;
 pub mod store;
 
 use choreo_events::topology::BILLING;
+use choreo_host::settings::Setting;
 use choreo_host::{CommonSettings, Service};
 use choreo_store::Migrations;
 
@@ -34,8 +35,8 @@ impl Settings {
     /// Defaults, then `CHOREO_CONFIG_FILE`, then `CHOREO_*` variables.
     pub fn load() -> choreo_host::Result<Self> {
         let config = choreo_host::settings::layered(&[
-            ("http_addr", "127.0.0.1:8081"),
-            ("max_charge_cents", "100000"),
+            ("http_addr", Setting::Text("127.0.0.1:8081")),
+            ("max_charge_cents", Setting::Number(100_000)),
         ])?;
         Ok(Settings {
             common: choreo_host::settings::part(&config)?,

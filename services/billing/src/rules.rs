@@ -14,7 +14,6 @@ pub const REFUND_REASON: &str = "shipping_failed";
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct BillingRules {
     /// The largest total captured; above it the payment is declined with `limit_exceeded`.
-    #[serde(deserialize_with = "choreo_host::settings::from_text")]
     pub max_charge_cents: i64,
 }
 

@@ -20,6 +20,7 @@ pub mod store;
 pub mod watch;
 
 use choreo_events::topology::OBSERVER;
+use choreo_host::settings::Setting;
 use choreo_host::{CommonSettings, Service};
 use choreo_store::Migrations;
 use serde::Deserialize;
@@ -50,7 +51,7 @@ pub struct Watching {
 #[derive(Debug, Deserialize)]
 struct RawWatching {
     observer_step_deadline_ms: String,
-    observer_sweep_ms: String,
+    observer_sweep_ms: u64,
 }
 
 impl Watching {
@@ -81,7 +82,7 @@ impl Watching {
             },
             sweep: Duration::from_millis(number(
                 "observer_sweep_ms",
-                &raw.observer_sweep_ms,
+                &raw.observer_sweep_ms.to_string(),
                 10,
                 60_000,
             )?),
@@ -100,9 +101,9 @@ impl Settings {
     /// Defaults, then `CHOREO_CONFIG_FILE`, then `CHOREO_*` variables.
     pub fn load() -> choreo_host::Result<Self> {
         let config = choreo_host::settings::layered(&[
-            ("http_addr", "127.0.0.1:8083"),
-            ("observer_step_deadline_ms", ""),
-            ("observer_sweep_ms", "250"),
+            ("http_addr", Setting::Text("127.0.0.1:8083")),
+            ("observer_step_deadline_ms", Setting::Text("")),
+            ("observer_sweep_ms", Setting::Number(250)),
         ])?;
         let raw: RawWatching = choreo_host::settings::part(&config)?;
         Ok(Settings {
@@ -156,6 +157,7 @@ pub async fn build(settings: Settings) -> choreo_host::Result<Observer> {
     // The page is static HTML with no data in it; it asks for the API token itself (see
     // page.html), which a browser merely opening it could not send.
     service.open_paths.push("/");
+    service.retention.also(store::EXPIRING_SAGAS);
     let watch = watch::Watch {
         db: service.database.clone(),
         deadlines,
@@ -200,25 +202,25 @@ impl Observer {
 mod tests {
     use super::*;
 
-    fn raw(deadline: &str, sweep: &str) -> RawWatching {
+    fn raw(deadline: &str, sweep: u64) -> RawWatching {
         RawWatching {
             observer_step_deadline_ms: deadline.into(),
-            observer_sweep_ms: sweep.into(),
+            observer_sweep_ms: sweep,
         }
     }
 
     #[test]
     fn an_empty_step_deadline_means_the_flows_own_and_a_bad_one_is_named() {
-        let watching = Watching::parse(&raw("", "250")).expect("valid");
+        let watching = Watching::parse(&raw("", 250)).expect("valid");
         assert_eq!(watching.step_deadline, None);
         assert_eq!(watching.sweep, Duration::from_millis(250));
-        let set = Watching::parse(&raw("3000", "100")).expect("valid");
+        let set = Watching::parse(&raw("3000", 100)).expect("valid");
         assert_eq!(set.step_deadline, Some(Duration::from_secs(3)));
-        let error = Watching::parse(&raw("0", "250")).unwrap_err().to_string();
+        let error = Watching::parse(&raw("0", 250)).unwrap_err().to_string();
         assert!(
             error.contains("CHOREO_OBSERVER_STEP_DEADLINE_MS"),
             "{error}"
         );
-        assert!(Watching::parse(&raw("", "5")).is_err());
+        assert!(Watching::parse(&raw("", 5)).is_err());
     }
 }

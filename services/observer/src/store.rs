@@ -303,3 +303,122 @@ pub fn counts(tx: &mut dyn Tx, since: &str) -> Result<Counts> {
     }
     Ok(counts)
 }
+
+/// Deletes at most `limit` finished sagas (completed or failed) whose first and last events are
+/// both older than `cutoff`, with their events, oldest first by `sagas_state`; a saga still
+/// running or stuck is kept whatever its age. Returns how many sagas went.
+pub fn prune_finished_sagas(tx: &mut dyn Tx, cutoff: &str, limit: i64) -> Result<u64> {
+    let finished: Vec<String> = tx
+        .query(
+            "SELECT order_id FROM sagas WHERE state IN ('completed', 'failed')
+             AND started_at < $1 AND last_event_at < $1 ORDER BY state, started_at LIMIT $2",
+            &[cutoff.into(), limit.into()],
+        )?
+        .into_iter()
+        .map(|mut row| row.take::<String>(0))
+        .collect::<Result<_>>()?;
+    if finished.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<choreo_store::Param<'_>> = finished.iter().map(|id| id.as_str().into()).collect();
+    let list = choreo_store::placeholders(1, ids.len());
+    tx.execute(
+        &format!("DELETE FROM observed_events WHERE order_id IN ({list})"),
+        &ids,
+    )?;
+    tx.execute(
+        &format!("DELETE FROM sagas WHERE order_id IN ({list})"),
+        &ids,
+    )
+}
+
+/// The observer's own expiring rows, for [`choreo_messaging::Retention::also`].
+pub const EXPIRING_SAGAS: choreo_messaging::Expiring = choreo_messaging::Expiring {
+    name: "sagas",
+    prune: prune_finished_sagas,
+};
+
+#[cfg(test)]
+mod tests {
+    use choreo_store::{Database, Options};
+
+    async fn database() -> Database {
+        let options = Options {
+            max_connections: 1,
+            patience: std::time::Duration::ZERO,
+        };
+        Database::open("sqlite::memory:", &options, &crate::MIGRATIONS, |_| {
+            Vec::new()
+        })
+        .await
+        .expect("an in-memory database")
+    }
+
+    /// A saga in `state` whose events are all from `at`, with one event.
+    fn saga(
+        tx: &mut dyn choreo_store::Tx,
+        order: &str,
+        state: &str,
+        at: &str,
+    ) -> choreo_store::Result<()> {
+        tx.execute(
+            "INSERT INTO sagas (order_id, state, current_step, started_at, last_event_at, expected, anomalies, changed)
+             VALUES ($1, $2, 'order.placed', $3, $3, '[]', '[]', 1)",
+            &[order.into(), state.into(), at.into()],
+        )?;
+        tx.execute(
+            "INSERT INTO observed_events (event_id, order_id, event_type, source, occurred_at, observed_at, data)
+             VALUES ($1, $2, 'order.placed', 'orders', $3, $3, '{}')",
+            &[format!("e-{order}").as_str().into(), order.into(), at.into()],
+        )?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn only_finished_sagas_older_than_the_cutoff_go_with_their_events() {
+        let db = database().await;
+        db.write(|tx| {
+            saga(tx, "old-completed", "completed", "2026-01-01T00:00:00.000Z")?;
+            saga(tx, "old-failed", "failed", "2026-01-02T00:00:00.000Z")?;
+            saga(tx, "old-stuck", "stuck", "2026-01-01T00:00:00.000Z")?;
+            saga(
+                tx,
+                "young-completed",
+                "completed",
+                "2026-03-01T00:00:00.000Z",
+            )
+        })
+        .await
+        .expect("written");
+
+        let pruned = db
+            .write(|tx| super::prune_finished_sagas(tx, "2026-02-01T00:00:00.000Z", 10))
+            .await
+            .expect("pruned");
+
+        let sagas = db
+            .read(|tx| {
+                tx.query("SELECT order_id FROM sagas ORDER BY order_id", &[])?
+                    .into_iter()
+                    .map(|mut r| r.take::<String>(0))
+                    .collect::<choreo_store::Result<Vec<_>>>()
+            })
+            .await
+            .expect("read");
+        let events = db
+            .read(|tx| {
+                tx.query(
+                    "SELECT order_id FROM observed_events ORDER BY order_id",
+                    &[],
+                )?
+                .into_iter()
+                .map(|mut r| r.take::<String>(0))
+                .collect::<choreo_store::Result<Vec<_>>>()
+            })
+            .await
+            .expect("read");
+        assert_eq!(pruned, 2);
+        assert_eq!(sagas, ["old-stuck", "young-completed"]);
+        assert_eq!(events, ["old-stuck", "young-completed"]);
+    }
+}

@@ -34,7 +34,10 @@ pub struct Settings {
 impl Settings {
     /// Defaults, then `CHOREO_CONFIG_FILE`, then `CHOREO_*` variables.
     pub fn load() -> choreo_host::Result<Self> {
-        let config = choreo_host::settings::layered(&[("http_addr", "127.0.0.1:8080")])?;
+        let config = choreo_host::settings::layered(&[(
+            "http_addr",
+            choreo_host::settings::Setting::Text("127.0.0.1:8080"),
+        )])?;
         Ok(Settings {
             common: choreo_host::settings::part(&config)?,
         })
@@ -43,7 +46,7 @@ impl Settings {
 
 /// Builds the service; run it with [`Service::run_until_stopped`].
 pub async fn build(settings: Settings) -> choreo_host::Result<Service<handler::OrdersHandler>> {
-    Service::build(
+    let mut service = Service::build(
         ORDERS,
         &settings.common,
         &MIGRATIONS,
@@ -51,5 +54,7 @@ pub async fn build(settings: Settings) -> choreo_host::Result<Service<handler::O
         http::routes,
         http::openapi(),
     )
-    .await
+    .await?;
+    service.retention.also(store::EXPIRING_IDEMPOTENCY_KEYS);
+    Ok(service)
 }

@@ -258,3 +258,27 @@ pub fn insert_idempotency_key(
     )?;
     Ok(())
 }
+
+/// Deletes at most `limit` `Idempotency-Key`s created before `cutoff`, oldest first (the
+/// service's part of the retention: a key older than it places a new order). SQLite takes the
+/// first rows by `rowid`, insertion order, reading `limit` rows and no more; PostgreSQL uses
+/// the index `idempotency_keys_created_at`.
+pub fn prune_idempotency_keys(tx: &mut dyn Tx, cutoff: &str, limit: i64) -> Result<u64> {
+    let sql = match tx.backend() {
+        Backend::Sqlite => {
+            "DELETE FROM idempotency_keys WHERE rowid IN
+             (SELECT rowid FROM idempotency_keys ORDER BY rowid LIMIT $2) AND created_at < $1"
+        }
+        Backend::Postgres => {
+            "DELETE FROM idempotency_keys WHERE key IN
+             (SELECT key FROM idempotency_keys WHERE created_at < $1 ORDER BY created_at LIMIT $2)"
+        }
+    };
+    tx.execute(sql, &[cutoff.into(), limit.into()])
+}
+
+/// Orders' own expiring rows, for [`choreo_messaging::Retention::also`].
+pub const EXPIRING_IDEMPOTENCY_KEYS: choreo_messaging::Expiring = choreo_messaging::Expiring {
+    name: "idempotency_keys",
+    prune: prune_idempotency_keys,
+};

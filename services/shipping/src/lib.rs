@@ -11,8 +11,10 @@ pub mod rules;
 pub mod store;
 
 use choreo_events::topology::SHIPPING;
+use choreo_host::settings::Setting;
 use choreo_host::{CommonSettings, Service};
 use choreo_store::Migrations;
+use std::collections::HashMap;
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -33,14 +35,23 @@ pub struct Settings {
 impl Settings {
     /// Defaults, then `CHOREO_CONFIG_FILE`, then `CHOREO_*` variables.
     pub fn load() -> choreo_host::Result<Self> {
-        let config = choreo_host::settings::layered(&[
-            ("http_addr", "127.0.0.1:8082"),
-            ("countries", rules::DEFAULT_COUNTRIES),
-            ("carrier", rules::DEFAULT_CARRIER),
-        ])?;
+        Self::load_from(&choreo_host::settings::environment()?)
+    }
+
+    /// The same from `variables` instead of the process's environment.
+    pub fn load_from(variables: &HashMap<String, String>) -> choreo_host::Result<Self> {
+        let config = choreo_host::settings::layered_from(
+            &[
+                ("http_addr", Setting::Text("127.0.0.1:8082")),
+                ("countries", Setting::Words(rules::DEFAULT_COUNTRIES)),
+                ("carrier", Setting::Text(rules::DEFAULT_CARRIER)),
+            ],
+            variables,
+        )?;
+        let rules: rules::ShippingRules = choreo_host::settings::part(&config)?;
         Ok(Settings {
             common: choreo_host::settings::part(&config)?,
-            rules: choreo_host::settings::part(&config)?,
+            rules: rules.checked().map_err(choreo_host::Error::Usage)?,
         })
     }
 }

@@ -3,10 +3,13 @@
 
 use choreo_events::Event;
 use choreo_events::payloads::{PaymentCaptured, ShipmentDispatched, ShipmentFailed};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 /// The countries shipped to unless configured otherwise.
-pub const DEFAULT_COUNTRIES: &str = "AT,BE,CA,DE,DK,ES,FI,FR,GB,IE,IT,NL,NO,PL,PT,SE,US";
+pub const DEFAULT_COUNTRIES: &[&str] = &[
+    "AT", "BE", "CA", "DE", "DK", "ES", "FI", "FR", "GB", "IE", "IT", "NL", "NO", "PL", "PT", "SE",
+    "US",
+];
 /// The carrier named on dispatched shipments unless configured otherwise.
 pub const DEFAULT_CARRIER: &str = "choreo-post";
 /// The reason of a shipment to a country not served.
@@ -15,19 +18,34 @@ pub const UNSERVICEABLE_COUNTRY: &str = "unserviceable_country";
 /// The configurable business rules of shipping.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ShippingRules {
-    /// Two-letter country codes shipped to (comma-separated in settings).
-    #[serde(deserialize_with = "country_list")]
+    /// Two-letter country codes shipped to (comma-separated in `CHOREO_COUNTRIES`).
     pub countries: Vec<String>,
     pub carrier: String,
 }
 
-fn country_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    Ok(text
-        .split(',')
-        .map(|c| c.trim().to_ascii_uppercase())
-        .filter(|c| !c.is_empty())
-        .collect())
+impl ShippingRules {
+    /// The rules with the countries upper-cased, or why they cannot be used: a country that is
+    /// not two letters (`CHOREO_COUNTRIES=DE;FR`), or none at all (a shipping service that
+    /// fails every order is a typo, not a policy).
+    pub fn checked(mut self) -> Result<Self, String> {
+        for country in &mut self.countries {
+            if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return Err(format!(
+                    "CHOREO_COUNTRIES (`countries` in the settings file) has {country:?}: \
+                     it must be two-letter country codes separated by commas"
+                ));
+            }
+            country.make_ascii_uppercase();
+        }
+        if self.countries.is_empty() {
+            return Err(
+                "CHOREO_COUNTRIES (`countries` in the settings file) is empty: \
+                        it must name at least one country"
+                    .to_owned(),
+            );
+        }
+        Ok(self)
+    }
 }
 
 /// What to do with a paid order.
@@ -126,7 +144,7 @@ mod tests {
     use super::*;
 
     fn rules() -> ShippingRules {
-        let countries = DEFAULT_COUNTRIES.split(',').map(str::to_owned).collect();
+        let countries = DEFAULT_COUNTRIES.iter().map(|c| (*c).to_owned()).collect();
         ShippingRules {
             countries,
             carrier: DEFAULT_CARRIER.into(),
@@ -186,10 +204,24 @@ mod tests {
     }
 
     #[test]
-    fn the_country_list_setting_is_trimmed_and_upper_cased() {
-        let parsed: ShippingRules =
-            serde_json::from_value(serde_json::json!({"countries": " at, de ,,", "carrier": "x"}))
-                .expect("parses");
-        assert_eq!(parsed.countries, vec!["AT", "DE"]);
+    fn the_country_list_is_upper_cased_and_a_bad_or_empty_one_is_refused_by_name() {
+        let rules = |countries: &[&str]| ShippingRules {
+            countries: countries.iter().map(|c| (*c).to_owned()).collect(),
+            carrier: "x".into(),
+        };
+
+        let checked = rules(&["at", "De"]).checked().expect("valid");
+        let bad = rules(&["DE", "Germany"]).checked().expect_err("refused");
+        let empty = rules(&[]).checked().expect_err("refused");
+
+        assert_eq!(checked.countries, vec!["AT", "DE"]);
+        assert!(
+            bad.contains("CHOREO_COUNTRIES") && bad.contains("\"Germany\""),
+            "{bad}"
+        );
+        assert!(
+            empty.contains("CHOREO_COUNTRIES") && empty.contains("empty"),
+            "{empty}"
+        );
     }
 }

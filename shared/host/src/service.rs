@@ -35,6 +35,8 @@ pub struct Service<H> {
     pub api_tokens: crate::auth::ApiTokens,
     /// The paths open without a token: [`OPEN_PATHS`] unless a service adds its own.
     pub open_paths: Vec<&'static str>,
+    /// What is pruned by age; a service adds its own tables before it runs.
+    pub retention: choreo_messaging::Retention,
 }
 
 /// The paths every service answers without a token: probes carry no secrets.
@@ -127,6 +129,7 @@ impl<H: Handler> Service<H> {
             connection_bounds: common.connection_bounds(),
             api_tokens: common.api_tokens.clone(),
             open_paths: OPEN_PATHS.to_vec(),
+            retention: common.retention(),
         })
     }
 
@@ -150,6 +153,11 @@ impl<H: Handler> Service<H> {
         // Dropping this future (a test killing the service) must end the broker session too, as
         // a crash would: the guard aborts the task, which drops its connections.
         let mut broker = AbortOnDrop(tokio::spawn(self.broker.run(broker_stop.clone())));
+        // Pruning runs beside the broker, one small unit of work at a time; it needs no broker.
+        let _retention = AbortOnDrop(tokio::spawn(
+            self.retention
+                .run(self.database.clone(), self.metrics.recorder()),
+        ));
         let _upkeep = AbortOnDrop(tokio::spawn(self.metrics.upkeep()));
         // Outside the request counter and the bounds: a request without a token takes no slot.
         let router = crate::auth::required(self.router, self.api_tokens, &self.open_paths);

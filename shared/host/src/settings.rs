@@ -4,77 +4,265 @@
 //!
 //! One [`config::Config`] is built per service; [`CommonSettings`] and each service's own rules
 //! are deserialized from it separately, so a service adds keys without touching this file.
+//!
+//! The `config` crate parses the variables (`try_parsing`: numbers; `list_separator`: the list
+//! keys). Each default is a [`Setting`], which also says how its variable is read, because
+//! `try_parsing` alone would read too much: `CHOREO_PREFIX=007` as the number 7,
+//! `CHOREO_PREFETCH=1.5` as 2 (config rounds floats into integers) or `CHOREO_PREFETCH=yes` as
+//! 1, and `CHOREO_RETRY_DELAYS_MS=1000` (one delay) as a number instead of a list. [`Variables`]
+//! keeps text as written, refuses a number that is not a whole one, and makes a one-element
+//! list of a lone value; any value that does not deserialize is reported with its variable.
 
 use choreo_messaging::topology::DeclareScope;
 use choreo_messaging::{BrokerSettings, Nodes, Secret, Tls, TlsFiles};
-use config::{Config, Environment, File};
+use config::{Config, ConfigError, Environment, File, Map, Source, Value, ValueKind};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
+use std::collections::HashMap;
 use std::time::Duration;
 
-/// Builds the layered configuration of `service`, with its own `defaults` on top of the common
-/// ones (its HTTP port, its business rules).
-pub fn layered(defaults: &[(&str, &str)]) -> crate::Result<Config> {
-    let mut builder = with_defaults(defaults)?;
-    if let Ok(path) = std::env::var("CHOREO_CONFIG_FILE") {
-        builder = builder.add_source(File::with_name(&path).required(true));
+/// A setting's default, which also says how its `CHOREO_*` variable is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    /// Text, kept exactly as written (`CHOREO_PREFIX=007` stays `007`).
+    Text(&'static str),
+    /// A whole number; anything else stops the service.
+    Number(i64),
+    /// Whole numbers separated by commas (`CHOREO_RETRY_DELAYS_MS=100,300`); empty: none.
+    Numbers(&'static [i64]),
+    /// Words separated by commas (`CHOREO_COUNTRIES=DE,FR`); empty: none.
+    Words(&'static [&'static str]),
+}
+
+impl Setting {
+    fn value(self) -> Value {
+        let kind = match self {
+            Setting::Text(text) => ValueKind::from(text),
+            Setting::Number(number) => ValueKind::from(number),
+            Setting::Numbers(numbers) => ValueKind::from(numbers.to_vec()),
+            Setting::Words(words) => ValueKind::from(words.to_vec()),
+        };
+        Value::new(None, kind)
     }
+
+    fn is_list(self) -> bool {
+        matches!(self, Setting::Numbers(_) | Setting::Words(_))
+    }
+}
+
+/// The `CHOREO_*` variables a process was started with. A value that is not Unicode stops the
+/// service, naming its variable.
+pub fn environment() -> crate::Result<HashMap<String, String>> {
+    std::env::vars_os()
+        .filter_map(|(name, value)| {
+            let name = name.into_string().ok()?;
+            name.starts_with("CHOREO_").then_some((name, value))
+        })
+        .map(|(name, value)| match value.into_string() {
+            Ok(value) => Ok((name, value)),
+            Err(_) => Err(crate::Error::Usage(format!(
+                "{name} is not valid UTF-8 text"
+            ))),
+        })
+        .collect()
+}
+
+/// Builds the layered configuration of `service`, with its own `defaults` on top of the common
+/// ones (its HTTP port, its business rules), from the process's environment.
+pub fn layered(defaults: &[(&str, Setting)]) -> crate::Result<Config> {
+    layered_from(defaults, &environment()?)
+}
+
+/// Builds the layered configuration from `variables` instead of the process's environment
+/// (`CHOREO_CONFIG_FILE` among them names the settings file): what tests feed a fake
+/// environment through.
+pub fn layered_from(
+    defaults: &[(&str, Setting)],
+    variables: &HashMap<String, String>,
+) -> crate::Result<Config> {
+    let mut builder = with_defaults(defaults)?;
+    if let Some(path) = variables.get("CHOREO_CONFIG_FILE") {
+        builder = builder.add_source(File::with_name(path).required(true));
+    }
+    let settings: Vec<(String, Setting)> = COMMON_DEFAULTS
+        .iter()
+        .chain(defaults)
+        .map(|(key, setting)| ((*key).to_owned(), *setting))
+        .collect();
     let config = builder
-        .add_source(Environment::with_prefix("CHOREO").prefix_separator("_"))
+        .add_source(Variables {
+            variables: variables.clone(),
+            settings,
+        })
         .build()?;
     Ok(config)
 }
 
 /// The built-in defaults alone, with `defaults` on top: what tests start from, so that a
 /// developer's own `CHOREO_*` variables or settings file never leak into them.
-pub fn defaults_only(defaults: &[(&str, &str)]) -> crate::Result<Config> {
+pub fn defaults_only(defaults: &[(&str, Setting)]) -> crate::Result<Config> {
     Ok(with_defaults(defaults)?.build()?)
 }
 
 fn with_defaults(
-    defaults: &[(&str, &str)],
+    defaults: &[(&str, Setting)],
 ) -> crate::Result<config::ConfigBuilder<config::builder::DefaultState>> {
     let mut builder = Config::builder();
-    for (key, value) in COMMON_DEFAULTS.iter().chain(defaults) {
-        builder = builder.set_default(*key, *value)?;
+    for (key, setting) in COMMON_DEFAULTS.iter().chain(defaults) {
+        builder = builder.set_default(*key, setting.value())?;
     }
     Ok(builder)
 }
 
-/// Deserializes one part of the settings.
+/// Deserializes one part of the settings. A value of the wrong type (`CHOREO_PREFETCH=70000`,
+/// too large for its 16 bits) is reported with its variable: config's own error names only the
+/// key.
 pub fn part<T: DeserializeOwned>(config: &Config) -> crate::Result<T> {
-    Ok(config.clone().try_deserialize()?)
+    config
+        .clone()
+        .try_deserialize()
+        .map_err(|error| match error {
+            ConfigError::Type {
+                key: Some(key),
+                unexpected,
+                expected,
+                ..
+            } => {
+                let setting = key.split(['[', '.']).next().unwrap_or(&key);
+                crate::Error::Usage(format!(
+                    "{} (`{key}` in the settings file) is {unexpected}: it must be {expected}",
+                    variable(setting)
+                ))
+            }
+            other => other.into(),
+        })
 }
 
-const COMMON_DEFAULTS: &[(&str, &str)] = &[
-    ("amqp_url", "amqp://guest:guest@127.0.0.1:5672/%2f"),
-    ("amqp_connect_timeout_ms", "5000"),
-    ("amqp_tls_ca_file", ""),
-    ("amqp_tls_cert_file", ""),
-    ("amqp_tls_key_file", ""),
-    ("declare_topology", "suite"),
-    ("data_dir", "./data"),
-    ("database_url", ""),
-    ("db_max_connections", "8"),
-    ("prefetch", "64"),
-    ("prefix", ""),
-    ("heartbeat_secs", "10"),
-    ("retry_delays_ms", "1000,5000,30000"),
-    ("reconnect_min_ms", "200"),
-    ("reconnect_max_ms", "10000"),
-    ("shutdown_timeout_secs", "10"),
-    ("outbox_batch", "256"),
-    ("outbox_sweep_ms", "1000"),
-    ("log_format", "pretty"),
-    ("failpoints", ""),
-    ("consumer_batch", "32"),
-    ("worker_threads", "1"),
-    ("http_max_concurrency", "256"),
-    ("http_request_timeout_ms", "10000"),
-    ("http_header_timeout_ms", "5000"),
-    ("http_max_connections", "1024"),
-    ("api_tokens", ""),
-    ("otlp_endpoint", ""),
+/// The variable of a settings key: `prefetch` is `CHOREO_PREFETCH`.
+fn variable(key: &str) -> String {
+    format!("CHOREO_{}", key.to_ascii_uppercase())
+}
+
+/// The `CHOREO_*` variables as a configuration source: config's `Environment` with
+/// `try_parsing` and the list keys, read again where it reads too much (see the module's
+/// opening).
+#[derive(Debug, Clone)]
+struct Variables {
+    variables: HashMap<String, String>,
+    /// Every key the service knows, with its default.
+    settings: Vec<(String, Setting)>,
+}
+
+impl Source for Variables {
+    fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<Map<String, Value>, ConfigError> {
+        let mut environment = Environment::with_prefix("CHOREO")
+            .prefix_separator("_")
+            .try_parsing(true)
+            .list_separator(",");
+        for (key, setting) in &self.settings {
+            if setting.is_list() {
+                environment = environment.with_list_parse_key(key);
+            }
+        }
+        let source: Map<String, String> = self
+            .variables
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        let mut values = environment.source(Some(source)).collect()?;
+        for (name, text) in &self.variables {
+            let Some(key) = name.strip_prefix("CHOREO_").map(str::to_ascii_lowercase) else {
+                continue;
+            };
+            let Some((_, setting)) = self.settings.iter().find(|(k, _)| *k == key) else {
+                continue;
+            };
+            let Some(value) = values.get_mut(&key) else {
+                continue;
+            };
+            *value = read_again(name, text, *setting, value.clone())?;
+        }
+        Ok(values)
+    }
+}
+
+/// One variable's value as `setting` wants it, from what config made of `text`.
+fn read_again(
+    name: &str,
+    text: &str,
+    setting: Setting,
+    parsed: Value,
+) -> Result<Value, ConfigError> {
+    let origin = "the environment".to_owned();
+    let whole = |text: &str| text.trim().parse::<i64>().ok();
+    let not_whole =
+        |what: &str| ConfigError::Message(format!("{name} is {text:?}: it must be {what}"));
+    Ok(match setting {
+        Setting::Text(_) => Value::new(Some(&origin), text),
+        Setting::Number(_) => match parsed.kind {
+            ValueKind::I64(_) => parsed,
+            _ => return Err(not_whole("a whole number")),
+        },
+        Setting::Numbers(_) | Setting::Words(_) => {
+            let elements: Vec<String> = match parsed.kind {
+                ValueKind::Array(elements) => elements.into_iter().map(|e| e.to_string()).collect(),
+                _ => vec![text.to_owned()],
+            };
+            let elements = elements.iter().map(|e| e.trim()).filter(|e| !e.is_empty());
+            let kinds: Vec<Value> = if matches!(setting, Setting::Numbers(_)) {
+                elements
+                    .map(|e| {
+                        whole(e)
+                            .map(|n| Value::new(Some(&origin), n))
+                            .ok_or_else(|| not_whole("whole numbers separated by commas"))
+                    })
+                    .collect::<Result<_, _>>()?
+            } else {
+                elements.map(|e| Value::new(Some(&origin), e)).collect()
+            };
+            Value::new(Some(&origin), kinds)
+        }
+    })
+}
+
+const COMMON_DEFAULTS: &[(&str, Setting)] = &[
+    (
+        "amqp_url",
+        Setting::Text("amqp://guest:guest@127.0.0.1:5672/%2f"),
+    ),
+    ("amqp_connect_timeout_ms", Setting::Number(5000)),
+    ("amqp_tls_ca_file", Setting::Text("")),
+    ("amqp_tls_cert_file", Setting::Text("")),
+    ("amqp_tls_key_file", Setting::Text("")),
+    ("declare_topology", Setting::Text("suite")),
+    ("data_dir", Setting::Text("./data")),
+    ("database_url", Setting::Text("")),
+    ("db_max_connections", Setting::Number(8)),
+    ("prefetch", Setting::Number(64)),
+    ("prefix", Setting::Text("")),
+    ("heartbeat_secs", Setting::Number(10)),
+    ("retry_delays_ms", Setting::Numbers(&[1000, 5000, 30000])),
+    ("reconnect_min_ms", Setting::Number(200)),
+    ("reconnect_max_ms", Setting::Number(10000)),
+    ("shutdown_timeout_secs", Setting::Number(10)),
+    ("outbox_batch", Setting::Number(256)),
+    ("outbox_sweep_ms", Setting::Number(1000)),
+    ("log_format", Setting::Text("pretty")),
+    ("failpoints", Setting::Text("")),
+    ("consumer_batch", Setting::Number(32)),
+    ("worker_threads", Setting::Number(1)),
+    ("http_max_concurrency", Setting::Number(256)),
+    ("http_request_timeout_ms", Setting::Number(10000)),
+    ("http_header_timeout_ms", Setting::Number(5000)),
+    ("http_max_connections", Setting::Number(1024)),
+    ("api_tokens", Setting::Text("")),
+    ("otlp_endpoint", Setting::Text("")),
+    ("retention_hours", Setting::Number(168)),
+    ("retention_sweep_secs", Setting::Number(60)),
 ];
 
 /// The settings every service has.
@@ -84,7 +272,6 @@ pub struct CommonSettings {
     /// it is redacted in `Debug`.
     pub amqp_url: Secret,
     /// How long a broker node may take to accept a connection before the next one is tried.
-    #[serde(deserialize_with = "from_text")]
     pub amqp_connect_timeout_ms: u64,
     /// `amqps://` only: the CA that signs the broker's certificate (empty: the system's bundle),
     /// and the client's certificate and key for a broker that verifies clients (both or neither).
@@ -101,55 +288,46 @@ pub struct CommonSettings {
     /// `sqlite://...` or `postgres://...`; empty means SQLite in `data_dir`.
     pub database_url: Secret,
     /// Pool size on PostgreSQL (SQLite always uses one connection: one writer).
-    #[serde(deserialize_with = "from_text")]
     pub db_max_connections: u32,
-    #[serde(deserialize_with = "from_text")]
     pub prefetch: u16,
     /// Prepended to every exchange and queue name (tests isolate themselves with it).
     pub prefix: String,
-    #[serde(deserialize_with = "from_text")]
     pub heartbeat_secs: u64,
-    /// Comma-separated delays of the retries of a transient failure.
-    pub retry_delays_ms: String,
-    #[serde(deserialize_with = "from_text")]
+    /// Delays of the retries of a transient failure (comma-separated in a variable).
+    pub retry_delays_ms: Vec<u64>,
     pub reconnect_min_ms: u64,
-    #[serde(deserialize_with = "from_text")]
     pub reconnect_max_ms: u64,
-    #[serde(deserialize_with = "from_text")]
     pub shutdown_timeout_secs: u64,
-    #[serde(deserialize_with = "from_text")]
     pub outbox_batch: i64,
-    #[serde(deserialize_with = "from_text")]
     pub outbox_sweep_ms: u64,
     /// `pretty` (human) or `json`.
     pub log_format: String,
     /// Fault testing only: see `choreo_messaging::failpoint`.
     pub failpoints: String,
     /// The most received deliveries handled in one transaction.
-    #[serde(deserialize_with = "from_text")]
     pub consumer_batch: usize,
     /// Tokio worker threads; 0 runs everything async on the main thread (a current-thread
     /// runtime). The database has threads of its own either way.
-    #[serde(deserialize_with = "from_text")]
     pub worker_threads: usize,
     /// API requests handled at once; more are shed with 503 and `Retry-After`.
-    #[serde(deserialize_with = "from_text")]
     pub http_max_concurrency: usize,
     /// How long an API request may take before it is answered 503.
-    #[serde(deserialize_with = "from_text")]
     pub http_request_timeout_ms: u64,
     /// How long a client may take to send a request head (a kept-alive connection: from its
     /// last answer) before its connection is closed.
-    #[serde(deserialize_with = "from_text")]
     pub http_header_timeout_ms: u64,
     /// HTTP connections open at once; one more is closed as soon as it is accepted.
-    #[serde(deserialize_with = "from_text")]
     pub http_max_connections: usize,
     /// Bearer tokens the API accepts, comma-separated; empty: no authentication (see
     /// [`crate::auth`]). Redacted in `Debug`.
     pub api_tokens: crate::auth::ApiTokens,
     /// Where traces are exported by OTLP/HTTP (`http://host:4318`); empty: traces off.
     pub otlp_endpoint: String,
+    /// How long consumed event ids, sent outbox rows and a service's own such rows (orders'
+    /// idempotency keys) are kept: a duplicate within it is recognised by its id.
+    pub retention_hours: u64,
+    /// The pause between two retention sweeps.
+    pub retention_sweep_secs: u64,
 }
 
 impl std::fmt::Debug for CommonSettings {
@@ -186,8 +364,8 @@ impl CommonSettings {
     pub fn validate(&self) -> crate::Result<()> {
         self.broker_nodes()?;
         self.declare_scope()?;
-        let count = |list: &str| parse_list::<u64>(list).map_or(0, |l| l.len());
-        let ranges: [(&str, i128, i128, i128); 14] = [
+        self.failpoints()?;
+        let ranges: [(&str, i128, i128, i128); 16] = [
             (
                 "amqp_connect_timeout_ms",
                 self.amqp_connect_timeout_ms.into(),
@@ -236,9 +414,16 @@ impl CommonSettings {
             ),
             ("consumer_batch", self.consumer_batch as i128, 1, 1_000),
             ("worker_threads", self.worker_threads as i128, 0, 256),
+            ("retention_hours", self.retention_hours.into(), 1, 87_600),
+            (
+                "retention_sweep_secs",
+                self.retention_sweep_secs.into(),
+                1,
+                86_400,
+            ),
             (
                 "retry_delays_ms (count)",
-                count(&self.retry_delays_ms) as i128,
+                self.retry_delays_ms.len() as i128,
                 0,
                 100,
             ),
@@ -268,12 +453,7 @@ impl CommonSettings {
             }
         }
         self.api_tokens.validate()?;
-        for delay in parse_list::<u64>(&self.retry_delays_ms).map_err(|e| {
-            config::ConfigError::Message(format!(
-                "CHOREO_RETRY_DELAYS_MS={:?} is not a list of milliseconds: {e}",
-                self.retry_delays_ms
-            ))
-        })? {
+        for &delay in &self.retry_delays_ms {
             if !(1..=86_400_000).contains(&delay) {
                 return Err(out_of_range(
                     "retry_delays_ms",
@@ -284,6 +464,14 @@ impl CommonSettings {
             }
         }
         Ok(())
+    }
+
+    /// What is pruned by age, and how often (the runtime's tables; services add their own).
+    pub fn retention(&self) -> choreo_messaging::Retention {
+        choreo_messaging::Retention::new(
+            Duration::from_secs(self.retention_hours.saturating_mul(3600)),
+            Duration::from_secs(self.retention_sweep_secs),
+        )
     }
 
     /// The bounds of the HTTP API.
@@ -321,6 +509,15 @@ impl CommonSettings {
         Ok(nodes.with_tls(tls))
     }
 
+    /// The fault-test points, from `failpoints`.
+    fn failpoints(&self) -> crate::Result<choreo_messaging::failpoint::Failpoints> {
+        choreo_messaging::failpoint::Failpoints::parse(&self.failpoints).map_err(|e| {
+            crate::Error::Usage(format!(
+                "CHOREO_FAILPOINTS (`failpoints` in the settings file): {e}"
+            ))
+        })
+    }
+
     /// What the service declares on the broker, from `declare_topology`.
     pub fn declare_scope(&self) -> crate::Result<DeclareScope> {
         match self.declare_topology.trim() {
@@ -341,9 +538,10 @@ impl CommonSettings {
             prefix: self.prefix.clone(),
             prefetch: self.prefetch,
             heartbeat: Duration::from_secs(self.heartbeat_secs),
-            retry_delays: parse_list(&self.retry_delays_ms)
-                .map_err(|e| config::ConfigError::Message(format!("retry_delays_ms: {e}")))?
-                .into_iter()
+            retry_delays: self
+                .retry_delays_ms
+                .iter()
+                .copied()
                 .map(Duration::from_millis)
                 .collect(),
             reconnect_min: Duration::from_millis(self.reconnect_min_ms),
@@ -351,8 +549,7 @@ impl CommonSettings {
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
             outbox_batch: self.outbox_batch,
             outbox_sweep: Duration::from_millis(self.outbox_sweep_ms),
-            failpoints: choreo_messaging::failpoint::Failpoints::parse(&self.failpoints)
-                .map_err(config::ConfigError::Message)?,
+            failpoints: self.failpoints()?,
             consumer_batch: self.consumer_batch,
             declare: self.declare_scope()?,
         })
@@ -378,33 +575,33 @@ pub fn parse_list<T: std::str::FromStr>(text: &str) -> Result<Vec<T>, T::Err> {
         .collect()
 }
 
-/// Reads a number from a setting, which arrives as text from the environment and from defaults.
-pub fn from_text<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: std::str::FromStr,
-    T::Err: std::fmt::Display,
-{
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum TextOrNumber {
-        Text(String),
-        Number(i64),
-    }
-    let text = match TextOrNumber::deserialize(deserializer)? {
-        TextOrNumber::Text(text) => text,
-        TextOrNumber::Number(n) => n.to_string(),
-    };
-    text.trim().parse().map_err(serde::de::Error::custom)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const HTTP_ADDR: &[(&str, Setting)] = &[("http_addr", Setting::Text("0.0.0.0:8080"))];
+
     fn defaults() -> CommonSettings {
-        let config = layered(&[("http_addr", "0.0.0.0:8080")]).expect("builds");
+        let config = defaults_only(HTTP_ADDR).expect("builds");
         part(&config).expect("deserializes")
+    }
+
+    /// What a service would start with given these variables and no others: the settings, or
+    /// the message it would stop with.
+    fn load(variables: &[(&str, &str)]) -> Result<CommonSettings, String> {
+        let variables: HashMap<String, String> = variables
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        load_map(&variables)
+    }
+
+    fn load_map(variables: &HashMap<String, String>) -> Result<CommonSettings, String> {
+        let settings: CommonSettings = layered_from(HTTP_ADDR, variables)
+            .and_then(|config| part(&config))
+            .map_err(|e| e.to_string())?;
+        settings.validate().map_err(|e| e.to_string())?;
+        Ok(settings)
     }
 
     #[test]
@@ -428,8 +625,8 @@ mod tests {
                 .contains("CHOREO_RECONNECT_MAX_MS")
         );
         assert!(refused(|s| s.consumer_batch = 0).contains("CHOREO_CONSUMER_BATCH"));
-        assert!(refused(|s| s.retry_delays_ms = "100,0".into()).contains("CHOREO_RETRY_DELAYS_MS"));
-        assert!(refused(|s| s.retry_delays_ms = "100,soon".into()).contains("not a list"));
+        assert!(refused(|s| s.retry_delays_ms = vec![100, 0]).contains("CHOREO_RETRY_DELAYS_MS"));
+        assert!(refused(|s| s.failpoints = "x=explode".into()).contains("CHOREO_FAILPOINTS"));
         assert!(refused(|s| s.declare_topology = "mine".into()).contains("`suite` or `own`"));
         let message = refused(|s| {
             s.amqp_url = Secret::new("amqps://u:p@h/%2f");
@@ -482,13 +679,185 @@ mod tests {
 
     #[test]
     fn defaults_give_a_sqlite_file_per_service() {
-        let config = layered(&[("http_addr", "0.0.0.0:8080")]).expect("builds");
-        let common: CommonSettings = part(&config).expect("deserializes");
+        let common = defaults();
         assert_eq!(
             common.database_url_for("orders"),
             "sqlite://./data/orders.db"
         );
         assert_eq!(common.broker().expect("valid").retry_delays.len(), 3);
         assert!(!format!("{common:?}").contains("guest:guest"));
+    }
+
+    #[test]
+    fn a_variable_that_is_no_whole_number_stops_the_service_naming_it_and_its_value() {
+        for bad in ["abc", "", "1.5", "yes", "true", "1e3", "12 apples"] {
+            let message = load(&[("CHOREO_PREFETCH", bad)]).expect_err(bad);
+
+            assert!(message.contains("CHOREO_PREFETCH"), "{message}");
+            assert!(message.contains(&format!("{bad:?}")), "{message}");
+            assert!(message.contains("a whole number"), "{message}");
+        }
+        assert_eq!(
+            load(&[("CHOREO_PREFETCH", "16")]).map(|s| s.prefetch),
+            Ok(16)
+        );
+    }
+
+    #[test]
+    fn a_number_out_of_its_range_or_its_type_stops_the_service_naming_it() {
+        let zero = load(&[("CHOREO_PREFETCH", "0")]).expect_err("zero");
+        let too_large = load(&[("CHOREO_PREFETCH", "70000")]).expect_err("70000");
+        let negative = load(&[("CHOREO_HEARTBEAT_SECS", "-5")]).expect_err("-5");
+
+        assert!(
+            zero.contains("CHOREO_PREFETCH") && zero.contains("between 1 and 65535"),
+            "{zero}"
+        );
+        assert!(
+            too_large.contains("CHOREO_PREFETCH") && too_large.contains("70000"),
+            "{too_large}"
+        );
+        assert!(too_large.contains("16 bit"), "{too_large}");
+        assert!(
+            negative.contains("CHOREO_HEARTBEAT_SECS") && negative.contains("-5"),
+            "{negative}"
+        );
+    }
+
+    #[test]
+    fn a_list_is_read_with_spaces_one_element_or_none() {
+        let delays =
+            |text: &str| load(&[("CHOREO_RETRY_DELAYS_MS", text)]).map(|s| s.retry_delays_ms);
+
+        assert_eq!(delays("100, 300,,"), Ok(vec![100, 300]));
+        assert_eq!(delays("1000"), Ok(vec![1000]));
+        assert_eq!(delays(""), Ok(vec![]));
+        assert_eq!(delays(" "), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_bad_list_stops_the_service_naming_it_and_its_value() {
+        let word = load(&[("CHOREO_RETRY_DELAYS_MS", "100,soon")]).expect_err("soon");
+        let zero = load(&[("CHOREO_RETRY_DELAYS_MS", "100,0")]).expect_err("zero");
+        let fraction = load(&[("CHOREO_RETRY_DELAYS_MS", "2.5")]).expect_err("2.5");
+
+        assert!(
+            word.contains("CHOREO_RETRY_DELAYS_MS") && word.contains("100,soon"),
+            "{word}"
+        );
+        assert!(
+            zero.contains("CHOREO_RETRY_DELAYS_MS") && zero.contains("is 0"),
+            "{zero}"
+        );
+        assert!(
+            fraction.contains("CHOREO_RETRY_DELAYS_MS") && fraction.contains("2.5"),
+            "{fraction}"
+        );
+    }
+
+    #[test]
+    fn text_settings_keep_their_text_when_it_looks_like_a_number_or_a_boolean() {
+        let settings = load(&[
+            ("CHOREO_PREFIX", "007"),
+            ("CHOREO_DATA_DIR", "1e3"),
+            ("CHOREO_LOG_FORMAT", "TRUE"),
+            ("CHOREO_OTLP_ENDPOINT", "1.50"),
+        ])
+        .expect("loads");
+
+        assert_eq!(settings.prefix, "007");
+        assert_eq!(settings.data_dir, "1e3");
+        assert_eq!(settings.log_format, "TRUE");
+        assert_eq!(settings.otlp_endpoint, "1.50");
+    }
+
+    /// The parent of [`in_a_child_with_failpoints_set`]: the variable must really be in the
+    /// process's environment, and setting it here would take `unsafe` (`std::env::set_var`).
+    #[test]
+    fn a_developers_failpoints_in_the_environment_reach_layered_but_never_defaults_only() {
+        let child = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+            .args(["--exact", "settings::tests::in_a_child_with_failpoints_set"])
+            .args(["--ignored", "--test-threads=1"])
+            .env("CHOREO_FAILPOINTS", "consumer.after_commit")
+            .output()
+            .expect("runs");
+
+        let stdout = String::from_utf8_lossy(&child.stdout);
+        assert!(
+            child.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&child.stderr)
+        );
+        assert!(stdout.contains("1 passed"), "{stdout}");
+    }
+
+    #[test]
+    #[ignore = "run in a child process, with CHOREO_FAILPOINTS set, by the test above"]
+    fn in_a_child_with_failpoints_set() {
+        let Ok(set) = std::env::var("CHOREO_FAILPOINTS") else {
+            return;
+        };
+
+        let layered: CommonSettings = part(&layered(HTTP_ADDR).expect("builds")).expect("parts");
+        let defaults = defaults();
+
+        assert_eq!(
+            layered.failpoints, set,
+            "the variable is visible to layered"
+        );
+        assert_eq!(defaults.failpoints, "", "and never to defaults_only");
+    }
+
+    /// Text a person might put in a variable: anything, numbers of any sign and size, lists,
+    /// and the words config would read as something else.
+    fn any_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<String>(),
+            "-?[0-9]{1,21}",
+            "[0-9, ]{0,24}",
+            "(true|TRUE|yes|off|1\\.5|1e3|NaN|inf|-0|\\+7| 8 )",
+            "(amqp|amqps|http)://[a-z:@/%.0-9]{0,20}",
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_in_any_setting_loads_in_range_or_stops_naming_a_variable_it_was_given(
+            given in proptest::collection::vec(
+                (0..COMMON_DEFAULTS.len(), any_text()),
+                0..6,
+            )
+        ) {
+            let variables: HashMap<String, String> = given
+                .iter()
+                .map(|(index, text)| (variable(COMMON_DEFAULTS[*index].0), text.clone()))
+                .collect();
+
+            let loaded = load_map(&variables);
+
+            match loaded {
+                // `load_map` validated them: every number in its range.
+                Ok(settings) => {
+                    for (name, text) in &variables {
+                        let kept = match name.as_str() {
+                            "CHOREO_PREFIX" => &settings.prefix,
+                            "CHOREO_DATA_DIR" => &settings.data_dir,
+                            "CHOREO_LOG_FORMAT" => &settings.log_format,
+                            "CHOREO_FAILPOINTS" => &settings.failpoints,
+                            _ => continue,
+                        };
+                        proptest::prop_assert_eq!(kept, text);
+                    }
+                }
+                Err(message) => {
+                    // CHOREO_RECONNECT_MAX_MS is bounded below by CHOREO_RECONNECT_MIN_MS.
+                    let named = variables.keys().any(|name| message.contains(name.as_str()))
+                        || (variables.contains_key("CHOREO_RECONNECT_MIN_MS")
+                            && message.contains("CHOREO_RECONNECT_MAX_MS"));
+                    proptest::prop_assert!(named, "{message} (given {variables:?})");
+                }
+            }
+        }
     }
 }

@@ -29,6 +29,19 @@ where
     };
 }
 
+/// The same lines as [`init`] writes, with `filter` (in `RUST_LOG`'s syntax) whatever
+/// `RUST_LOG` says, not installed: a test sets it as the default of its thread
+/// (`tracing::subscriber::set_default`) to read everything a service logs.
+pub fn subscriber<W>(filter: &str, sink: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(sink)
+        .finish()
+}
+
 /// For tests: logs to stdout when `TEST_LOG` is set, nowhere otherwise.
 pub fn init_for_tests() {
     if std::env::var_os("TEST_LOG").is_some() {

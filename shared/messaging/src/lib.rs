@@ -25,6 +25,7 @@ mod names;
 mod nodes;
 mod outbox;
 mod publisher;
+pub mod retention;
 pub mod schema;
 mod secret;
 #[cfg(test)]
@@ -42,6 +43,7 @@ pub use names::Names;
 pub use nodes::Nodes;
 pub use outbox::{Outbox, OutboxWaker};
 pub use publisher::Publisher;
+pub use retention::{Expiring, Retention};
 pub use secret::Secret;
 pub use tls::{Tls, TlsFiles};
 pub use traces::{Outcome, Traces, Unit};

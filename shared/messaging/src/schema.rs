@@ -27,14 +27,22 @@ const STATEMENTS: &[&str] = &[
     )",
 ];
 
+/// PostgreSQL only: the retention finds the inbox's oldest rows by this index. SQLite needs
+/// none (it takes them in `rowid` order, see `crate::retention`), so its inbox insert stays one
+/// index write; on PostgreSQL the second one is an append at the right edge of a B-tree, in the
+/// statement the consumer sends anyway (no round trip more).
+const POSTGRES_ONLY: &[&str] =
+    &["CREATE INDEX IF NOT EXISTS inbox_received_at ON inbox (received_at)"];
+
 /// The statements that create the outbox and inbox on `backend` if they are missing.
 pub fn statements(backend: Backend) -> Vec<String> {
-    let seq = match backend {
-        Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
-        Backend::Postgres => "BIGSERIAL PRIMARY KEY",
+    let (seq, only) = match backend {
+        Backend::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", &[][..]),
+        Backend::Postgres => ("BIGSERIAL PRIMARY KEY", POSTGRES_ONLY),
     };
     STATEMENTS
         .iter()
+        .chain(only)
         .map(|statement| statement.replace("{seq}", seq))
         .collect()
 }

@@ -23,7 +23,7 @@ mod sql;
 mod sqlite;
 mod work;
 
-pub use clock::now_text;
+pub use clock::{now_text, time_text};
 pub use error::{Error, Result};
 pub use sql::{FromValue, Param, Row, Tx, Value, placeholders};
 
@@ -91,9 +91,19 @@ impl Database {
         extra: impl FnOnce(Backend) -> Vec<String>,
     ) -> Result<Self> {
         let backend = Backend::from_url(url).ok_or_else(|| {
-            let scheme = url.split(':').next().unwrap_or_default();
+            // Only what is a scheme is shown: text before the first `:` of something that is
+            // no URL at all (`user%3Apassword@host/db`) can be the password.
+            let scheme = url
+                .split_once(':')
+                .map(|(scheme, _)| scheme)
+                .filter(|s| {
+                    !s.is_empty()
+                        && s.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+                })
+                .map_or_else(|| "(not a URL)".to_owned(), |s| format!("{s:?}"));
             Error::Failed(format!(
-                "unsupported database scheme {scheme:?}: use sqlite:// or postgres://"
+                "unsupported database scheme {scheme}: use sqlite:// or postgres://"
             ))
         })?;
         let extra = extra(backend);

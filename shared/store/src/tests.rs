@@ -169,3 +169,30 @@ fn the_backend_and_the_file_come_from_the_url() {
     );
     assert_eq!(crate::sqlite_path("sqlite::memory:"), ":memory:");
 }
+
+/// Why opening `url` failed.
+async fn refused(url: &str) -> String {
+    let options = Options {
+        max_connections: 1,
+        patience: Duration::ZERO,
+    };
+    Database::open(url, &options, &MIGRATIONS, |_| Vec::new())
+        .await
+        .expect_err("unsupported")
+        .to_string()
+}
+
+#[tokio::test]
+async fn an_unsupported_url_is_refused_naming_its_scheme_and_nothing_else() {
+    let mysql = refused("mysql://u:pw-4711@h/db").await;
+    let no_scheme = refused("u%3Apw-4711@h/db").await;
+
+    assert!(
+        mysql.contains("\"mysql\"") && !mysql.contains("pw-4711"),
+        "{mysql}"
+    );
+    assert!(
+        no_scheme.contains("(not a URL)") && !no_scheme.contains("pw-4711"),
+        "{no_scheme}"
+    );
+}
