@@ -19,10 +19,9 @@ use choreo_events::payloads::{Address, LineItem, OrderPlaced, ShipmentFailed};
 use choreo_events::topology::{ORDERS, SHIPPING};
 use choreo_events::{Envelope, Event, EventType};
 use choreo_messaging::{Handler, HandlerError};
-use choreo_store::{Database, Options};
+use choreo_store::Database;
 use proptest::prelude::*;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 const MAX_CHARGE_CENTS: i64 = 100_000;
 
@@ -40,18 +39,9 @@ fn billing() -> &'static Billing {
             .enable_all()
             .build()
             .expect("a runtime");
-        let options = Options {
-            max_connections: 1,
-            patience: Duration::ZERO,
-        };
-        let database = runtime
-            .block_on(Database::open(
-                "sqlite::memory:",
-                &options,
-                &billing::MIGRATIONS,
-                choreo_messaging::schema::statements,
-            ))
-            .expect("an in-memory database");
+        let database = runtime.block_on(choreo_messaging::testing::service_memory_database(
+            &billing::MIGRATIONS,
+        ));
         let handler = BillingHandler {
             rules: BillingRules {
                 max_charge_cents: MAX_CHARGE_CENTS,

@@ -14,13 +14,12 @@ use choreo_events::payloads::{Address, PaymentCaptured};
 use choreo_events::topology::BILLING;
 use choreo_events::{Envelope, Event, EventType};
 use choreo_messaging::{Handler, HandlerError};
-use choreo_store::{Database, Options};
+use choreo_store::Database;
 use proptest::prelude::*;
 use shipping::handler::ShippingHandler;
 use shipping::rules::{DEFAULT_CARRIER, ShippingRules};
 use shipping::store;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 /// One runtime and one in-memory database for every case; each case uses fresh order ids.
 struct Shipping {
@@ -36,18 +35,9 @@ fn shipping() -> &'static Shipping {
             .enable_all()
             .build()
             .expect("a runtime");
-        let options = Options {
-            max_connections: 1,
-            patience: Duration::ZERO,
-        };
-        let database = runtime
-            .block_on(Database::open(
-                "sqlite::memory:",
-                &options,
-                &shipping::MIGRATIONS,
-                choreo_messaging::schema::statements,
-            ))
-            .expect("an in-memory database");
+        let database = runtime.block_on(choreo_messaging::testing::service_memory_database(
+            &shipping::MIGRATIONS,
+        ));
         let handler = ShippingHandler {
             rules: ShippingRules {
                 countries: vec!["AT".into(), "DE".into()],

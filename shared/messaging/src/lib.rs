@@ -28,8 +28,7 @@ mod publisher;
 pub mod retention;
 pub mod schema;
 mod secret;
-#[cfg(test)]
-mod testing;
+pub mod testing;
 mod tls;
 pub mod topology;
 mod traces;

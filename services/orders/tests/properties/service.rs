@@ -8,9 +8,8 @@ use choreo_host::metrics::ServiceMetrics;
 use choreo_host::service::Parts;
 use choreo_messaging::failpoint::Failpoints;
 use choreo_messaging::{OutboxWaker, Traces};
-use choreo_store::{Database, Options};
+use choreo_store::Database;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 /// One runtime and one database for every case of a test binary: cases use fresh order ids, so
 /// they never see each other's rows, and opening a database per case would dominate the run.
@@ -27,18 +26,9 @@ pub fn service() -> &'static Service {
             .enable_all()
             .build()
             .expect("a runtime");
-        let options = Options {
-            max_connections: 1,
-            patience: Duration::ZERO,
-        };
-        let database = runtime
-            .block_on(Database::open(
-                "sqlite::memory:",
-                &options,
-                &orders::MIGRATIONS,
-                choreo_messaging::schema::statements,
-            ))
-            .expect("an in-memory database");
+        let database = runtime.block_on(choreo_messaging::testing::service_memory_database(
+            &orders::MIGRATIONS,
+        ));
         let parts = Parts {
             database: database.clone(),
             waker: OutboxWaker::default(),
