@@ -239,6 +239,7 @@ const COMMON_DEFAULTS: &[(&str, Setting)] = &[
     ("amqp_tls_cert_file", Setting::Text("")),
     ("amqp_tls_key_file", Setting::Text("")),
     ("declare_topology", Setting::Text("suite")),
+    ("consume_queue", Setting::Text("")),
     ("data_dir", Setting::Text("./data")),
     ("database_url", Setting::Text("")),
     ("db_max_connections", Setting::Number(8)),
@@ -281,6 +282,10 @@ pub struct CommonSettings {
     /// `suite` (every exchange, queue and binding of the suite) or `own` (only the service's
     /// own queues: a broker whose topology a deploy step loaded, with one user per service).
     pub declare_topology: String,
+    /// The queue this process consumes, prefix applied; empty: its service's own queue. Only for
+    /// a topology that partitions a service's events over several queues, one per replica (the
+    /// experiment of docs/benchmarks.md, "Replicas"): the contract's topology has one queue.
+    pub consume_queue: String,
     /// Where the HTTP server listens; port 0 picks a free one.
     pub http_addr: String,
     /// Directory of the SQLite file `<service>.db`, used when `database_url` is empty.
@@ -552,6 +557,9 @@ impl CommonSettings {
             failpoints: self.failpoints()?,
             consumer_batch: self.consumer_batch,
             declare: self.declare_scope()?,
+            consume_queue: Some(self.consume_queue.trim())
+                .filter(|queue| !queue.is_empty())
+                .map(str::to_owned),
         })
     }
 }
@@ -686,6 +694,16 @@ mod tests {
         );
         assert_eq!(common.broker().expect("valid").retry_delays.len(), 3);
         assert!(!format!("{common:?}").contains("guest:guest"));
+    }
+
+    #[test]
+    fn a_service_consumes_its_own_queue_unless_told_a_partition_of_it() {
+        assert_eq!(defaults().broker().expect("valid").consume_queue, None);
+        let partition = load(&[("CHOREO_CONSUME_QUEUE", " orders.p2 ")]).expect("valid");
+        assert_eq!(
+            partition.broker().expect("valid").consume_queue.as_deref(),
+            Some("orders.p2")
+        );
     }
 
     #[test]

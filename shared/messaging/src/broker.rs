@@ -53,6 +53,8 @@ pub struct BrokerSettings {
     pub consumer_batch: usize,
     /// What the service declares at every connect: the whole suite, or only its own queues.
     pub declare: topology::DeclareScope,
+    /// The queue consumed, unprefixed, when not the service's own (a partitioned topology).
+    pub consume_queue: Option<String>,
 }
 
 impl std::fmt::Debug for BrokerSettings {
@@ -64,6 +66,7 @@ impl std::fmt::Debug for BrokerSettings {
             .field("heartbeat", &self.heartbeat)
             .field("retry_delays", &self.retry_delays)
             .field("declare", &self.declare)
+            .field("consume_queue", &self.consume_queue)
             .finish_non_exhaustive()
     }
 }
@@ -227,6 +230,11 @@ impl<H: Handler> Broker<H> {
             metrics: self.metrics.clone(),
             traces: self.traces.clone(),
             redeliver: names.of(&self.service.redeliver_exchange()),
+            queue: names.of(self
+                .settings
+                .consume_queue
+                .as_deref()
+                .unwrap_or(self.service.name)),
         });
         let mut relay_task: JoinHandle<Result<()>> = tokio::spawn(relay.run(
             publisher.clone(),

@@ -148,6 +148,8 @@ pub(crate) struct ConsumerLoop<H> {
     pub(crate) traces: Traces,
     /// The service's redelivery exchange, prefixed (named once, not per message).
     pub(crate) redeliver: String,
+    /// The queue consumed, prefixed: the service's own, or one partition of it.
+    pub(crate) queue: String,
 }
 
 impl<H: Handler> ConsumerLoop<H> {
@@ -163,7 +165,7 @@ impl<H: Handler> ConsumerLoop<H> {
         let tag = format!("{}-{}", self.service.name, uuid_like());
         let mut deliveries = channel
             .basic_consume(
-                self.names.of(self.service.name).as_str().into(),
+                self.queue.as_str().into(),
                 tag.as_str().into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
@@ -867,6 +869,7 @@ mod tests {
             metrics: Arc::new(RuntimeMetrics::detached(&choreo_events::topology::ORDERS)),
             traces: Traces::off(),
             redeliver: choreo_events::topology::ORDERS.redeliver_exchange(),
+            queue: choreo_events::topology::ORDERS.name.to_owned(),
         }
     }
 

@@ -196,3 +196,21 @@ async fn an_unsupported_url_is_refused_naming_its_scheme_and_nothing_else() {
         "{no_scheme}"
     );
 }
+
+#[tokio::test]
+async fn each_sqlite_connection_keeps_a_small_page_cache_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    let pragma = |tx: &mut dyn Tx| {
+        tx.query_opt("PRAGMA cache_size", &[])?
+            .expect("a row")
+            .take::<i64>(0)
+    };
+
+    let writer = db.write(pragma).await.expect("writer");
+    let reader = db.read(pragma).await.expect("reader");
+
+    // Negative: KiB, not pages; SQLite's own default is -2000 on each.
+    assert_eq!(writer, -1024);
+    assert_eq!(reader, -512);
+}

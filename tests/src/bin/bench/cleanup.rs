@@ -7,7 +7,9 @@
 //! deployment (which an error or Ctrl-C does) ends them.
 
 use choreo_e2e::{amqp_url, delete_topology, drop_databases, postgres_url};
-use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,8 +23,10 @@ struct Created {
     /// Suite prefixes whose exchanges and queues the services declared, with the retry delays
     /// the services ran with (they name the delay queues).
     prefixes: Vec<(String, Vec<u64>)>,
-    /// Queues the bench declared itself (the broker measurements, the probe).
+    /// Queues the bench declared itself (the broker measurements, the probe, partitions).
     queues: Vec<String>,
+    /// Exchanges the bench declared itself (a partitioned deployment's hash exchange).
+    exchanges: Vec<String>,
     /// PostgreSQL databases.
     databases: Vec<String>,
 }
@@ -48,6 +52,10 @@ impl Cleanup {
         self.with(|c| c.queues.push(queue.to_owned()));
     }
 
+    pub fn exchange(&self, exchange: &str) {
+        self.with(|c| c.exchanges.push(exchange.to_owned()));
+    }
+
     pub fn database(&self, database: &str) {
         self.with(|c| c.databases.push(database.to_owned()));
     }
@@ -62,8 +70,22 @@ impl Cleanup {
                 None => {
                     left.prefixes = created.prefixes;
                     left.queues = created.queues;
+                    left.exchanges = created.exchanges;
                 }
                 Some(connection) => {
+                    for exchange in created.exchanges {
+                        if let Ok(channel) = connection.create_channel().await
+                            && channel
+                                .exchange_delete(
+                                    exchange.as_str().into(),
+                                    ExchangeDeleteOptions::default(),
+                                )
+                                .await
+                                .is_err()
+                        {
+                            left.exchanges.push(exchange);
+                        }
+                    }
                     for (prefix, delays) in created.prefixes {
                         delete_topology(&prefix, &delays).await;
                         if prefix_exists(&connection, &prefix).await {
@@ -92,11 +114,13 @@ impl Cleanup {
             .iter()
             .map(|(prefix, _)| format!("queues and exchanges under {prefix}"))
             .chain(left.queues.iter().map(|q| format!("queue {q}")))
+            .chain(left.exchanges.iter().map(|e| format!("exchange {e}")))
             .chain(left.databases.iter().map(|d| format!("database {d}")))
             .collect();
         self.with(|c| {
             c.prefixes.extend(left.prefixes);
             c.queues.extend(left.queues);
+            c.exchanges.extend(left.exchanges);
             c.databases.extend(left.databases);
         });
         described

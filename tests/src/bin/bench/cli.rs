@@ -60,6 +60,13 @@ pub struct Cli {
     #[arg(long)]
     pub no_postgres: bool,
 
+    /// Also measure PostgreSQL with orders' events partitioned by order over one queue per
+    /// orders replica (RabbitMQ's consistent-hash exchange, enabled here with rabbitmq-plugins),
+    /// for each replica count above 1. Not the contract's topology: an experiment
+    /// (docs/benchmarks.md, "Replicas").
+    #[arg(long)]
+    pub partitioned: bool,
+
     /// Write the markdown report here (`make bench` passes docs/benchmark-results.md).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -102,6 +109,8 @@ pub struct Plan {
     pub pg_rate: f64,
     /// Replica counts measured on PostgreSQL.
     pub pg_replicas: Vec<usize>,
+    /// Each of `pg_replicas` above 1 measured partitioned too.
+    pub partitioned: bool,
     pub deadline_secs: u64,
     pub baseline_bin_dir: Option<PathBuf>,
     pub env: Vec<(String, String)>,
@@ -118,6 +127,9 @@ impl Plan {
         }
         if !(phase_secs > 0.0 && cli.fixed_rate > 0.0 && cli.pg_rate > 0.0) {
             bail!("--phase-secs, --fixed-rate and --pg-rate must be positive");
+        }
+        if cli.partitioned && (quick || cli.no_postgres) {
+            bail!("--partitioned measures PostgreSQL replicas: not with --quick or --no-postgres");
         }
         if quick && cli.baseline_bin_dir.is_some() {
             bail!("--quick runs no baseline: drop --baseline-bin-dir or --quick");
@@ -139,6 +151,7 @@ impl Plan {
             fixed_rate: cli.fixed_rate,
             pg_rate: cli.pg_rate,
             pg_replicas,
+            partitioned: cli.partitioned,
             deadline_secs: cli.deadline_secs,
             baseline_bin_dir: cli.baseline_bin_dir.clone(),
             env: cli.env.clone(),

@@ -5,6 +5,7 @@
 //! events out.
 
 use crate::cleanup::Cleanup;
+use crate::partitions;
 use crate::probe::Probe;
 use anyhow::{Context, Result, bail};
 use choreo_e2e::postgres_url;
@@ -36,6 +37,9 @@ pub struct Spec {
     pub bin_dir: PathBuf,
     /// `--env` settings, given to every process after the bench's own.
     pub env: Vec<(String, String)>,
+    /// Orders' events hashed by order over one queue per orders replica
+    /// ([`crate::partitions`]), instead of the contract's one queue.
+    pub partitioned: bool,
 }
 
 impl Spec {
@@ -52,6 +56,7 @@ impl Spec {
             replicas,
             bin_dir: bin_dir.to_owned(),
             env: Vec::new(),
+            partitioned: false,
         }
     }
 }
@@ -100,6 +105,12 @@ impl Deployment {
             for replica in 1..=spec.replicas {
                 let port = free_port()?;
                 let mut env = service_env(&prefix, port, dir.path(), &database_url);
+                if spec.partitioned {
+                    env.push(("CHOREO_DECLARE_TOPOLOGY".into(), "own".into()));
+                    if service == "orders" {
+                        env.push(("CHOREO_CONSUME_QUEUE".into(), partitions::queue(replica)));
+                    }
+                }
                 env.extend(spec.env.iter().cloned());
                 procs.push(Proc {
                     service,
@@ -111,6 +122,9 @@ impl Deployment {
             }
         }
         create_databases(&databases, cleanup).await?;
+        if spec.partitioned {
+            partitions::declare(&prefix, spec.replicas, cleanup).await?;
+        }
         for proc in &mut procs {
             proc.start(&spec.bin_dir, &[])?;
         }

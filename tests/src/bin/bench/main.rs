@@ -24,6 +24,7 @@ mod cpu;
 mod deployment;
 mod floor;
 mod open_loop;
+mod partitions;
 mod probe;
 mod procfs;
 mod progress;
@@ -207,6 +208,19 @@ async fn run(plan: Plan, cleanup: Cleanup, progress: Arc<Progress>) -> Results {
         ));
         deployments.push(scenario::run(&spec, &pg_measures, &run_prefix, cleanup, progress).await);
         cleanup.sweep().await;
+        if plan.partitioned && *replicas > 1 {
+            let mut spec = spec.clone();
+            spec.key = format!("pg{replicas}p");
+            spec.name = format!("{}, orders partitioned", spec.name);
+            spec.partitioned = true;
+            if let Err(error) = partitions::enable_plugin().await {
+                errors.push(format!("{}: {error:#}", spec.name));
+                continue;
+            }
+            deployments
+                .push(scenario::run(&spec, &pg_measures, &run_prefix, cleanup, progress).await);
+            cleanup.sweep().await;
+        }
     }
 
     let rate = |d: &scenario::DeploymentResult| d.closed_loop.as_ref().map(|c| c.orders_per_sec);
