@@ -65,7 +65,10 @@ impl Cleanup {
     pub async fn sweep(&self) -> Vec<String> {
         let created = self.with(std::mem::take);
         let mut left = Created::default();
-        if !created.prefixes.is_empty() || !created.queues.is_empty() {
+        if !created.prefixes.is_empty()
+            || !created.queues.is_empty()
+            || !created.exchanges.is_empty()
+        {
             match connect_patiently().await {
                 None => {
                     left.prefixes = created.prefixes;
@@ -74,15 +77,18 @@ impl Cleanup {
                 }
                 Some(connection) => {
                     for exchange in created.exchanges {
-                        if let Ok(channel) = connection.create_channel().await
-                            && channel
+                        // Kept for the next sweep unless the broker said it is deleted.
+                        let deleted = match connection.create_channel().await {
+                            Ok(channel) => channel
                                 .exchange_delete(
                                     exchange.as_str().into(),
                                     ExchangeDeleteOptions::default(),
                                 )
                                 .await
-                                .is_err()
-                        {
+                                .is_ok(),
+                            Err(_) => false,
+                        };
+                        if !deleted {
                             left.exchanges.push(exchange);
                         }
                     }
