@@ -128,7 +128,7 @@ impl Deployment {
         for proc in &mut procs {
             proc.start(&spec.bin_dir, &[])?;
         }
-        let http = reqwest::Client::builder()
+        let http = choreo_e2e::http_client()
             .timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
             .build()?;

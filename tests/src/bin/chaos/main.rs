@@ -347,7 +347,7 @@ impl World {
             prefix,
             dir,
             procs: Vec::new(),
-            http: reqwest::Client::builder()
+            http: choreo_e2e::http_client()
                 .timeout(Duration::from_secs(10))
                 .build()?,
             databases: Vec::new(),
