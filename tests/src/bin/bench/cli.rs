@@ -60,6 +60,11 @@ pub struct Cli {
     #[arg(long)]
     pub no_postgres: bool,
 
+    /// Measure PostgreSQL only, skipping the SQLite deployment (to profile or repeat the
+    /// PostgreSQL rows alone; the broker's ceiling and floor are still measured).
+    #[arg(long)]
+    pub only_postgres: bool,
+
     /// Also measure PostgreSQL with orders' events partitioned by order over one queue per
     /// orders replica (RabbitMQ's consistent-hash exchange, enabled here with rabbitmq-plugins),
     /// for each replica count above 1 (with --quick: PostgreSQL with 2 replicas too, so that
@@ -111,6 +116,8 @@ pub struct Plan {
     pub pg_replicas: Vec<usize>,
     /// Each of `pg_replicas` above 1 measured partitioned too.
     pub partitioned: bool,
+    /// Whether the SQLite deployment is measured (not with --only-postgres).
+    pub sqlite: bool,
     pub deadline_secs: u64,
     pub baseline_bin_dir: Option<PathBuf>,
     pub env: Vec<(String, String)>,
@@ -130,6 +137,11 @@ impl Plan {
         }
         if cli.partitioned && cli.no_postgres {
             bail!("--partitioned measures PostgreSQL replicas: not with --no-postgres");
+        }
+        if cli.only_postgres && (cli.no_postgres || cli.baseline_bin_dir.is_some()) {
+            bail!(
+                "--only-postgres measures no SQLite: not with --no-postgres or --baseline-bin-dir"
+            );
         }
         if quick && cli.baseline_bin_dir.is_some() {
             bail!("--quick runs no baseline: drop --baseline-bin-dir or --quick");
@@ -154,6 +166,7 @@ impl Plan {
             pg_rate: cli.pg_rate,
             pg_replicas,
             partitioned: cli.partitioned,
+            sqlite: !cli.only_postgres,
             deadline_secs: cli.deadline_secs,
             baseline_bin_dir: cli.baseline_bin_dir.clone(),
             env: cli.env.clone(),

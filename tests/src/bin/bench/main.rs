@@ -182,10 +182,12 @@ async fn run(plan: Plan, cleanup: Cleanup, progress: Arc<Progress>) -> Results {
         spec
     };
     let mut deployments = Vec::new();
-    let sqlite = with_env(Spec::new("sqlite", Database::Sqlite, 1, &plan.bin_dir));
-    deployments
-        .push(scenario::run(&sqlite, &sqlite_measures, &run_prefix, cleanup, progress).await);
-    cleanup.sweep().await;
+    if plan.sqlite {
+        let sqlite = with_env(Spec::new("sqlite", Database::Sqlite, 1, &plan.bin_dir));
+        deployments
+            .push(scenario::run(&sqlite, &sqlite_measures, &run_prefix, cleanup, progress).await);
+        cleanup.sweep().await;
+    }
 
     // Right after the new binaries' run, so both meet the machine in the same state.
     let mut baseline = None;
