@@ -500,8 +500,12 @@ impl<H: Handler> ConsumerLoop<H> {
 /// deadlock. When a message fails, the batch rolls back to the savepoint, that message's fate
 /// is kept, and the batch runs again without it; each message's handler runs once per failure
 /// found, and a failed one never again in this unit of work, so its outcome is exactly what it
-/// would be alone. Failures are rare, so the common path costs two statements per batch, not
-/// two per message.
+/// would be alone. The batch's inbox rows and its outbox rows are each written with one
+/// statement per run of a power of two of them ([`inbox::record_all`], [`Outbox::enqueue_all`]),
+/// not one per message: on PostgreSQL each statement is a round trip. Should one of those shared
+/// statements fail, the batch rolls back and runs message by message, each with its own inbox
+/// and outbox statements, so that a failure is again one message's. Failures are rare, so the
+/// common path costs two savepoint statements per batch, not two per message.
 fn apply_all<H: Handler>(
     tx: &mut dyn Tx,
     handler: &H,
@@ -516,44 +520,133 @@ fn apply_all<H: Handler>(
     }
     let mut order: Vec<usize> = (0..incoming.len()).collect();
     order.sort_by_key(|&i| incoming[i].envelope.order_id_hint().unwrap_or_default());
-    let mut failed: Vec<Option<Fate>> = vec![None; incoming.len()];
+    // Each message's fate: the failures found so far, then every one.
+    let mut fates: Vec<Option<Fate>> = vec![None; incoming.len()];
+    let mut together = true;
     loop {
         tx.execute("SAVEPOINT batch", &[])?;
-        let mut fates: Vec<Option<Fate>> = failed.clone();
-        let mut failure = None;
-        for &index in &order {
-            if fates[index].is_some() {
-                continue;
-            }
-            let item = &incoming[index];
-            let _entered = item.span.enter();
-            match apply_one(tx, handler, source, failpoints, metrics, item) {
-                Ok(fate) => fates[index] = Some(fate),
-                Err(HandlerError::Unavailable(reason)) => {
-                    return Err(HandlerError::Unavailable(reason));
-                }
-                Err(HandlerError::Permanent(reason)) => {
-                    failure = Some((index, Fate::DeadLetter(reason)));
-                    break;
-                }
-                Err(HandlerError::Transient(reason)) => {
-                    failure = Some((index, Fate::Retry(reason)));
-                    break;
-                }
-            }
-        }
-        match failure {
-            None => {
+        let pending: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&i| fates[i].is_none())
+            .collect();
+        let attempt = if together {
+            apply_together(tx, handler, source, failpoints, metrics, incoming, &pending)
+        } else {
+            apply_each(tx, handler, source, failpoints, metrics, incoming, &pending)
+        };
+        let failure = match attempt {
+            Ok(handled) => {
                 tx.execute("RELEASE batch", &[])?;
+                for (&index, fate) in pending.iter().zip(handled) {
+                    fates[index] = Some(fate);
+                }
                 return Ok(fates.into_iter().flatten().collect());
             }
-            Some((index, fate)) => {
-                tx.execute("ROLLBACK TO batch", &[])?;
-                tx.execute("RELEASE batch", &[])?;
-                failed[index] = Some(fate);
+            Err(Failure::Unavailable(reason)) => return Err(HandlerError::Unavailable(reason)),
+            Err(Failure::Message(index, fate)) => Some((index, fate)),
+            Err(Failure::Shared(reason)) => {
+                tracing::warn!(
+                    reason,
+                    "a batch's shared inbox or outbox statement failed; running it message by message"
+                );
+                together = false;
+                None
             }
+        };
+        tx.execute("ROLLBACK TO batch", &[])?;
+        tx.execute("RELEASE batch", &[])?;
+        if let Some((index, fate)) = failure {
+            fates[index] = Some(fate);
         }
     }
+}
+
+/// Why one attempt at a batch stopped.
+enum Failure {
+    /// The database is unreachable: the whole unit of work waits.
+    Unavailable(String),
+    /// The message at this index failed with this fate; the batch runs again without it.
+    Message(usize, Fate),
+    /// A statement written for the whole batch failed.
+    Shared(String),
+}
+
+impl Failure {
+    fn of_message(index: usize, error: HandlerError) -> Failure {
+        match error {
+            HandlerError::Unavailable(reason) => Failure::Unavailable(reason),
+            HandlerError::Permanent(reason) => Failure::Message(index, Fate::DeadLetter(reason)),
+            HandlerError::Transient(reason) => Failure::Message(index, Fate::Retry(reason)),
+        }
+    }
+
+    fn of_shared(error: choreo_store::Error) -> Failure {
+        match HandlerError::from(error) {
+            HandlerError::Unavailable(reason) => Failure::Unavailable(reason),
+            other => Failure::Shared(other.to_string()),
+        }
+    }
+}
+
+/// The `pending` messages of a batch, in that order, with one inbox statement before the
+/// handlers and one outbox statement after them (per run of a power of two). Returns their
+/// fates in the order of `pending`.
+fn apply_together<H: Handler>(
+    tx: &mut dyn Tx,
+    handler: &H,
+    source: &str,
+    failpoints: &Failpoints,
+    metrics: &RuntimeMetrics,
+    incoming: &[Incoming],
+    pending: &[usize],
+) -> Result<Vec<Fate>, Failure> {
+    let events: Vec<(&str, &str)> = pending
+        .iter()
+        .map(|&i| {
+            let envelope = &incoming[i].envelope;
+            (envelope.id.as_str(), envelope.event_type.as_str())
+        })
+        .collect();
+    let fresh = inbox::record_all(tx, &events).map_err(Failure::of_shared)?;
+    let mut fates = Vec::with_capacity(pending.len());
+    let mut outgoing = Vec::new();
+    for (&index, new) in pending.iter().zip(fresh) {
+        let item = &incoming[index];
+        let _entered = item.span.enter();
+        item.trace.attempt();
+        if !new {
+            fates.push(Fate::Duplicate);
+            continue;
+        }
+        let (emitted, envelopes) = handle_new(tx, handler, source, failpoints, metrics, item)
+            .map_err(|error| Failure::of_message(index, error))?;
+        outgoing.extend(envelopes);
+        fates.push(Fate::Handled { emitted });
+    }
+    Outbox::enqueue_all(tx, &outgoing).map_err(Failure::of_shared)?;
+    Ok(fates)
+}
+
+/// The `pending` messages of a batch one by one, each with its own inbox and outbox statements.
+fn apply_each<H: Handler>(
+    tx: &mut dyn Tx,
+    handler: &H,
+    source: &str,
+    failpoints: &Failpoints,
+    metrics: &RuntimeMetrics,
+    incoming: &[Incoming],
+    pending: &[usize],
+) -> Result<Vec<Fate>, Failure> {
+    pending
+        .iter()
+        .map(|&index| {
+            let item = &incoming[index];
+            let _entered = item.span.enter();
+            apply_one(tx, handler, source, failpoints, metrics, item)
+                .map_err(|error| Failure::of_message(index, error))
+        })
+        .collect()
 }
 
 /// Inbox, handler and outbox for one event.
@@ -566,11 +659,26 @@ fn apply_one<H: Handler>(
     incoming: &Incoming,
 ) -> Result<Fate, HandlerError> {
     let envelope = &incoming.envelope;
-    let trace = &incoming.trace;
-    trace.attempt();
+    incoming.trace.attempt();
     if !inbox::record(tx, &envelope.id, &envelope.event_type)? {
         return Ok(Fate::Duplicate);
     }
+    let (emitted, envelopes) = handle_new(tx, handler, source, failpoints, metrics, incoming)?;
+    Outbox::enqueue_all(tx, &envelopes)?;
+    Ok(Fate::Handled { emitted })
+}
+
+/// The handler for an event the inbox found new; returns the events it emitted and their
+/// envelopes for the outbox, caused by the event.
+fn handle_new<H: Handler>(
+    tx: &mut dyn Tx,
+    handler: &H,
+    source: &str,
+    failpoints: &Failpoints,
+    metrics: &RuntimeMetrics,
+    incoming: &Incoming,
+) -> Result<(Vec<Event>, Vec<Envelope>), HandlerError> {
+    let envelope = &incoming.envelope;
     failpoints
         .hit("consumer.before_handle")
         .map_err(HandlerError::Transient)?;
@@ -579,13 +687,15 @@ fn apply_one<H: Handler>(
     let handled = handler.handle(&event, envelope, tx);
     metrics.handler_took(incoming.kind, started.elapsed());
     let emitted = handled?;
-    for event in &emitted {
-        Outbox::enqueue(
-            tx,
-            &trace.stamp(Envelope::caused_by(envelope, source, event)),
-        )?;
-    }
-    Ok(Fate::Handled { emitted })
+    let envelopes = emitted
+        .iter()
+        .map(|event| {
+            incoming
+                .trace
+                .stamp(Envelope::caused_by(envelope, source, event))
+        })
+        .collect();
+    Ok((emitted, envelopes))
 }
 
 impl Fate {
@@ -770,6 +880,54 @@ mod tests {
             .await
             .expect("inbox");
         assert_eq!(inbox[1..], [z1_id, z2_id]);
+        // The batch's outbox rows, written together, take their seq in the order the work ran.
+        let outbox = db
+            .read(|tx| {
+                tx.query("SELECT correlation_id FROM outbox ORDER BY seq", &[])?
+                    .into_iter()
+                    .map(|mut row| row.take::<String>(0))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .expect("outbox");
+        assert_eq!(outbox, ["a", "z", "z"]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_shared_outbox_statement_fails_runs_message_by_message() {
+        let db = database().await;
+        // The outbox refuses one order's row: the batch's one outbox statement fails whole.
+        db.write(|tx| {
+            tx.execute(
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON outbox
+                 WHEN NEW.correlation_id = 'poison'
+                 BEGIN SELECT RAISE(ABORT, 'poison row'); END",
+                &[],
+            )
+        })
+        .await
+        .expect("trigger");
+
+        let fates = apply(
+            &db,
+            &Failpoints::default(),
+            vec![incoming("a"), incoming("poison"), incoming("b")],
+        )
+        .await
+        .expect("committed");
+
+        // Run one by one, only the refused message fails (retried, with the database's reason);
+        // the others are handled and keep their writes.
+        assert_eq!(fates[0], completed("a"));
+        assert!(
+            matches!(&fates[1], Fate::Retry(reason) if reason.contains("poison row")),
+            "{:?}",
+            fates[1]
+        );
+        assert_eq!(fates[2], completed("b"));
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM seen").await, 2);
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM inbox").await, 2);
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox").await, 2);
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! The inbox: the ids of the events a service has handled, written in the same transaction as
 //! their effect. A redelivered event finds its id here and is acked without effect.
 
-use choreo_store::{Result, Tx};
+use choreo_store::{Param, Result, Tx, runs_of_powers_of_two, value_rows};
+use std::collections::HashSet;
 
 /// Records `event_id` as handled. Returns `false` if it already was: the caller must then apply
 /// no effect. Must run inside the transaction that applies the effect.
@@ -16,6 +17,32 @@ pub(crate) fn record(tx: &mut dyn Tx, event_id: &str, event_type: &str) -> Resul
         ],
     )?;
     Ok(inserted == 1)
+}
+
+/// Records a batch's events, `(event_id, event_type)`, as handled, with one statement per run of
+/// a power of two of them instead of one per event. Returns, for each event in order, whether it
+/// is new: `false` if its id was recorded before, or earlier in `events` (a redelivery in the
+/// same batch). The caller must apply no effect for a `false`. Must run inside the transaction
+/// that applies the effects.
+pub(crate) fn record_all(tx: &mut dyn Tx, events: &[(&str, &str)]) -> Result<Vec<bool>> {
+    let now = choreo_store::now_text();
+    let mut inserted = HashSet::new();
+    for run in runs_of_powers_of_two(events) {
+        let sql = format!(
+            "INSERT INTO inbox (event_id, event_type, received_at) VALUES {}
+             ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            value_rows(run.len(), 3)
+        );
+        let params: Vec<Param<'_>> = run
+            .iter()
+            .flat_map(|&(id, kind)| [id.into(), kind.into(), now.as_str().into()])
+            .collect();
+        for mut row in tx.query(&sql, &params)? {
+            inserted.insert(row.take::<String>(0)?);
+        }
+    }
+    // An id inserted by this call is new for its first event only.
+    Ok(events.iter().map(|(id, _)| inserted.remove(*id)).collect())
 }
 
 #[cfg(test)]
@@ -39,5 +66,33 @@ mod tests {
         assert_eq!(first, Ok(true));
         assert_eq!(second, Ok(false));
         assert_eq!(other, Ok(true));
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_recorded_together_and_names_its_duplicates_in_order() {
+        let db = memory_database().await;
+        db.write(|tx| super::record(tx, "seen", "order.placed"))
+            .await
+            .unwrap();
+
+        let ids = ["a", "seen", "b", "a", "c"];
+        let fresh = db
+            .write(move |tx| {
+                let events: Vec<(&str, &str)> =
+                    ids.iter().map(|id| (*id, "order.placed")).collect();
+                super::record_all(tx, &events)
+            })
+            .await;
+        let again = db
+            .write(|tx| super::record_all(tx, &[("c", "order.placed"), ("d", "order.placed")]))
+            .await;
+
+        assert_eq!(fresh, Ok(vec![true, false, true, false, true]));
+        assert_eq!(again, Ok(vec![false, true]));
+        let rows = db
+            .read(|tx| tx.query("SELECT event_id FROM inbox ORDER BY event_id", &[]))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 5, "a, b, c, d and seen, each once");
     }
 }

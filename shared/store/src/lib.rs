@@ -25,7 +25,7 @@ mod work;
 
 pub use clock::{now_text, time_text};
 pub use error::{Error, Result};
-pub use sql::{FromValue, Param, Row, Tx, Value, placeholders};
+pub use sql::{FromValue, Param, Row, Tx, Value, placeholders, runs_of_powers_of_two, value_rows};
 
 use sqlx::migrate::Migrator;
 use std::time::Duration;

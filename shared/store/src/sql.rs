@@ -136,6 +136,30 @@ pub fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// `($1, $2), ($3, $4)`: the `VALUES` list of a multi-row insert of `rows` rows of `columns`
+/// values each.
+pub fn value_rows(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| format!("({})", placeholders(1 + row * columns, columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Splits `items` in order into runs whose lengths are powers of two, largest first (13 items:
+/// 8, 4, 1). A multi-row statement per run then has one of a few texts whatever the batch size,
+/// so it stays in each connection's statement cache.
+pub fn runs_of_powers_of_two<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if items.is_empty() {
+            return None;
+        }
+        let len = 1 << items.len().ilog2();
+        let (run, rest) = items.split_at(len);
+        items = rest;
+        Some(run)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +174,22 @@ mod tests {
         let error = row.take::<i64>(0).unwrap_err();
         assert!(error.to_string().contains("expected an integer"), "{error}");
         assert!(row.take::<i64>(3).is_err());
+    }
+
+    #[test]
+    fn value_rows_number_each_row_after_the_last() {
+        assert_eq!(value_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(value_rows(1, 1), "($1)");
+    }
+
+    #[test]
+    fn runs_are_powers_of_two_in_order_and_cover_every_item() {
+        let items: Vec<usize> = (0..13).collect();
+        let runs: Vec<&[usize]> = runs_of_powers_of_two(&items).collect();
+        assert_eq!(runs.iter().map(|r| r.len()).collect::<Vec<_>>(), [8, 4, 1]);
+        assert_eq!(runs.concat(), items);
+        assert_eq!(runs_of_powers_of_two::<u8>(&[]).count(), 0);
+        assert_eq!(runs_of_powers_of_two(&[1; 32]).count(), 1);
     }
 
     #[test]
