@@ -174,3 +174,24 @@ impl Plan {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(args: &[&str]) -> Result<Plan> {
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))?;
+        Plan::from_cli(&cli)
+    }
+
+    #[test]
+    fn only_postgres_measures_no_sqlite_and_both_replica_counts() {
+        let only = plan(&["--only-postgres"]).expect("plan");
+        assert!(!only.sqlite);
+        assert_eq!(only.pg_replicas, [1, 2]);
+        let default = plan(&[]).expect("plan");
+        assert!(default.sqlite);
+        assert!(plan(&["--only-postgres", "--no-postgres"]).is_err());
+        assert!(plan(&["--only-postgres", "--baseline-bin-dir", "x"]).is_err());
+    }
+}
