@@ -369,7 +369,15 @@ impl<H: Handler> ConsumerLoop<H> {
             let started = Instant::now();
             let applied = self
                 .db
-                .write(move |tx| apply_all(tx, &*handler, source, &failpoints, &metrics, &work))
+                .write(move |tx| {
+                    let core = Core {
+                        handler: &*handler,
+                        source,
+                        failpoints: &failpoints,
+                        metrics: &metrics,
+                    };
+                    core.apply_all(tx, &work)
+                })
                 .await;
             self.metrics.transaction_took(started.elapsed());
             let reason = match applied {
@@ -491,74 +499,172 @@ impl<H: Handler> ConsumerLoop<H> {
     }
 }
 
-/// The transaction core, on the database thread: every incoming event in the open transaction.
-/// `Err` when the whole transaction must be dropped: the database is unavailable, or a message
-/// alone failed (then its error says its fate).
-///
-/// A batch runs inside one savepoint, in order of order id (stable, so one order's events keep
-/// their order): two replicas' batches then take row locks in the same order and cannot
-/// deadlock. When a message fails, the batch rolls back to the savepoint, that message's fate
-/// is kept, and the batch runs again without it; each message's handler runs once per failure
-/// found, and a failed one never again in this unit of work, so its outcome is exactly what it
-/// would be alone. The batch's inbox rows and its outbox rows are each written with one
-/// statement per run of a power of two of them ([`inbox::record_all`], [`Outbox::enqueue_all`]),
-/// not one per message: on PostgreSQL each statement is a round trip. Should one of those shared
-/// statements fail, the batch rolls back and runs message by message, each with its own inbox
-/// and outbox statements, so that a failure is again one message's. Failures are rare, so the
-/// common path costs two savepoint statements per batch, not two per message.
-fn apply_all<H: Handler>(
-    tx: &mut dyn Tx,
-    handler: &H,
-    source: &str,
-    failpoints: &Failpoints,
-    metrics: &RuntimeMetrics,
-    incoming: &[Incoming],
-) -> Result<Vec<Fate>, HandlerError> {
-    if let [alone] = incoming {
-        let _entered = alone.span.enter();
-        return apply_one(tx, handler, source, failpoints, metrics, alone).map(|fate| vec![fate]);
-    }
-    let mut order: Vec<usize> = (0..incoming.len()).collect();
-    order.sort_by_key(|&i| incoming[i].envelope.order_id_hint().unwrap_or_default());
-    // Each message's fate: the failures found so far, then every one.
-    let mut fates: Vec<Option<Fate>> = vec![None; incoming.len()];
-    let mut together = true;
-    loop {
-        tx.execute("SAVEPOINT batch", &[])?;
-        let pending: Vec<usize> = order
-            .iter()
-            .copied()
-            .filter(|&i| fates[i].is_none())
-            .collect();
-        let attempt = if together {
-            apply_together(tx, handler, source, failpoints, metrics, incoming, &pending)
-        } else {
-            apply_each(tx, handler, source, failpoints, metrics, incoming, &pending)
-        };
-        let failure = match attempt {
-            Ok(handled) => {
-                tx.execute("RELEASE batch", &[])?;
-                for (&index, fate) in pending.iter().zip(handled) {
-                    fates[index] = Some(fate);
-                }
-                return Ok(fates.into_iter().flatten().collect());
-            }
-            Err(Failure::Unavailable(reason)) => return Err(HandlerError::Unavailable(reason)),
-            Err(Failure::Message(index, fate)) => Some((index, fate)),
-            Err(Failure::Shared(reason)) => {
-                tracing::warn!(
-                    reason,
-                    "a batch's shared inbox or outbox statement failed; running it message by message"
-                );
-                together = false;
-                None
-            }
-        };
-        tx.execute("ROLLBACK TO batch", &[])?;
-        tx.execute("RELEASE batch", &[])?;
-        if let Some((index, fate)) = failure {
-            fates[index] = Some(fate);
+/// What every message of a unit of work is handled with, on the database thread.
+struct Core<'a, H> {
+    handler: &'a H,
+    /// The service name: the source of the events it emits.
+    source: &'a str,
+    failpoints: &'a Failpoints,
+    metrics: &'a RuntimeMetrics,
+}
+
+impl<H: Handler> Core<'_, H> {
+    /// The transaction core, on the database thread: every incoming event in the open transaction.
+    /// `Err` when the whole transaction must be dropped: the database is unavailable, or a message
+    /// alone failed (then its error says its fate).
+    ///
+    /// A batch runs inside one savepoint, in order of order id (stable, so one order's events keep
+    /// their order): two replicas' batches then take row locks in the same order and cannot
+    /// deadlock. When a message fails, the batch rolls back to the savepoint, that message's fate
+    /// is kept, and the batch runs again without it; each message's handler runs once per failure
+    /// found, and a failed one never again in this unit of work, so its outcome is exactly what it
+    /// would be alone. The batch's inbox rows and its outbox rows are each written with one
+    /// statement per run of a power of two of them ([`inbox::record_all`], [`Outbox::enqueue_all`]),
+    /// not one per message: on PostgreSQL each statement is a round trip. Should one of those shared
+    /// statements fail, the batch rolls back and runs message by message, each with its own inbox
+    /// and outbox statements, so that a failure is again one message's. Failures are rare, so the
+    /// common path costs two savepoint statements per batch, not two per message.
+    fn apply_all(&self, tx: &mut dyn Tx, incoming: &[Incoming]) -> Result<Vec<Fate>, HandlerError> {
+        if let [alone] = incoming {
+            let _entered = alone.span.enter();
+            return self.apply_one(tx, alone).map(|fate| vec![fate]);
         }
+        let mut order: Vec<usize> = (0..incoming.len()).collect();
+        order.sort_by_key(|&i| incoming[i].envelope.order_id_hint().unwrap_or_default());
+        // Each message's fate: the failures found so far, then every one.
+        let mut fates: Vec<Option<Fate>> = vec![None; incoming.len()];
+        let mut together = true;
+        loop {
+            tx.execute("SAVEPOINT batch", &[])?;
+            let pending: Vec<usize> = order
+                .iter()
+                .copied()
+                .filter(|&i| fates[i].is_none())
+                .collect();
+            let attempt = if together {
+                self.apply_together(tx, incoming, &pending)
+            } else {
+                self.apply_each(tx, incoming, &pending)
+            };
+            let failure = match attempt {
+                Ok(handled) => {
+                    tx.execute("RELEASE batch", &[])?;
+                    for (&index, fate) in pending.iter().zip(handled) {
+                        fates[index] = Some(fate);
+                    }
+                    return Ok(fates.into_iter().flatten().collect());
+                }
+                Err(Failure::Unavailable(reason)) => return Err(HandlerError::Unavailable(reason)),
+                Err(Failure::Message(index, fate)) => Some((index, fate)),
+                Err(Failure::Shared(reason)) => {
+                    tracing::warn!(
+                        reason,
+                        "a batch's shared inbox or outbox statement failed; running it message by message"
+                    );
+                    together = false;
+                    None
+                }
+            };
+            tx.execute("ROLLBACK TO batch", &[])?;
+            tx.execute("RELEASE batch", &[])?;
+            if let Some((index, fate)) = failure {
+                fates[index] = Some(fate);
+            }
+        }
+    }
+
+    /// The `pending` messages of a batch, in that order, with one inbox statement before the
+    /// handlers and one outbox statement after them (per run of a power of two). Returns their
+    /// fates in the order of `pending`.
+    fn apply_together(
+        &self,
+        tx: &mut dyn Tx,
+        incoming: &[Incoming],
+        pending: &[usize],
+    ) -> Result<Vec<Fate>, Failure> {
+        let events: Vec<(&str, &str)> = pending
+            .iter()
+            .map(|&i| {
+                let envelope = &incoming[i].envelope;
+                (envelope.id.as_str(), envelope.event_type.as_str())
+            })
+            .collect();
+        let fresh = inbox::record_all(tx, &events).map_err(Failure::of_shared)?;
+        let mut fates = Vec::with_capacity(pending.len());
+        let mut outgoing = Vec::new();
+        for (&index, new) in pending.iter().zip(fresh) {
+            let item = &incoming[index];
+            let _entered = item.span.enter();
+            item.trace.attempt();
+            if !new {
+                fates.push(Fate::Duplicate);
+                continue;
+            }
+            let (emitted, envelopes) = self
+                .handle_new(tx, item)
+                .map_err(|error| Failure::of_message(index, error))?;
+            outgoing.extend(envelopes);
+            fates.push(Fate::Handled { emitted });
+        }
+        Outbox::enqueue_all(tx, &outgoing).map_err(Failure::of_shared)?;
+        Ok(fates)
+    }
+
+    /// The `pending` messages of a batch one by one, each with its own inbox and outbox statements.
+    fn apply_each(
+        &self,
+        tx: &mut dyn Tx,
+        incoming: &[Incoming],
+        pending: &[usize],
+    ) -> Result<Vec<Fate>, Failure> {
+        pending
+            .iter()
+            .map(|&index| {
+                let item = &incoming[index];
+                let _entered = item.span.enter();
+                self.apply_one(tx, item)
+                    .map_err(|error| Failure::of_message(index, error))
+            })
+            .collect()
+    }
+
+    /// Inbox, handler and outbox for one event.
+    fn apply_one(&self, tx: &mut dyn Tx, incoming: &Incoming) -> Result<Fate, HandlerError> {
+        let envelope = &incoming.envelope;
+        incoming.trace.attempt();
+        if !inbox::record(tx, &envelope.id, &envelope.event_type)? {
+            return Ok(Fate::Duplicate);
+        }
+        let (emitted, envelopes) = self.handle_new(tx, incoming)?;
+        Outbox::enqueue_all(tx, &envelopes)?;
+        Ok(Fate::Handled { emitted })
+    }
+
+    /// The handler for an event the inbox found new; returns the events it emitted and their
+    /// envelopes for the outbox, caused by the event.
+    fn handle_new(
+        &self,
+        tx: &mut dyn Tx,
+        incoming: &Incoming,
+    ) -> Result<(Vec<Event>, Vec<Envelope>), HandlerError> {
+        let envelope = &incoming.envelope;
+        self.failpoints
+            .hit("consumer.before_handle")
+            .map_err(HandlerError::Transient)?;
+        let event = envelope.event()?;
+        let started = Instant::now();
+        let handled = self.handler.handle(&event, envelope, tx);
+        self.metrics.handler_took(incoming.kind, started.elapsed());
+        let emitted = handled?;
+        let envelopes = emitted
+            .iter()
+            .map(|event| {
+                incoming
+                    .trace
+                    .stamp(Envelope::caused_by(envelope, self.source, event))
+            })
+            .collect();
+        Ok((emitted, envelopes))
     }
 }
 
@@ -587,115 +693,6 @@ impl Failure {
             other => Failure::Shared(other.to_string()),
         }
     }
-}
-
-/// The `pending` messages of a batch, in that order, with one inbox statement before the
-/// handlers and one outbox statement after them (per run of a power of two). Returns their
-/// fates in the order of `pending`.
-fn apply_together<H: Handler>(
-    tx: &mut dyn Tx,
-    handler: &H,
-    source: &str,
-    failpoints: &Failpoints,
-    metrics: &RuntimeMetrics,
-    incoming: &[Incoming],
-    pending: &[usize],
-) -> Result<Vec<Fate>, Failure> {
-    let events: Vec<(&str, &str)> = pending
-        .iter()
-        .map(|&i| {
-            let envelope = &incoming[i].envelope;
-            (envelope.id.as_str(), envelope.event_type.as_str())
-        })
-        .collect();
-    let fresh = inbox::record_all(tx, &events).map_err(Failure::of_shared)?;
-    let mut fates = Vec::with_capacity(pending.len());
-    let mut outgoing = Vec::new();
-    for (&index, new) in pending.iter().zip(fresh) {
-        let item = &incoming[index];
-        let _entered = item.span.enter();
-        item.trace.attempt();
-        if !new {
-            fates.push(Fate::Duplicate);
-            continue;
-        }
-        let (emitted, envelopes) = handle_new(tx, handler, source, failpoints, metrics, item)
-            .map_err(|error| Failure::of_message(index, error))?;
-        outgoing.extend(envelopes);
-        fates.push(Fate::Handled { emitted });
-    }
-    Outbox::enqueue_all(tx, &outgoing).map_err(Failure::of_shared)?;
-    Ok(fates)
-}
-
-/// The `pending` messages of a batch one by one, each with its own inbox and outbox statements.
-fn apply_each<H: Handler>(
-    tx: &mut dyn Tx,
-    handler: &H,
-    source: &str,
-    failpoints: &Failpoints,
-    metrics: &RuntimeMetrics,
-    incoming: &[Incoming],
-    pending: &[usize],
-) -> Result<Vec<Fate>, Failure> {
-    pending
-        .iter()
-        .map(|&index| {
-            let item = &incoming[index];
-            let _entered = item.span.enter();
-            apply_one(tx, handler, source, failpoints, metrics, item)
-                .map_err(|error| Failure::of_message(index, error))
-        })
-        .collect()
-}
-
-/// Inbox, handler and outbox for one event.
-fn apply_one<H: Handler>(
-    tx: &mut dyn Tx,
-    handler: &H,
-    source: &str,
-    failpoints: &Failpoints,
-    metrics: &RuntimeMetrics,
-    incoming: &Incoming,
-) -> Result<Fate, HandlerError> {
-    let envelope = &incoming.envelope;
-    incoming.trace.attempt();
-    if !inbox::record(tx, &envelope.id, &envelope.event_type)? {
-        return Ok(Fate::Duplicate);
-    }
-    let (emitted, envelopes) = handle_new(tx, handler, source, failpoints, metrics, incoming)?;
-    Outbox::enqueue_all(tx, &envelopes)?;
-    Ok(Fate::Handled { emitted })
-}
-
-/// The handler for an event the inbox found new; returns the events it emitted and their
-/// envelopes for the outbox, caused by the event.
-fn handle_new<H: Handler>(
-    tx: &mut dyn Tx,
-    handler: &H,
-    source: &str,
-    failpoints: &Failpoints,
-    metrics: &RuntimeMetrics,
-    incoming: &Incoming,
-) -> Result<(Vec<Event>, Vec<Envelope>), HandlerError> {
-    let envelope = &incoming.envelope;
-    failpoints
-        .hit("consumer.before_handle")
-        .map_err(HandlerError::Transient)?;
-    let event = envelope.event()?;
-    let started = Instant::now();
-    let handled = handler.handle(&event, envelope, tx);
-    metrics.handler_took(incoming.kind, started.elapsed());
-    let emitted = handled?;
-    let envelopes = emitted
-        .iter()
-        .map(|event| {
-            incoming
-                .trace
-                .stamp(Envelope::caused_by(envelope, source, event))
-        })
-        .collect();
-    Ok((emitted, envelopes))
 }
 
 impl Fate {
@@ -799,8 +796,28 @@ mod tests {
     ) -> Result<Vec<Fate>, HandlerError> {
         let failpoints = failpoints.clone();
         let metrics = RuntimeMetrics::detached(&choreo_events::topology::ORDERS);
-        db.write(move |tx| apply_all(tx, &Recorder, "orders", &failpoints, &metrics, &batch))
-            .await
+        db.write(move |tx| {
+            let core = Core {
+                handler: &Recorder,
+                source: "orders",
+                failpoints: &failpoints,
+                metrics: &metrics,
+            };
+            core.apply_all(tx, &batch)
+        })
+        .await
+    }
+
+    /// The first column of every row `sql` selects, as text.
+    async fn texts(db: &Database, sql: &'static str) -> Vec<String> {
+        db.read(move |tx| {
+            tx.query(sql, &[])?
+                .into_iter()
+                .map(|mut row| row.take::<String>(0))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .expect(sql)
     }
 
     async fn count(db: &Database, sql: &'static str) -> i64 {
@@ -860,36 +877,12 @@ mod tests {
 
         // Fates come back in delivery order; the work ran as a, z (first), z (second).
         assert_eq!(fates, [completed("z"), completed("a"), completed("z")]);
-        let seen = db
-            .read(|tx| {
-                tx.query("SELECT order_id FROM seen ORDER BY rowid", &[])?
-                    .into_iter()
-                    .map(|mut row| row.take::<String>(0))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            .expect("seen");
+        let seen = texts(&db, "SELECT order_id FROM seen ORDER BY rowid").await;
         assert_eq!(seen, ["a", "z", "z"]);
-        let inbox = db
-            .read(|tx| {
-                tx.query("SELECT event_id FROM inbox ORDER BY rowid", &[])?
-                    .into_iter()
-                    .map(|mut row| row.take::<String>(0))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            .expect("inbox");
+        let inbox = texts(&db, "SELECT event_id FROM inbox ORDER BY rowid").await;
         assert_eq!(inbox[1..], [z1_id, z2_id]);
         // The batch's outbox rows, written together, take their seq in the order the work ran.
-        let outbox = db
-            .read(|tx| {
-                tx.query("SELECT correlation_id FROM outbox ORDER BY seq", &[])?
-                    .into_iter()
-                    .map(|mut row| row.take::<String>(0))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            .expect("outbox");
+        let outbox = texts(&db, "SELECT correlation_id FROM outbox ORDER BY seq").await;
         assert_eq!(outbox, ["a", "z", "z"]);
     }
 
