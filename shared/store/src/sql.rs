@@ -145,15 +145,20 @@ pub fn value_rows(rows: usize, columns: usize) -> String {
         .join(", ")
 }
 
-/// Splits `items` in order into runs whose lengths are powers of two, largest first (13 items:
-/// 8, 4, 1). A multi-row statement per run then has one of a few texts whatever the batch size,
-/// so it stays in each connection's statement cache.
+/// The most rows [`runs_of_powers_of_two`] puts in one run: 256 rows of even 64 values stay
+/// far below PostgreSQL's 65,535 bind parameters and SQLite's 32,766.
+pub const LONGEST_RUN: usize = 256;
+
+/// Splits `items` in order into runs whose lengths are powers of two, largest first, none longer
+/// than [`LONGEST_RUN`] (13 items: 8, 4, 1). A multi-row statement per run then has one of a few
+/// texts whatever the batch size, so it stays in each connection's statement cache, and never
+/// more parameters than the database takes.
 pub fn runs_of_powers_of_two<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
     std::iter::from_fn(move || {
         if items.is_empty() {
             return None;
         }
-        let len = 1 << items.len().ilog2();
+        let len = (1 << items.len().ilog2()).min(LONGEST_RUN);
         let (run, rest) = items.split_at(len);
         items = rest;
         Some(run)
@@ -190,6 +195,10 @@ mod tests {
         assert_eq!(runs.concat(), items);
         assert_eq!(runs_of_powers_of_two::<u8>(&[]).count(), 0);
         assert_eq!(runs_of_powers_of_two(&[1; 32]).count(), 1);
+        // A long list is cut into runs of at most LONGEST_RUN.
+        let long = vec![0u8; 3 * LONGEST_RUN + 3];
+        let lengths: Vec<usize> = runs_of_powers_of_two(&long).map(<[u8]>::len).collect();
+        assert_eq!(lengths, [LONGEST_RUN, LONGEST_RUN, LONGEST_RUN, 2, 1]);
     }
 
     #[test]
