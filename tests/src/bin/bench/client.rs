@@ -10,6 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+/// How many times one order is sent again after the service shed it.
+const SHED_RETRIES: usize = 3;
+/// The longest `Retry-After` honoured.
+const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// Posts orders, each to the next orders replica.
 #[derive(Debug)]
 pub struct Poster {
@@ -18,6 +23,9 @@ pub struct Poster {
     /// A happy-path order (1 x 12.00 EUR to Germany): it completes, through all three hops.
     body: serde_json::Value,
     next: AtomicUsize,
+    /// Requests the service shed (503, "overloaded, retry later") since the last
+    /// [`Poster::take_shed`].
+    shed: AtomicUsize,
     progress: Arc<Progress>,
 }
 
@@ -28,27 +36,55 @@ impl Poster {
             urls,
             body: order_request(1200, 1, "DE"),
             next: AtomicUsize::new(0),
+            shed: AtomicUsize::new(0),
             progress,
         }
     }
 
-    /// Places one order; its id on 201, an error otherwise.
+    /// How many requests the service shed since the last call.
+    pub fn take_shed(&self) -> usize {
+        self.shed.swap(0, Ordering::Relaxed)
+    }
+
+    /// Places one order; its id on 201, an error otherwise. Shed by an overloaded service (503,
+    /// `overloaded, retry later`, refused before it ran), the order is sent again after the
+    /// answer's `Retry-After`, as a well-behaved client would, up to [`SHED_RETRIES`] times; the
+    /// wait counts in its latency, which runs from its intended send time.
     pub async fn post(&self) -> Result<String> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let url = &self.urls[n % self.urls.len()];
         self.progress.sent();
-        let response = self
-            .http
-            .post(url)
-            .json(&self.body)
-            .send()
-            .await
-            .with_context(|| format!("POST {url}"))?;
-        let status = response.status();
-        if status != reqwest::StatusCode::CREATED {
+        let mut tries = 0;
+        let response = loop {
+            let response = self
+                .http
+                .post(url)
+                .json(&self.body)
+                .send()
+                .await
+                .with_context(|| format!("POST {url}"))?;
+            let status = response.status();
+            if status == reqwest::StatusCode::CREATED {
+                break response;
+            }
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .map(Duration::from_secs);
             let text = response.text().await.unwrap_or_default();
-            bail!("POST {url} answered {status}: {text}");
-        }
+            let shed = status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                && serde_json::from_str::<serde_json::Value>(&text)
+                    .is_ok_and(|body| body["error"] == "overloaded, retry later");
+            match retry_after {
+                Some(wait) if shed && tries < SHED_RETRIES => {
+                    tries += 1;
+                    self.shed.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(wait.min(LONGEST_RETRY_AFTER)).await;
+                }
+                _ => bail!("POST {url} answered {status}: {text}"),
+            }
+        };
         let order: serde_json::Value = response.json().await.context("the order's JSON")?;
         order["id"]
             .as_str()
@@ -161,4 +197,59 @@ pub async fn settle(
 
 fn examples(ids: &[&str]) -> String {
     ids.iter().take(3).copied().collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers each connection's requests with the next of `answers` (status line, headers and
+    /// JSON body), one per request, closing after each.
+    async fn server(answers: Vec<&'static str>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/orders", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            for answer in answers {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut request = vec![0; 64 * 1024];
+                let _ = stream.read(&mut request).await;
+                let (head, body) = answer.split_once("\n\n").unwrap();
+                let reply = format!(
+                    "{head}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                stream.write_all(reply.as_bytes()).await.unwrap();
+            }
+        });
+        url
+    }
+
+    const SHED: &str = "HTTP/1.1 503 Service Unavailable\r\nretry-after: 0\n\n{\"error\":\"overloaded, retry later\",\"details\":[\"too many requests in progress\"]}";
+    const TIMED_OUT: &str = "HTTP/1.1 503 Service Unavailable\r\nretry-after: 0\n\n{\"error\":\"timed out, retry later\",\"details\":[]}";
+    const CREATED: &str = "HTTP/1.1 201 Created\n\n{\"id\":\"order-1\"}";
+
+    fn poster_to(url: String) -> Poster {
+        Poster::new(reqwest::Client::new(), vec![url], Progress::start())
+    }
+
+    #[tokio::test]
+    async fn a_shed_order_is_sent_again_after_retry_after_and_counted() {
+        let poster = poster_to(server(vec![SHED, SHED, CREATED]).await);
+        assert_eq!(poster.post().await.expect("accepted"), "order-1");
+        assert_eq!(poster.take_shed(), 2);
+        assert_eq!(poster.take_shed(), 0);
+    }
+
+    #[tokio::test]
+    async fn any_other_refusal_and_a_shed_past_the_retries_are_errors() {
+        let poster = poster_to(server(vec![TIMED_OUT]).await);
+        let error = poster.post().await.unwrap_err();
+        assert!(format!("{error:#}").contains("timed out"), "{error:#}");
+
+        let poster = poster_to(server(vec![SHED; SHED_RETRIES + 1]).await);
+        let error = poster.post().await.unwrap_err();
+        assert!(format!("{error:#}").contains("overloaded"), "{error:#}");
+        assert_eq!(poster.take_shed(), SHED_RETRIES);
+    }
 }

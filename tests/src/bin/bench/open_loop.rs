@@ -31,6 +31,9 @@ pub struct OpenLoop {
     pub latency: Option<Percentiles>,
     /// How far behind its schedule the client was at worst, in milliseconds.
     pub max_send_lag_ms: f64,
+    /// Requests the service shed as overloaded (503 with `Retry-After`) and the client sent
+    /// again after that wait: a sign the rate asked is past what the suite sustains.
+    pub shed: usize,
 }
 
 pub async fn run(
@@ -46,6 +49,7 @@ pub async fn run(
         bail!("{phase}: no rate to run at ({rate} orders/s)");
     }
     let orders = ((rate * secs).round() as usize).max(1);
+    poster.take_shed();
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut tasks = tokio::task::JoinSet::new();
     let start = Instant::now() + LEAD;
@@ -81,6 +85,7 @@ pub async fn run(
             achieved: settled.latencies.len() as f64 / seconds,
             latency: Percentiles::of(&settled.latencies),
             max_send_lag_ms: max_lag.as_secs_f64() * 1000.0,
+            shed: poster.take_shed(),
         },
         settled.errors,
     ))

@@ -173,26 +173,27 @@ fn open_loop(out: &mut String, results: &Results) {
     );
     let _ = writeln!(
         out,
-        "| deployment | rate asked | achieved | orders | p50 | p90 | p99 | p99.9 | max |"
+        "| deployment | rate asked | achieved | orders | shed, sent again | p50 | p90 | p99 | p99.9 | max |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for deployment in &results.deployments {
         for phase in &deployment.open_loop {
             let asked = format!("{}/s ({})", thousands(phase.rate), phase.target);
             let Some(l) = &phase.latency else {
                 let _ = writeln!(
                     out,
-                    "| {} | {asked} | none completed | | | | | | |",
+                    "| {} | {asked} | none completed | | | | | | | |",
                     deployment.name
                 );
                 continue;
             };
             let _ = writeln!(
                 out,
-                "| {} | {asked} | {}/s | {} | {} | {} | {} | {} | {} |",
+                "| {} | {asked} | {}/s | {} | {} | {} | {} | {} | {} | {} |",
                 deployment.name,
                 thousands(phase.achieved),
                 thousands(phase.orders as f64),
+                thousands(phase.shed as f64),
                 ms(l.p50),
                 ms(l.p90),
                 ms(l.p99),

@@ -175,8 +175,15 @@ async fn measure(
         .await?;
         if let Some(latency) = &open.latency {
             progress.note(&format!(
-                "{phase}: achieved {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-                open.achieved, latency.p50, latency.p99, latency.max
+                "{phase}: achieved {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms{}",
+                open.achieved,
+                latency.p50,
+                latency.p99,
+                latency.max,
+                match open.shed {
+                    0 => String::new(),
+                    shed => format!(", {shed} requests shed by the service and sent again"),
+                }
             ));
         }
         result.errors.extend(problems);
