@@ -159,10 +159,14 @@ pub fn bounded(router: Router, limits: Limits) -> Router {
     )
 }
 
+/// The `error` of the 503 a request gets when it is shed at the concurrency limit, before it
+/// ran: a client may send it again after `Retry-After`.
+pub const OVERLOADED: &str = "overloaded, retry later";
+
 /// The answer to a request the bounds refused.
 async fn refusal(error: tower::BoxError) -> Response {
     let (error, details) = if error.is::<tower::load_shed::error::Overloaded>() {
-        ("overloaded, retry later", "too many requests in progress")
+        (OVERLOADED, "too many requests in progress")
     } else if error.is::<tower::timeout::error::Elapsed>() {
         (
             "timed out, retry later",

@@ -7,16 +7,7 @@ use std::collections::HashSet;
 /// Records `event_id` as handled. Returns `false` if it already was: the caller must then apply
 /// no effect. Must run inside the transaction that applies the effect.
 pub(crate) fn record(tx: &mut dyn Tx, event_id: &str, event_type: &str) -> Result<bool> {
-    let inserted = tx.execute(
-        "INSERT INTO inbox (event_id, event_type, received_at) VALUES ($1, $2, $3)
-         ON CONFLICT (event_id) DO NOTHING",
-        &[
-            event_id.into(),
-            event_type.into(),
-            choreo_store::now_text().as_str().into(),
-        ],
-    )?;
-    Ok(inserted == 1)
+    Ok(record_all(tx, &[(event_id, event_type)])?[0])
 }
 
 /// Records a batch's events, `(event_id, event_type)`, as handled, with one statement per run of

@@ -40,19 +40,7 @@ pub struct Outbox;
 impl Outbox {
     /// Adds `envelope` to the outbox. Must run inside the transaction of the state change.
     pub fn enqueue(tx: &mut dyn Tx, envelope: &Envelope) -> choreo_store::Result<()> {
-        tx.execute(
-            "INSERT INTO outbox (event_id, event_type, correlation_id, time_ms, body, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                (&envelope.id).into(),
-                (&envelope.event_type).into(),
-                (&envelope.correlationid).into(),
-                envelope.time.timestamp_millis().into(),
-                envelope.to_json().as_str().into(),
-                choreo_store::now_text().as_str().into(),
-            ],
-        )?;
-        Ok(())
+        Self::enqueue_all(tx, std::slice::from_ref(envelope))
     }
 
     /// Adds `envelopes` to the outbox in order, with one statement per run of a power of two of

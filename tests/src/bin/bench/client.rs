@@ -75,7 +75,7 @@ impl Poster {
             let text = response.text().await.unwrap_or_default();
             let shed = status == reqwest::StatusCode::SERVICE_UNAVAILABLE
                 && serde_json::from_str::<serde_json::Value>(&text)
-                    .is_ok_and(|body| body["error"] == "overloaded, retry later");
+                    .is_ok_and(|body| body["error"] == choreo_host::http::OVERLOADED);
             match retry_after {
                 Some(wait) if shed && tries < SHED_RETRIES => {
                     tries += 1;
