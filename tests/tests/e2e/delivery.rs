@@ -550,10 +550,13 @@ async fn dead_letters_without_message_id_are_shown_and_redriven_by_position_or_g
             )
             .await;
     }
-    let listed = choreo_e2e::poll("two dead letters", || {
-        Box::pin(async { dlq.open().await.list().await.ok().filter(|l| l.len() == 2) })
+    // Waits by counting, not by listing: a listing copies each letter to the back of the queue,
+    // so one taken while the second letter arrives would put the second first.
+    choreo_e2e::poll("two dead letters", || {
+        Box::pin(async { dlq.open().await.count().await.ok().filter(|n| *n == 2) })
     })
     .await;
+    let listed = dlq.open().await.list().await.expect("list");
     let again = dlq.open().await.list().await.expect("list");
     assert_eq!(
         listed
