@@ -362,6 +362,73 @@ impl Suite {
         }
     }
 
+    /// Starts one service in a process of its own, on this suite's broker names and database, with
+    /// `CHOREO_FAILPOINTS=failpoints`: for tests that end it the way a crash does (a failpoint's
+    /// `abort` would end the test too if the service ran in-process). `binary` is the path of
+    /// `e2e-service`, which only a test binary knows (`env!("CARGO_BIN_EXE_e2e-service")`). Its
+    /// log goes to the test's output; it is killed if dropped.
+    pub fn spawn_process(
+        &self,
+        binary: &str,
+        which: Which,
+        failpoints: &str,
+    ) -> tokio::process::Child {
+        let common = self.settings_for(which);
+        let list = |values: &[u64]| {
+            values
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let database_url = common.database_url.expose().to_owned();
+        let settings = [
+            ("CHOREO_AMQP_URL", common.amqp_url.expose().to_owned()),
+            ("CHOREO_HTTP_ADDR", "127.0.0.1:0".to_owned()),
+            ("CHOREO_DATA_DIR", common.data_dir.clone()),
+            ("CHOREO_DATABASE_URL", database_url),
+            ("CHOREO_PREFIX", common.prefix.clone()),
+            ("CHOREO_RETRY_DELAYS_MS", list(&common.retry_delays_ms)),
+            (
+                "CHOREO_RECONNECT_MIN_MS",
+                common.reconnect_min_ms.to_string(),
+            ),
+            (
+                "CHOREO_RECONNECT_MAX_MS",
+                common.reconnect_max_ms.to_string(),
+            ),
+            ("CHOREO_OUTBOX_SWEEP_MS", common.outbox_sweep_ms.to_string()),
+            ("CHOREO_DECLARE_TOPOLOGY", common.declare_topology.clone()),
+            ("CHOREO_FAILPOINTS", failpoints.to_owned()),
+            ("CHOREO_LOG_FORMAT", "json".to_owned()),
+            ("RUST_LOG", "warn".to_owned()),
+        ];
+        let rules = match which {
+            Which::Billing => vec![(
+                "CHOREO_MAX_CHARGE_CENTS",
+                self.options.max_charge_cents.to_string(),
+            )],
+            Which::Shipping => vec![("CHOREO_COUNTRIES", self.options.countries.join(","))],
+            Which::Orders => Vec::new(),
+        };
+        let mut command = tokio::process::Command::new(binary);
+        command.arg(which.topology().name);
+        // The developer's own CHOREO_* variables stay out, as they do for in-process services.
+        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("CHOREO_")) {
+            command.env_remove(name);
+        }
+        command
+            .envs(
+                settings
+                    .into_iter()
+                    .chain(rules)
+                    .filter(|(_, value)| !value.is_empty()),
+            )
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        command.spawn().expect("the e2e-service binary starts")
+    }
+
     /// Starts the observer (SQLite in the suite's directory) with every step's deadline at
     /// `step_deadline`, and waits until it is ready: its queue exists from then on.
     pub async fn start_observer(&mut self, step_deadline: Duration) {
@@ -559,6 +626,32 @@ impl Suite {
             .expect("publish")
             .await
             .expect("confirm");
+    }
+
+    /// How many messages a prefixed queue holds ready for delivery now (not those a consumer
+    /// holds unacked).
+    pub async fn ready_messages(&self, queue: &str) -> u32 {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        self.channel
+            .queue_declare(
+                self.name(queue).as_str().into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await
+            .expect("the queue exists")
+            .message_count()
+    }
+
+    /// Polls until a prefixed queue holds exactly `count` ready messages.
+    pub async fn wait_for_ready_messages(&self, queue: &str, count: u32) {
+        poll(&format!("{count} ready messages in {queue}"), || {
+            Box::pin(async move { (self.ready_messages(queue).await == count).then_some(()) })
+        })
+        .await;
     }
 
     /// Takes every message now in a prefixed queue: (headers, body).

@@ -1,8 +1,12 @@
 //! A TCP relay on loopback that stands for one broker node in front of the real one: tests give
-//! the services a list of "nodes" and take one away ([`NodeProxy::fail`]) to see them move on.
+//! the services a list of "nodes" and take one away ([`NodeProxy::fail`]) to see them move on,
+//! or hold back what the broker sends on one connection ([`NodeProxy::hold`]): the client's
+//! frames still reach the broker, the broker's confirms and replies wait.
 
 use std::net::SocketAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -11,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 pub struct NodeProxy {
     pub addr: SocketAddr,
     failed: CancellationToken,
+    /// The connection (by its place in accept order) whose broker side waits, if any.
+    held: watch::Sender<Option<usize>>,
     accepting: JoinHandle<()>,
 }
 
@@ -20,8 +26,9 @@ impl NodeProxy {
         let addr = listener.local_addr().expect("addr");
         let failed = CancellationToken::new();
         let stop = failed.clone();
+        let (held, holding) = watch::channel(None);
         let accepting = tokio::spawn(async move {
-            loop {
+            for index in 0.. {
                 let (mut client, _) = tokio::select! {
                     () = stop.cancelled() => return,
                     accepted = listener.accept() => match accepted {
@@ -29,14 +36,17 @@ impl NodeProxy {
                         Err(_) => continue,
                     },
                 };
-                let stop = stop.clone();
+                let (stop, holding) = (stop.clone(), holding.clone());
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                    let Ok(server) = TcpStream::connect(upstream).await else {
                         return;
                     };
+                    let (mut from_client, mut to_client) = client.split();
+                    let (mut from_server, mut to_server) = server.into_split();
                     tokio::select! {
                         () = stop.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = tokio::io::copy(&mut from_client, &mut to_server) => {}
+                        () = answers(&mut from_server, &mut to_client, holding, index) => {}
                     }
                 });
             }
@@ -44,8 +54,21 @@ impl NodeProxy {
         NodeProxy {
             addr,
             failed,
+            held,
             accepting,
         }
+    }
+
+    /// From now on, what the broker sends on the `index`th connection the relay accepted (0 the
+    /// first) waits in the relay (confirms, replies, deliveries) until [`NodeProxy::release`];
+    /// what the client sends still reaches the broker, and other connections flow.
+    pub fn hold(&self, index: usize) {
+        self.held.send_replace(Some(index));
+    }
+
+    /// What the broker sent while held, and everything after, flows again.
+    pub fn release(&self) {
+        self.held.send_replace(None);
     }
 
     /// The node dies: its open connections drop and its port refuses new ones.
@@ -61,5 +84,28 @@ impl NodeProxy {
         let path = rest.find('/').map_or("", |i| &rest[i..]);
         let at = if credentials.is_empty() { "" } else { "@" };
         format!("{scheme}://{credentials}{at}{}{path}", self.addr)
+    }
+}
+
+/// Copies what the broker sends to the client of connection `index`, each read waiting while
+/// that connection is held.
+async fn answers(
+    from_server: &mut (impl AsyncReadExt + Unpin),
+    to_client: &mut (impl AsyncWriteExt + Unpin),
+    mut holding: watch::Receiver<Option<usize>>,
+    index: usize,
+) {
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        let read = match from_server.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        if holding.wait_for(|held| *held != Some(index)).await.is_err() {
+            return;
+        }
+        if to_client.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
     }
 }

@@ -346,6 +346,7 @@ mod tests {
         let options = Options {
             max_connections: 1,
             patience: std::time::Duration::ZERO,
+            failpoints: Default::default(),
         };
         Database::open("sqlite::memory:", &options, &crate::MIGRATIONS, |_| {
             Vec::new()

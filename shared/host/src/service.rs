@@ -71,9 +71,11 @@ impl<H: Handler> Service<H> {
     ) -> crate::Result<Self> {
         common.validate()?;
         let url = common.database_url_for(topology.name);
+        let broker_settings = common.broker()?;
         let options = choreo_store::Options {
             max_connections: common.db_max_connections,
             patience: DATABASE_PATIENCE,
+            failpoints: broker_settings.failpoints.clone(),
         };
         // The service's migrations, then the messaging runtime's outbox and inbox tables.
         let database = Database::open(
@@ -83,7 +85,6 @@ impl<H: Handler> Service<H> {
             choreo_messaging::schema::statements,
         )
         .await?;
-        let broker_settings = common.broker()?;
         // One recorder per service instance, never the process-global one (see crate::metrics).
         let metrics = ServiceMetrics::new(&topology);
         handler.register_metrics(metrics.recorder());

@@ -376,7 +376,12 @@ impl<H: Handler> ConsumerLoop<H> {
                         failpoints: &failpoints,
                         metrics: &metrics,
                     };
-                    core.apply_all(tx, &work)
+                    let fates = core.apply_all(tx, &work)?;
+                    // Every handler ran and the outbox rows are written; nothing is committed.
+                    failpoints
+                        .hit("consumer.before_commit")
+                        .map_err(HandlerError::Transient)?;
+                    Ok(fates)
                 })
                 .await;
             self.metrics.transaction_took(started.elapsed());

@@ -16,7 +16,6 @@ mod broker;
 mod consumer;
 pub mod dead_letter;
 mod error;
-pub mod failpoint;
 mod headers;
 mod health;
 mod inbox;
@@ -34,6 +33,8 @@ pub mod topology;
 mod traces;
 
 pub use broker::{Broker, BrokerSettings};
+/// The failpoints live in the store (which has one of its own); the runtime's are the same.
+pub use choreo_store::failpoint;
 pub use consumer::{Handler, HandlerError};
 pub use error::{Error, Result};
 pub use health::BrokerHealth;

@@ -23,6 +23,7 @@ pub async fn service_memory_database(migrations: &Migrations) -> Database {
     let options = Options {
         max_connections: 1,
         patience: Duration::ZERO,
+        failpoints: Default::default(),
     };
     Database::open(
         "sqlite::memory:",

@@ -17,6 +17,7 @@
 
 mod clock;
 mod error;
+pub mod failpoint;
 mod migrate;
 mod postgres;
 mod sql;
@@ -67,6 +68,8 @@ pub struct Options {
     pub max_connections: u32,
     /// How long to wait for an unreachable PostgreSQL before giving up.
     pub patience: Duration,
+    /// The fault tests' failpoints; the store's is `store.before_commit`.
+    pub failpoints: failpoint::Failpoints,
 }
 
 /// An open database. Cheap to clone; clones share the connections.
@@ -111,14 +114,16 @@ impl Database {
             Backend::Sqlite => {
                 let path = sqlite_path(url).to_owned();
                 let migrator = migrations.sqlite;
-                tokio::task::spawn_blocking(move || sqlite::Sqlite::open(&path, migrator, &extra))
-                    .await
-                    .map_err(|_| Error::Failed("opening SQLite panicked".into()))?
-                    .map(Inner::Sqlite)?
+                let failpoints = options.failpoints.clone();
+                tokio::task::spawn_blocking(move || {
+                    sqlite::Sqlite::open(&path, migrator, &extra, failpoints)
+                })
+                .await
+                .map_err(|_| Error::Failed("opening SQLite panicked".into()))?
+                .map(Inner::Sqlite)?
             }
             Backend::Postgres => {
-                let pg =
-                    postgres::Pg::connect(url, options.max_connections, options.patience).await?;
+                let pg = postgres::Pg::connect(url, options).await?;
                 migrate::postgres(&pg.pool, migrations.postgres, &extra).await?;
                 Inner::Postgres(pg)
             }
@@ -186,6 +191,7 @@ impl Database {
                 let (tx, result) = postgres::run_in(tx, work).await?;
                 match (mode, result) {
                     (Mode::Write, Ok(value)) => {
+                        pg.before_commit()?;
                         tx.commit().await.map_err(Error::from)?;
                         Ok(value)
                     }
@@ -206,6 +212,7 @@ impl Database {
         match &self.inner {
             Inner::Postgres(pg) => Ok(Held {
                 tx: Some(pg.begin().await?),
+                pg: pg.clone(),
             }),
             Inner::Sqlite(_) => Err(Error::Failed(
                 "SQLite holds no transaction across awaits".into(),
@@ -243,6 +250,7 @@ enum Mode {
 #[derive(Debug)]
 pub struct Held {
     tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+    pg: postgres::Pg,
 }
 
 impl Held {
@@ -267,7 +275,10 @@ impl Held {
     /// Commits the held transaction.
     pub async fn commit(mut self) -> Result<()> {
         match self.tx.take() {
-            Some(tx) => Ok(tx.commit().await?),
+            Some(tx) => {
+                self.pg.before_commit()?;
+                Ok(tx.commit().await?)
+            }
             None => Err(Error::Failed("the held transaction is gone".into())),
         }
     }

@@ -2,6 +2,7 @@
 //! thread and each of its statements waits there for sqlx's answer: the network round trip is
 //! the cost that matters on PostgreSQL, and the work's code is the same as on SQLite.
 
+use crate::failpoint::Failpoints;
 use crate::{Backend, Error, Param, Result, Row, Tx, Value};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Column, Postgres, Row as _, Transaction, TypeInfo};
@@ -12,17 +13,15 @@ use tokio::runtime::Handle;
 #[derive(Debug, Clone)]
 pub(crate) struct Pg {
     pub(crate) pool: PgPool,
+    failpoints: Failpoints,
 }
 
 impl Pg {
     /// Connects, retrying every second for up to `patience` while the server is unreachable.
-    pub(crate) async fn connect(
-        url: &str,
-        max_connections: u32,
-        patience: Duration,
-    ) -> Result<Self> {
+    pub(crate) async fn connect(url: &str, settings: &crate::Options) -> Result<Self> {
+        let (patience, failpoints) = (settings.patience, settings.failpoints.clone());
         let options = PgPoolOptions::new()
-            .max_connections(max_connections)
+            .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(10));
         // No statement waits forever (a lock held by a stuck replica, a server gone silent):
         // a unit of work that cannot finish fails and is retried, and a transaction left open
@@ -37,7 +36,7 @@ impl Pg {
         let started = tokio::time::Instant::now();
         loop {
             match options.clone().connect_with(connect.clone()).await {
-                Ok(pool) => return Ok(Pg { pool }),
+                Ok(pool) => return Ok(Pg { pool, failpoints }),
                 Err(error) if started.elapsed() < patience => {
                     tracing::warn!(error = %Error::from(error), "database unreachable; retrying in 1 s");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -45,6 +44,13 @@ impl Pg {
                 Err(error) => return Err(error.into()),
             }
         }
+    }
+
+    /// The failpoint `store.before_commit`, hit before a unit of work that succeeded commits.
+    pub(crate) fn before_commit(&self) -> Result<()> {
+        self.failpoints
+            .hit("store.before_commit")
+            .map_err(Error::Failed)
     }
 
     /// Begins a transaction. Without a connection nothing can be done, whatever the reason

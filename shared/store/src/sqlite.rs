@@ -9,6 +9,7 @@
 //! before. Reads run on their own connection (WAL lets them proceed beside the writer), so a heavy
 //! `GET` cannot hold up the consumer or the relay.
 
+use crate::failpoint::Failpoints;
 use crate::work::{Done, Job};
 use crate::{Backend, Error, Param, Result, Row, Tx, Value};
 use rusqlite::{CachedStatement, Connection, OpenFlags};
@@ -41,6 +42,7 @@ impl Sqlite {
         path: &str,
         migrations: &sqlx::migrate::Migrator,
         extra: &[String],
+        failpoints: Failpoints,
     ) -> Result<Self> {
         let memory = path == ":memory:";
         if !memory
@@ -52,12 +54,15 @@ impl Sqlite {
         }
         let writer = connect(path, false)?;
         crate::migrate::sqlite(&writer, migrations, extra)?;
-        let writer = spawn("sqlite-writer", writer, write_loop)?;
+        let writer = spawn("sqlite-writer", move |jobs| {
+            write_loop(writer, jobs, &failpoints)
+        })?;
         // An in-memory database exists only on its one connection: reads go to the writer.
         let reader = if memory {
             writer.clone()
         } else {
-            spawn("sqlite-reader", connect(path, true)?, read_loop)?
+            let reader = connect(path, true)?;
+            spawn("sqlite-reader", move |jobs| read_loop(reader, jobs))?
         };
         Ok(Sqlite { writer, reader })
     }
@@ -107,20 +112,19 @@ fn connect(path: &str, read_only: bool) -> Result<Connection> {
 
 fn spawn(
     name: &str,
-    conn: Connection,
-    body: fn(Connection, mpsc::Receiver<Box<dyn Job>>),
+    body: impl FnOnce(mpsc::Receiver<Box<dyn Job>>) + Send + 'static,
 ) -> Result<mpsc::Sender<Box<dyn Job>>> {
     let (sender, receiver) = mpsc::channel();
     std::thread::Builder::new()
         .name(name.to_owned())
-        .spawn(move || body(conn, receiver))
+        .spawn(move || body(receiver))
         .map_err(|e| Error::Unavailable(format!("cannot start {name}: {e}")))?;
     Ok(sender)
 }
 
 /// Runs until every sender is gone: takes what is queued (up to [`MAX_GROUP`]) into one
 /// transaction.
-fn write_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>) {
+fn write_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>, failpoints: &Failpoints) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -129,12 +133,12 @@ fn write_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>) {
                 Err(_) => break,
             }
         }
-        commit_group(&conn, group);
+        commit_group(&conn, group, failpoints);
     }
 }
 
 /// One transaction for the whole group; each unit of work in a savepoint when there are several.
-fn commit_group(conn: &Connection, group: Vec<Box<dyn Job>>) {
+fn commit_group(conn: &Connection, group: Vec<Box<dyn Job>>, failpoints: &Failpoints) {
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
         let error = Error::from(error);
         for job in group {
@@ -188,10 +192,11 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn Job>>) {
             rollback(conn);
             Err(error)
         }
-        None => conn.execute_batch("COMMIT").map_err(|error| {
-            rollback(conn);
-            Error::from(error)
-        }),
+        None => failpoints
+            .hit("store.before_commit")
+            .map_err(Error::Failed)
+            .and_then(|()| conn.execute_batch("COMMIT").map_err(Error::from))
+            .inspect_err(|_| rollback(conn)),
     };
     for done in ran {
         done.finish(committed.clone());

@@ -15,6 +15,7 @@ async fn open(dir: &tempfile::TempDir) -> Database {
     let options = Options {
         max_connections: 1,
         patience: Duration::ZERO,
+        failpoints: Default::default(),
     };
     Database::open(&url, &options, &MIGRATIONS, |_| {
         vec!["CREATE TABLE IF NOT EXISTS extra (id TEXT)".to_owned()]
@@ -175,6 +176,7 @@ async fn refused(url: &str) -> String {
     let options = Options {
         max_connections: 1,
         patience: Duration::ZERO,
+        failpoints: Default::default(),
     };
     Database::open(url, &options, &MIGRATIONS, |_| Vec::new())
         .await

@@ -5,6 +5,7 @@
 mod api_docs;
 mod broker_users;
 mod delivery;
+mod guarantees;
 mod http_api;
 mod metrics;
 mod observer;

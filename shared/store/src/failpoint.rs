@@ -2,10 +2,16 @@
 //! environment variable): `name[=action][,name[=action]...]`, where the action is `abort` (the
 //! default: the process aborts at once, with no cleanup, as `kill -9` would end it) or
 //! `transient:N` (the first N hits fail as a transient error). With the setting empty, a hit is a
-//! look-up in an empty map.
+//! look-up in an empty map. They live in the lowest crate so that the store can have one too;
+//! the messaging runtime and the services use the same type.
 //!
 //! Points:
 //! - `consumer.before_handle`: inside the message's transaction, before the handler runs;
+//! - `consumer.before_commit`: inside the batch's transaction, after every handler ran and the
+//!   outbox rows were written; nothing is committed, nothing acked;
+//! - `store.before_commit`: in the store, just before it sends `COMMIT` for a unit of work that
+//!   succeeded (on SQLite, for the whole group the writer commits together): the first write of
+//!   any kind after start hits it;
 //! - `consumer.after_commit`: the effect is committed, the delivery is not yet acked;
 //! - `relay.after_confirm`: the broker confirmed a publish, the outbox row is not yet marked sent;
 //! - `orders.after_commit`: an order is committed, the HTTP response is not yet sent.
