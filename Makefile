@@ -2,7 +2,7 @@
 # `make` alone lists the targets.
 
 .DEFAULT_GOAL := help
-.PHONY: help up down test observer-browser-test build fmt lint logs clean chaos chaos-cluster bench cluster cluster-down container-base container-test k8s-validate api-docs check-api-docs check-metrics users tls-test
+.PHONY: help up down test observer-browser-test build fmt lint logs clean chaos chaos-cluster bench cluster cluster-down container-base container-test k8s-validate api-docs check-api-docs check-metrics users tls-test mutants
 
 SERVICES := orders billing shipping
 # Where cargo puts binaries (CARGO_TARGET_DIR moves it).
@@ -61,6 +61,9 @@ logs: ## Follow the logs of the running services (SERVICE=orders for one)
 
 clean: ## Stop the services, delete run/ (logs, pids, data) and the cargo build output
 	@bash scripts/clean.sh
+
+mutants: ## Mutation testing of the files that carry the guarantees (cargo-mutants, installed if missing; ~40 min, needs RabbitMQ and PostgreSQL; docs/testing.md); GROUPS=decisions|runtime|store for some
+	@bash scripts/mutants.sh $(GROUPS)
 
 chaos: ## Fault matrix (docs/operations.md): kills the local RabbitMQ, run it alone; ARGS=--ci for the short one; with `make cluster` up, the cluster rows too; REPORT=1 writes docs/chaos-results.md and docs/cluster-chaos-results.md
 	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin chaos

@@ -1,7 +1,9 @@
 //! Named failpoints for fault tests, enabled only by the `CHOREO_FAILPOINTS` setting (an
 //! environment variable): `name[=action][,name[=action]...]`, where the action is `abort` (the
-//! default: the process aborts at once, with no cleanup, as `kill -9` would end it) or
-//! `transient:N` (the first N hits fail as a transient error). With the setting empty, a hit is a
+//! default: the process aborts at once, with no cleanup, as `kill -9` would end it),
+//! `transient:N` (the first N hits fail as a transient error) or `unavailable` (every hit fails
+//! as an unreachable database would, until the process restarts without it). With the setting
+//! empty, a hit is a
 //! look-up in an empty map. They live in the lowest crate so that the store can have one too;
 //! the messaging runtime and the services use the same type.
 //!
@@ -27,6 +29,33 @@ use std::sync::atomic::{AtomicU32, Ordering};
 enum Action {
     Abort,
     Transient(AtomicU32),
+    Unavailable,
+}
+
+/// What a failpoint injected: its caller maps it onto its own error type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Injected {
+    /// A failure that may pass on a later try (`transient:N`).
+    Transient(String),
+    /// The database is unreachable (`unavailable`).
+    Unavailable(String),
+}
+
+impl std::fmt::Display for Injected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Injected::Transient(text) | Injected::Unavailable(text) => f.write_str(text),
+        }
+    }
+}
+
+impl From<Injected> for crate::Error {
+    fn from(injected: Injected) -> Self {
+        match injected {
+            Injected::Transient(text) => crate::Error::Failed(text),
+            Injected::Unavailable(text) => crate::Error::Unavailable(text),
+        }
+    }
 }
 
 /// The failpoints of one service. Cheap to clone.
@@ -41,13 +70,14 @@ impl Failpoints {
             let (name, action) = entry.split_once('=').unwrap_or((entry, "abort"));
             let action = match action.split_once(':') {
                 None if action == "abort" => Action::Abort,
+                None if action == "unavailable" => Action::Unavailable,
                 Some(("transient", n)) => Action::Transient(AtomicU32::new(
                     n.parse()
                         .map_err(|_| format!("failpoint {name}: {n:?} is not a count"))?,
                 )),
                 _ => {
                     return Err(format!(
-                        "failpoint {name}: unknown action {action:?} (abort, transient:N)"
+                        "failpoint {name}: unknown action {action:?} (abort, transient:N, unavailable)"
                     ));
                 }
             };
@@ -56,8 +86,8 @@ impl Failpoints {
         Ok(Failpoints(Arc::new(points)))
     }
 
-    /// Passes, aborts the process, or fails with a transient error, as configured for `name`.
-    pub fn hit(&self, name: &str) -> Result<(), String> {
+    /// Passes, aborts the process, or fails, as configured for `name`.
+    pub fn hit(&self, name: &str) -> Result<(), Injected> {
         match self.0.get(name) {
             None => Ok(()),
             Some(Action::Abort) => {
@@ -68,10 +98,15 @@ impl Failpoints {
                 let left = remaining
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
                 match left {
-                    Ok(_) => Err(format!("failpoint {name}: injected transient failure")),
+                    Ok(_) => Err(Injected::Transient(format!(
+                        "failpoint {name}: injected transient failure"
+                    ))),
                     Err(_) => Ok(()),
                 }
             }
+            Some(Action::Unavailable) => Err(Injected::Unavailable(format!(
+                "failpoint {name}: injected database outage"
+            ))),
         }
     }
 }
@@ -87,6 +122,21 @@ mod tests {
         assert!(points.hit("consumer.before_handle").is_err());
         assert!(points.hit("consumer.before_handle").is_ok());
         assert!(points.hit("anything.else").is_ok());
+    }
+
+    #[test]
+    fn an_unavailable_failpoint_fails_every_hit_as_an_outage() {
+        let points = Failpoints::parse("store.before_commit=unavailable").expect("parses");
+        for _ in 0..3 {
+            assert!(matches!(
+                points.hit("store.before_commit"),
+                Err(Injected::Unavailable(_))
+            ));
+        }
+        assert!(matches!(
+            crate::Error::from(points.hit("store.before_commit").unwrap_err()),
+            crate::Error::Unavailable(_)
+        ));
     }
 
     #[test]

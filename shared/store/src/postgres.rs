@@ -50,7 +50,7 @@ impl Pg {
     pub(crate) fn before_commit(&self) -> Result<()> {
         self.failpoints
             .hit("store.before_commit")
-            .map_err(Error::Failed)
+            .map_err(Error::from)
     }
 
     /// Begins a transaction. Without a connection nothing can be done, whatever the reason

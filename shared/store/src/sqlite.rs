@@ -194,7 +194,7 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn Job>>, failpoints: &Failpo
         }
         None => failpoints
             .hit("store.before_commit")
-            .map_err(Error::Failed)
+            .map_err(Error::from)
             .and_then(|()| conn.execute_batch("COMMIT").map_err(Error::from))
             .inspect_err(|_| rollback(conn)),
     };

@@ -52,6 +52,9 @@ enum Fault {
     BrokerHang,
     Kill(&'static str),
     Failpoint(&'static str, &'static str),
+    /// The service's database unreachable (failpoint `store.before_commit=unavailable`) while
+    /// orders flow, then SIGTERM while it holds what it could not commit, then restarted.
+    StopDuringOutage(&'static str),
     Duplicates,
     Poison,
     MemoryAlarm,
@@ -74,6 +77,9 @@ impl Fault {
             Fault::BrokerHang => "broker frozen (SIGSTOP) past heartbeat".into(),
             Fault::Kill(service) => format!("SIGKILL {service}, restarted"),
             Fault::Failpoint(service, point) => format!("{service} aborts at {point}"),
+            Fault::StopDuringOutage(service) => {
+                format!("{service}'s database unreachable, SIGTERM, restarted")
+            }
             Fault::Duplicates => "burst of duplicated deliveries".into(),
             Fault::Poison => "malformed and unsupported-version messages".into(),
             Fault::MemoryAlarm => "memory alarm blocks publishing".into(),
@@ -116,6 +122,9 @@ fn matrix() -> Vec<Fault> {
         Fault::Kill("orders"),
         Fault::Kill("billing"),
         Fault::Kill("shipping"),
+        Fault::Failpoint("billing", "consumer.before_commit"),
+        Fault::Failpoint("shipping", "store.before_commit"),
+        Fault::StopDuringOutage("billing"),
         Fault::Failpoint("billing", "consumer.after_commit"),
         Fault::Failpoint("shipping", "consumer.after_commit"),
         Fault::Failpoint("orders", "relay.after_confirm"),
@@ -146,8 +155,10 @@ fn ci_subset() -> Vec<Fault> {
         Fault::CloseConnections,
         Fault::BrokerRestart,
         Fault::Kill("billing"),
+        Fault::Failpoint("billing", "consumer.before_commit"),
         Fault::Failpoint("billing", "consumer.after_commit"),
         Fault::Failpoint("orders", "relay.after_confirm"),
+        Fault::StopDuringOutage("billing"),
         Fault::Duplicates,
         Fault::Poison,
         Fault::Attack,
@@ -666,6 +677,7 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
     };
     let failpoint = match fault {
         Fault::Failpoint(service, point) => Some((service, point)),
+        Fault::StopDuringOutage(service) => Some((service, "store.before_commit=unavailable")),
         _ => None,
     };
     let mut recover = 0.0;
@@ -1053,6 +1065,17 @@ async fn inject(
             rabbitmqctl(&["set_vm_memory_high_watermark", "0.4"]).await?;
             Instant::now()
         }
+        Fault::StopDuringOutage(service) => {
+            let index = world
+                .procs
+                .iter()
+                .position(|p| p.service == service)
+                .expect("process");
+            stop_while_holding(world, index).await?;
+            let healed = Instant::now();
+            restarted.push((index, restart(world, index, bin_dir).await?));
+            healed
+        }
         Fault::Kill(service) => {
             let index = world
                 .procs
@@ -1203,6 +1226,54 @@ async fn restart(world: &World, index: usize, bin_dir: &Path) -> Result<Child> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Waits until the service at `index` has tried one unit of work four times (it holds those
+/// deliveries: its database is unreachable), then stops it with SIGTERM and waits for it to end.
+/// A stop must leave what was never committed to the broker, never ack it.
+async fn stop_while_holding(world: &World, index: usize) -> Result<()> {
+    let proc = &world.procs[index];
+    let tries = format!("{}_count", choreo_messaging::metrics::TRANSACTION_SECONDS);
+    let started = Instant::now();
+    loop {
+        let text = match world.http.get(proc.url("/metrics")).send().await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        // `<name>_count` or `<name>_count{labels}`, then the value.
+        let count: f64 = text
+            .lines()
+            .filter(|line| {
+                line.strip_prefix(&tries)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if count >= 4.0 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("{} never held a batch through its outage", proc.service);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = proc.child.as_ref().and_then(Child::id).context("no pid")?;
+    eprintln!(
+        "   {} holds its batch with its database unreachable; SIGTERM",
+        proc.service
+    );
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await?;
+    let stopping = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+        if stopping.elapsed() > Duration::from_secs(60) {
+            bail!("{} did not stop within 60 s of SIGTERM", proc.service);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 fn is_zombie(pid: u32) -> bool {
