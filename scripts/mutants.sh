@@ -4,7 +4,8 @@
 # target/mutants/<group>/mutants.out (caught.txt, missed.txt, timeout.txt, unviable.txt); the
 # summary is kept by hand in docs/mutation-results.md.
 #
-# Usage: scripts/mutants.sh [decisions] [runtime] [store]   (all three when none is named)
+# Usage: scripts/mutants.sh [decisions] [runtime] [store]   (all three when none is named);
+# MUTANTS_ARGS=--in-place to reuse target/ (below).
 # Needs RabbitMQ and PostgreSQL as `make test` does (not for `decisions`). Installs cargo-mutants
 # from crates.io when missing. Not in CI: run it before merging a change to these files.
 set -euo pipefail
@@ -23,7 +24,11 @@ groups=("$@")
 
 # Every group: a fresh copy of the tree (the working tree is never touched), no test run longer
 # than 3 minutes (a mutant that hangs a test is "timeout", which counts as caught).
+# MUTANTS_ARGS adds options: `--in-place` mutates this tree instead of a copy and so reuses
+# target/ (much faster after a build; edit nothing while it runs), `--list` only lists.
 common=(--timeout 180 --build-timeout 900 --no-shuffle)
+read -r -a extra <<<"${MUTANTS_ARGS:-}"
+common+=("${extra[@]}")
 
 needs_services() {
   python3 scripts/amqp-ping.py --timeout 10 || die "RabbitMQ on 127.0.0.1:5672 (guest/guest) is needed"

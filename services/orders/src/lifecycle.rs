@@ -303,6 +303,32 @@ mod tests {
     }
 
     #[test]
+    fn events_orders_does_not_consume_are_unexpected_for_a_terminal_order_too() {
+        let event = Event::OrderCompleted(OrderCompleted {
+            order_id: "o".into(),
+        });
+        for status in [
+            OrderStatus::Completed,
+            OrderStatus::Cancelled(CancellationReason::PaymentDeclined),
+        ] {
+            assert_eq!(
+                decide(status, &event),
+                Err(Unexpected("order.completed")),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_status_reads_as_its_column_and_a_cancellation_with_its_reason() {
+        assert_eq!(OrderStatus::Paid.to_string(), "paid");
+        assert_eq!(
+            OrderStatus::Cancelled(CancellationReason::ShippingFailed).to_string(),
+            "cancelled (shipping_failed)"
+        );
+    }
+
+    #[test]
     fn status_columns_round_trip() {
         for status in [
             OrderStatus::Pending,
