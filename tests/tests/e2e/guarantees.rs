@@ -63,7 +63,7 @@ async fn a_service_that_dies_as_its_store_commits_gets_every_message_again_and_c
 }
 
 /// Makes a PostgreSQL database refuse connections (or accept them again), ending those open.
-async fn set_database_reachable(database: &str, reachable: bool) {
+pub async fn set_database_reachable(database: &str, reachable: bool) {
     use sqlx::Connection as _;
     let mut admin = sqlx::PgConnection::connect(&choreo_e2e::postgres_url("postgres"))
         .await

@@ -64,7 +64,6 @@ async fn without_a_broker_orders_are_still_accepted_readyz_says_503_and_they_flo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_holds_messages_instead_of_dead_lettering_them_and_the_saga_resumes() {
-    use sqlx::Connection as _;
     let suite = Suite::start_with(
         Options {
             postgres: true,
@@ -74,22 +73,8 @@ async fn a_database_outage_holds_messages_instead_of_dead_lettering_them_and_the
     )
     .await;
     let billing_db = suite.postgres_database(Which::Billing);
-    let mut admin = sqlx::PgConnection::connect(&choreo_e2e::postgres_url("postgres"))
-        .await
-        .expect("admin");
-    let set_allowed =
-        |allowed: bool| format!("ALTER DATABASE {billing_db} ALLOW_CONNECTIONS {allowed}");
-
     // Billing's database goes away.
-    sqlx::query(&set_allowed(false))
-        .execute(&mut admin)
-        .await
-        .expect("refuse connections");
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
-        .bind(&billing_db)
-        .execute(&mut admin)
-        .await
-        .expect("terminate");
+    crate::guarantees::set_database_reachable(&billing_db, false).await;
     let ready = suite.url(Which::Billing, "/readyz");
     choreo_e2e::poll("billing to see its database down", || {
         let request = suite.http.get(&ready).send();
@@ -102,10 +87,7 @@ async fn a_database_outage_holds_messages_instead_of_dead_lettering_them_and_the
     // allow a failing message: it holds it, spending none.
     crate::guarantees::wait_for_billing_tries(&suite, 4.0).await;
     assert_eq!(suite.order(id).await["status"], "pending");
-    sqlx::query(&set_allowed(true))
-        .execute(&mut admin)
-        .await
-        .expect("allow connections");
+    crate::guarantees::set_database_reachable(&billing_db, true).await;
 
     suite.wait_for_status(id, "completed").await;
     assert_eq!(suite.payments(id).await.len(), 1);
