@@ -68,17 +68,6 @@ impl From<DecodeError> for HandlerError {
     }
 }
 
-impl From<crate::failpoint::Injected> for HandlerError {
-    /// An injected outage is [`HandlerError::Unavailable`], any other injected failure
-    /// [`HandlerError::Transient`].
-    fn from(injected: crate::failpoint::Injected) -> Self {
-        match injected {
-            crate::failpoint::Injected::Transient(text) => HandlerError::Transient(text),
-            crate::failpoint::Injected::Unavailable(text) => HandlerError::Unavailable(text),
-        }
-    }
-}
-
 impl From<choreo_store::Error> for HandlerError {
     /// An unreachable database is [`HandlerError::Unavailable`]; anything the database refused
     /// (a constraint, a lock timeout, a lost serialization race) is [`HandlerError::Transient`].
@@ -391,7 +380,7 @@ impl<H: Handler> ConsumerLoop<H> {
                     // Every handler ran and the outbox rows are written; nothing is committed.
                     failpoints
                         .hit("consumer.before_commit")
-                        .map_err(HandlerError::from)?;
+                        .map_err(choreo_store::Error::from)?;
                     Ok(fates)
                 })
                 .await;
@@ -666,7 +655,7 @@ impl<H: Handler> Core<'_, H> {
         let envelope = &incoming.envelope;
         self.failpoints
             .hit("consumer.before_handle")
-            .map_err(HandlerError::from)?;
+            .map_err(choreo_store::Error::from)?;
         let event = envelope.event()?;
         let started = Instant::now();
         let handled = self.handler.handle(&event, envelope, tx);

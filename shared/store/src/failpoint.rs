@@ -3,9 +3,9 @@
 //! default: the process aborts at once, with no cleanup, as `kill -9` would end it),
 //! `transient:N` (the first N hits fail as a transient error) or `unavailable` (every hit fails
 //! as an unreachable database would, until the process restarts without it). With the setting
-//! empty, a hit is a
-//! look-up in an empty map. They live in the lowest crate so that the store can have one too;
-//! the messaging runtime and the services use the same type.
+//! empty, a hit is a look-up in an empty map. They live in the lowest crate so that the store can
+//! have one too; the messaging runtime and the services use the same type, and an injected
+//! failure reaches a handler as the store error it stands for.
 //!
 //! Points:
 //! - `consumer.before_handle`: inside the message's transaction, before the handler runs;
