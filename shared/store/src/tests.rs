@@ -94,6 +94,62 @@ async fn concurrent_work_shares_commits_but_a_failure_rolls_back_only_its_own_wr
     assert_eq!(count(&db).await, 180);
 }
 
+/// Work queued while the writer is busy is taken together, at most `MAX_GROUP` to a transaction:
+/// one unit that breaks the transaction (here by ending it itself) fails the others of its group,
+/// and only them. The writer is held inside a first unit until the rest is queued, so which units
+/// share a transaction is certain, not a matter of timing.
+#[tokio::test]
+async fn work_queued_behind_a_busy_writer_commits_in_groups_of_at_most_max_group() {
+    use std::future::Future;
+    use std::task::Poll;
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+
+    let (started, writer_busy) = tokio::sync::oneshot::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let writer = db.clone();
+    let holding = tokio::spawn(async move {
+        writer
+            .write(move |tx| {
+                let _ = started.send(());
+                released.recv().expect("released");
+                insert(tx, "holding", 0)
+            })
+            .await
+    });
+    writer_busy.await.expect("the writer runs the first unit");
+
+    // Queued in this order: the breaker first, then enough to fill its group and one more.
+    let mut queued = Vec::new();
+    for i in 0..=crate::sqlite::MAX_GROUP {
+        let mut work = Box::pin(db.write(move |tx| {
+            insert(tx, &format!("q{i}"), i64::try_from(i).expect("small"))?;
+            if i == 0 {
+                tx.execute("ROLLBACK", &[])?;
+            }
+            Ok::<_, Error>(())
+        }));
+        // One poll hands the unit to the writer's queue.
+        std::future::poll_fn(|cx| {
+            assert!(work.as_mut().poll(cx).is_pending(), "the writer is busy");
+            Poll::Ready(())
+        })
+        .await;
+        queued.push(work);
+    }
+    release.send(()).expect("the first unit waits");
+    holding.await.unwrap().expect("the first unit commits");
+
+    let mut results = Vec::new();
+    for work in queued {
+        results.push(work.await);
+    }
+    let (last, group) = results.split_last().expect("many");
+    assert!(group.iter().all(Result::is_err), "one transaction for the group: {results:?}");
+    assert_eq!(last, &Ok(()), "the one past MAX_GROUP starts the next transaction");
+    assert_eq!(count(&db).await, 2);
+}
+
 #[tokio::test]
 async fn a_duplicate_key_is_a_unique_violation() {
     let dir = tempfile::tempdir().unwrap();
