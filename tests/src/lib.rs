@@ -24,8 +24,15 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// How long any wait in a test may last before it fails.
-pub const DEADLINE: Duration = Duration::from_secs(30);
+/// How long any wait in a test may last before it fails: 30 s, or `E2E_DEADLINE_SECS`. `make
+/// mutants` shortens it, so that a mutant that stops a saga is caught sooner than 30 s.
+pub fn deadline() -> Duration {
+    static DEADLINE: std::sync::LazyLock<Duration> = std::sync::LazyLock::new(|| {
+        let secs = std::env::var("E2E_DEADLINE_SECS").ok();
+        Duration::from_secs(secs.and_then(|s| s.parse().ok()).unwrap_or(30))
+    });
+    *DEADLINE
+}
 
 /// The broker the harness itself connects to: the first of `AMQP_URL`'s nodes.
 pub fn amqp_url() -> String {
@@ -76,7 +83,7 @@ impl Running {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let stopped = tokio::time::timeout(DEADLINE, &mut self.task).await;
+        let stopped = tokio::time::timeout(deadline(), &mut self.task).await;
         assert!(
             matches!(stopped, Ok(Ok(Ok(())))),
             "service did not stop cleanly: {stopped:?}"
@@ -878,14 +885,14 @@ pub async fn drop_databases(databases: &[String]) {
     }
 }
 
-/// Polls `check` every 25 ms until it yields a value; panics after [`DEADLINE`].
+/// Polls `check` every 25 ms until it yields a value; panics after [`deadline`].
 pub async fn poll<'a, T>(what: &str, mut check: impl FnMut() -> BoxFuture<'a, Option<T>>) -> T {
     let started = tokio::time::Instant::now();
     loop {
         if let Some(value) = check().await {
             return value;
         }
-        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+        assert!(started.elapsed() < deadline(), "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

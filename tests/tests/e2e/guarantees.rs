@@ -4,7 +4,7 @@
 //! `Idempotency-Key`. Each test fails if the guarantee it names is broken (docs/testing.md lists
 //! which change to the code each one catches).
 
-use choreo_e2e::{DEADLINE, Options, Suite, Which, order_request, poll};
+use choreo_e2e::{Options, Suite, Which, order_request, poll};
 use choreo_events::{Envelope, Event, EventType};
 use choreo_host::Service;
 use choreo_messaging::{Handler, HandlerError};
@@ -35,7 +35,7 @@ async fn billing_aborted_before_its_commit_at(failpoint: &str) {
         Which::Billing,
         &format!("{failpoint}=abort"),
     );
-    let status = tokio::time::timeout(DEADLINE, billing.wait())
+    let status = tokio::time::timeout(choreo_e2e::deadline(), billing.wait())
         .await
         .expect("billing reaches its failpoint")
         .expect("billing's exit status");

@@ -121,7 +121,7 @@ async fn a_saga_is_stuck_while_shipping_is_away_and_clears_when_it_is_back() {
                 && line.ends_with(" 1")
         })
     };
-    let deadline = std::time::Instant::now() + choreo_e2e::DEADLINE;
+    let deadline = std::time::Instant::now() + choreo_e2e::deadline();
     loop {
         let metrics = suite
             .http

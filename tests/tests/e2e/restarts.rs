@@ -306,7 +306,7 @@ async fn a_parking_lot_left_classic_by_an_earlier_version_is_kept_and_the_saga_c
             .expect("still there")
             .message_count()
     };
-    let deadline = std::time::Instant::now() + choreo_e2e::DEADLINE;
+    let deadline = std::time::Instant::now() + choreo_e2e::deadline();
     let mut count = ready().await;
     while count < 1 && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
