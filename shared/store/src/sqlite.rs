@@ -181,9 +181,13 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn Job>>, failpoints: &Failpo
         }
         ran.extend(done);
     }
-    // Whatever broke the transaction is the answer of every unit that ran in it, except that a
-    // unit whose own work failed answers its own error (`Done::finish`).
     let committed = match broken {
+        // A unit of work alone that failed answers its own error; anything else that broke the
+        // transaction is every unit's error.
+        Some(Error::Failed(_)) if alone => {
+            rollback(conn);
+            Ok(())
+        }
         Some(error) => {
             rollback(conn);
             Err(error)
