@@ -62,6 +62,56 @@ async fn a_service_that_dies_as_its_store_commits_gets_every_message_again_and_c
     billing_aborted_before_its_commit_at("store.before_commit").await;
 }
 
+/// A batch is acked whole: one `multiple` ack for its last delivery covers the others. Twenty
+/// orders wait in billing's queue before it starts, so it takes them in batches (checked: fewer
+/// transactions than messages). Once all are handled, billing stops; had any delivery been left
+/// unacked, closing its channel would put it back in the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_taken_from_a_full_queue_is_acked_whole() {
+    const ORDERS: u32 = 20;
+    let mut suite = Suite::start_with(Options::default(), &[Which::Orders, Which::Shipping]).await;
+    let mut ids = Vec::new();
+    for price in 0..ORDERS {
+        let order = suite
+            .place_order(&order_request(100 + i64::from(price), 1, "AT"))
+            .await;
+        ids.push(order["id"].as_str().expect("id").to_owned());
+    }
+    suite.wait_for_ready_messages("billing", ORDERS).await;
+
+    suite.start_service(Which::Billing).await;
+    for id in &ids {
+        suite.wait_for_status(id, "completed").await;
+    }
+    let transactions = suite.scrape(Which::Billing).await.value(
+        &format!("{}_count", choreo_messaging::metrics::TRANSACTION_SECONDS),
+        &[],
+    );
+    assert!(
+        transactions < f64::from(ORDERS),
+        "{ORDERS} waiting messages taken in batches, not one by one: {transactions} transactions"
+    );
+
+    suite.take(Which::Billing).stop().await;
+    let queue = suite.name("billing");
+    let left = poll("billing's consumer gone", || {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let declared =
+            suite
+                .channel
+                .queue_declare(queue.as_str().into(), passive, FieldTable::default());
+        Box::pin(async move {
+            let declared = declared.await.ok()?;
+            (declared.consumer_count() == 0).then_some(declared.message_count())
+        })
+    })
+    .await;
+    assert_eq!(left, 0, "every delivery of every batch was acked");
+}
+
 /// Makes a PostgreSQL database refuse connections (or accept them again), ending those open.
 pub async fn set_database_reachable(database: &str, reachable: bool) {
     use sqlx::Connection as _;
