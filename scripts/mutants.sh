@@ -30,8 +30,9 @@ groups=("$@")
 # build links in about 13 s instead of 25. The tests run under nextest, which stops at the first
 # failure, each group choosing the tests that can catch its mutants; the end-to-end tests give up
 # waiting after 12 s instead of 30 (E2E_DEADLINE_SECS), since a caught mutant mostly shows as a
-# saga that never ends. A mutant that hangs a test past the timeout is "timeout", which counts
-# as caught.
+# saga that never ends. nextest's `mutants` profile (.config/nextest.toml) ends a test still
+# running after 30 s, and cargo-mutants gives up on a run after 90 s ("timeout"); both count as
+# caught.
 # MUTANTS_ARGS adds options to cargo-mutants: `--list` only lists, `--iterate` tests again only
 # what was missed last time.
 read -r -a extra <<<"${MUTANTS_ARGS:-}"
@@ -61,12 +62,13 @@ mutate() {
     cd target/mutants/tree
     export CARGO_TARGET_DIR="$root/target/mutants/build" CARGO_PROFILE_DEV_DEBUG=0 E2E_DEADLINE_SECS=12
     if [[ " ${extra[*]} " != *" --list "* ]]; then
-      cargo nextest run -p choreo-messaging -p choreo-store -p choreo-e2e --test-threads 8 \
-        --no-fail-fast -E "$filter" || die "$group: its tests fail with no mutant applied"
+      cargo nextest run -p choreo-messaging -p choreo-store -p choreo-e2e --profile mutants \
+        --test-threads 8 --no-fail-fast -E "$filter" ||
+        die "$group: its tests fail with no mutant applied"
     fi
-    cargo mutants --in-place --test-tool nextest --timeout 120 "${common[@]}" \
+    cargo mutants --in-place --test-tool nextest --timeout 90 "${common[@]}" \
       -o "$root/target/mutants/$group" "${packages[@]}" "$@" \
-      -- --test-threads 8 -E "$filter" ||
+      -- --profile mutants --test-threads 8 -E "$filter" ||
       echo "($group: some mutants were missed; see target/mutants/$group/mutants.out/missed.txt)"
   )
 }
@@ -98,7 +100,7 @@ for group in "${groups[@]}"; do
       # Functions that only log or trace are left out.
       needs_services
       scratch
-      mutate consumer "$(unit choreo-messaging consumer::) | $(e2e "$dies|$duplicates|delivery::")" \
+      mutate consumer "$(unit choreo-messaging consumer::) | $(e2e "$dies|$duplicates|delivery::|guarantees::a_batch_taken")" \
         -f shared/messaging/src/consumer.rs -E 'message_span|uuid_like|Fate::outcome'
       mutate relay "$(unit choreo-messaging outbox::) | $(e2e "$refused")" \
         -f shared/messaging/src/outbox.rs -f shared/messaging/src/publisher.rs -E 'warn_undrained'
