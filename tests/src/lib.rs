@@ -653,6 +653,27 @@ impl Suite {
             .message_count()
     }
 
+    /// Polls until no consumer is left on a prefixed queue (a stopping service has closed its
+    /// channel, so the broker has taken back whatever it held unacked), then says how many
+    /// messages the queue holds ready.
+    pub async fn wait_for_no_consumers(&self, queue: &str) -> u32 {
+        let queue = self.name(queue);
+        poll(&format!("no consumer on {queue}"), || {
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            };
+            let declared =
+                self.channel
+                    .queue_declare(queue.as_str().into(), passive, FieldTable::default());
+            Box::pin(async move {
+                let declared = declared.await.ok()?;
+                (declared.consumer_count() == 0).then_some(declared.message_count())
+            })
+        })
+        .await
+    }
+
     /// Polls until a prefixed queue holds exactly `count` ready messages.
     pub async fn wait_for_ready_messages(&self, queue: &str, count: u32) {
         poll(&format!("{count} ready messages in {queue}"), || {
@@ -892,7 +913,10 @@ pub async fn poll<'a, T>(what: &str, mut check: impl FnMut() -> BoxFuture<'a, Op
         if let Some(value) = check().await {
             return value;
         }
-        assert!(started.elapsed() < deadline(), "timed out waiting for {what}");
+        assert!(
+            started.elapsed() < deadline(),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

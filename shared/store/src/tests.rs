@@ -145,8 +145,15 @@ async fn work_queued_behind_a_busy_writer_commits_in_groups_of_at_most_max_group
         results.push(work.await);
     }
     let (last, group) = results.split_last().expect("many");
-    assert!(group.iter().all(Result::is_err), "one transaction for the group: {results:?}");
-    assert_eq!(last, &Ok(()), "the one past MAX_GROUP starts the next transaction");
+    assert!(
+        group.iter().all(Result::is_err),
+        "one transaction for the group: {results:?}"
+    );
+    assert_eq!(
+        last,
+        &Ok(()),
+        "the one past MAX_GROUP starts the next transaction"
+    );
     assert_eq!(count(&db).await, 2);
 }
 

@@ -93,22 +93,7 @@ async fn a_batch_taken_from_a_full_queue_is_acked_whole() {
     );
 
     suite.take(Which::Billing).stop().await;
-    let queue = suite.name("billing");
-    let left = poll("billing's consumer gone", || {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let declared =
-            suite
-                .channel
-                .queue_declare(queue.as_str().into(), passive, FieldTable::default());
-        Box::pin(async move {
-            let declared = declared.await.ok()?;
-            (declared.consumer_count() == 0).then_some(declared.message_count())
-        })
-    })
-    .await;
+    let left = suite.wait_for_no_consumers("billing").await;
     assert_eq!(left, 0, "every delivery of every batch was acked");
 }
 

@@ -100,8 +100,6 @@ async fn a_database_outage_holds_messages_instead_of_dead_lettering_them_and_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_ends_once_the_outbox_is_drained_not_at_the_shutdown_timeout() {
     use choreo_e2e::proxy::NodeProxy;
-    use lapin::options::QueueDeclareOptions;
-    use lapin::types::FieldTable;
     // Orders reaches the broker through a relay that can hold back what the broker answers on
     // one connection: the first orders opens is its publishing one (then the consuming one).
     let node = NodeProxy::start(broker_address().await).await;
@@ -144,19 +142,7 @@ async fn a_graceful_stop_ends_once_the_outbox_is_drained_not_at_the_shutdown_tim
     // within milliseconds, and it must then wait for what it is owed. The confirms stay away a
     // while longer (the fault's length, not a wait for something to happen: were it too short
     // on a slow machine, the test would check less, never fail wrongly), then flow again.
-    let queue = suite.name("orders");
-    choreo_e2e::poll("orders' consumer cancelled", || {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let declared =
-            suite
-                .channel
-                .queue_declare(queue.as_str().into(), passive, FieldTable::default());
-        Box::pin(async move { (declared.await.ok()?.consumer_count() == 0).then_some(()) })
-    })
-    .await;
+    suite.wait_for_no_consumers("orders").await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     node.release();
     stopping.await.expect("the stop completes");
