@@ -62,7 +62,7 @@ logs: ## Follow the logs of the running services (SERVICE=orders for one)
 clean: ## Stop the services, delete run/ (logs, pids, data) and the cargo build output
 	@bash scripts/clean.sh
 
-mutants: ## Mutation testing of the files that carry the guarantees (cargo-mutants, installed if missing; needs RabbitMQ and PostgreSQL; docs/testing.md); GROUPS=decisions|runtime|store for some
+mutants: ## Mutation testing of the files that carry the guarantees (cargo-mutants, installed if missing; needs RabbitMQ and PostgreSQL; docs/testing.md); GROUPS="relay inbox" for some (decisions, consumer, relay, inbox, store; runtime = the middle three)
 	@bash scripts/mutants.sh $(GROUPS)
 
 chaos: ## Fault matrix (docs/operations.md): kills the local RabbitMQ, run it alone; ARGS=--ci for the short one; with `make cluster` up, the cluster rows too; REPORT=1 writes docs/chaos-results.md and docs/cluster-chaos-results.md

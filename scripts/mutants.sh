@@ -5,7 +5,8 @@
 # runtime group writes three: consumer, relay, inbox); the
 # summary is kept by hand in docs/mutation-results.md.
 #
-# Usage: scripts/mutants.sh [decisions] [runtime] [store]   (all three when none is named);
+# Usage: scripts/mutants.sh [GROUP...]   (decisions, runtime, store when none is named); a group is
+# decisions, consumer, relay, inbox or store, and runtime stands for consumer, relay and inbox.
 # MUTANTS_ARGS adds options (below).
 # Needs RabbitMQ and PostgreSQL as `make test` does (not for `decisions`). Installs cargo-mutants
 # from crates.io when missing. Not in CI: run it before merging a change to these files.
@@ -14,14 +15,22 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+groups=()
+for group in "${@:-decisions runtime store}"; do
+  for one in $group; do
+    case "$one" in
+      runtime) groups+=(consumer relay inbox) ;;
+      decisions | consumer | relay | inbox | store) groups+=("$one") ;;
+      *) die "unknown group $one (decisions, runtime = consumer relay inbox, store)" ;;
+    esac
+  done
+done
+
 if ! cargo mutants --version >/dev/null 2>&1; then
   echo "cargo-mutants is missing; installing it from crates.io"
   cargo install cargo-mutants --locked
 fi
 cargo mutants --version
-
-groups=("$@")
-((${#groups[@]})) || groups=(decisions runtime store)
 
 # The runtime and store groups are tested in one scratch copy of this tree (target/mutants/tree,
 # the working tree is never touched) built into one target directory of its own
@@ -95,15 +104,23 @@ for group in "${groups[@]}"; do
         -f services/orders/src/lifecycle.rs ||
         echo "($group: some mutants were missed; see target/mutants/$group/mutants.out/missed.txt)"
       ;;
-    runtime)
-      # The consumer, the relay and its confirmed publisher, the inbox, each with its own tests.
-      # Functions that only log or trace are left out.
+    consumer)
+      # The runtime: the consumer, the relay and its confirmed publisher, the inbox, each with its
+      # own tests. Functions that only log or trace are left out.
       needs_services
       scratch
       mutate consumer "$(unit choreo-messaging consumer::) | $(e2e "$dies|$duplicates|delivery::|guarantees::a_batch_taken")" \
         -f shared/messaging/src/consumer.rs -E 'message_span|uuid_like|Fate::outcome'
+      ;;
+    relay)
+      needs_services
+      scratch
       mutate relay "$(unit choreo-messaging outbox::) | $(e2e "$refused")" \
         -f shared/messaging/src/outbox.rs -f shared/messaging/src/publisher.rs -E 'warn_undrained'
+      ;;
+    inbox)
+      needs_services
+      scratch
       mutate inbox "$(unit choreo-messaging inbox::) | $(e2e "$duplicates")" \
         -f shared/messaging/src/inbox.rs
       ;;
@@ -116,6 +133,5 @@ for group in "${groups[@]}"; do
         -f shared/store/src/sqlite.rs -f shared/store/src/postgres.rs -f shared/store/src/lib.rs \
         -F 'commit_group|write_loop|fn run|Database::write|Held::|run_in|rollback'
       ;;
-    *) die "unknown group $group (decisions, runtime, store)" ;;
   esac
 done

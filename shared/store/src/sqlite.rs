@@ -182,12 +182,8 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn Job>>, failpoints: &Failpo
         ran.extend(done);
     }
     let committed = match broken {
-        // A unit of work alone that failed answers its own error; anything else that broke the
-        // transaction is every unit's error.
-        Some(Error::Failed(_)) if alone => {
-            rollback(conn);
-            Ok(())
-        }
+        // A unit of work that failed answers its own error (`Done::finish`); anything else that
+        // broke the transaction is every unit's error.
         Some(error) => {
             rollback(conn);
             Err(error)
