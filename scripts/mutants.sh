@@ -55,9 +55,14 @@ needs_services() {
 }
 
 root=$PWD
+# Files are compared by content and copied with the time of the copy, never with their own
+# (no `rsync -t`): cargo decides what to rebuild by modification time, and a file put back to an
+# older time than the last mutant's build (a group's last mutant, restored by cargo-mutants, then
+# copied again by the next group's rsync -a) would leave that mutant in the build. That once made
+# a group's unmutated tests fail with the previous group's last mutant in them.
 scratch() {
-  mkdir -p target/mutants
-  rsync -a --delete --exclude /target --exclude /.git ./ target/mutants/tree/
+  mkdir -p target/mutants/tree
+  rsync -rlp --checksum --delete --exclude /target --exclude /.git ./ target/mutants/tree/
 }
 
 # mutate GROUP FILTER [cargo-mutants options...]: one group's mutants in the scratch tree, tested
