@@ -93,7 +93,7 @@ unit() { printf 'package(%s) & test(/^%s/)' "$1" "$2"; }
 
 # The end-to-end tests that break a guarantee on purpose, grouped by what they break.
 dies='guarantees::a_(crashed|service_that_dies|service_stopped)|restarts::a_database_outage'
-refused='guarantees::a_publish_|restarts::(a_graceful_stop|a_service_stopped_mid_saga|without_a_broker)'
+refused='guarantees::a_publish_|restarts::(a_graceful_stop|a_service_stopped_mid_saga|without_a_broker)|saga::every_published_event'
 duplicates='guarantees::only_the_inbox|delivery::(a_burst|an_invalid_event_queued)'
 
 for group in "${groups[@]}"; do
@@ -120,7 +120,7 @@ for group in "${groups[@]}"; do
     relay)
       needs_services
       scratch
-      mutate relay "$(unit choreo-messaging outbox::) | $(e2e "$refused")" \
+      mutate relay "$(unit choreo-messaging outbox::) | $(e2e "$refused|delivery::a_message_with_an_expiration")" \
         -f shared/messaging/src/outbox.rs -f shared/messaging/src/publisher.rs -E 'warn_undrained'
       ;;
     inbox)

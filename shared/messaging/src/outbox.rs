@@ -495,6 +495,26 @@ mod tests {
         )
     }
 
+    #[test]
+    fn a_wake_before_the_relay_waits_is_kept_once_and_without_one_the_relay_waits() {
+        use futures_util::FutureExt;
+        let waker = OutboxWaker::default();
+        assert!(
+            waker.woken().now_or_never().is_none(),
+            "nothing committed: the relay waits"
+        );
+        waker.wake();
+        waker.wake();
+        assert!(
+            waker.woken().now_or_never().is_some(),
+            "a commit's wake is kept until the relay waits"
+        );
+        assert!(
+            waker.woken().now_or_never().is_none(),
+            "two wakes before one wait wake it once"
+        );
+    }
+
     #[tokio::test]
     async fn the_relay_reads_unsent_rows_in_order_and_marks_a_confirmed_prefix_in_one_statement() {
         let db = memory_database().await;

@@ -137,11 +137,6 @@ impl Publisher {
         self.send(message).await?.confirmed().await
     }
 
-    /// Whether the channel is still open.
-    pub fn is_open(&self) -> bool {
-        self.channel.status().connected()
-    }
-
     /// The underlying channel, for declarations.
     pub fn channel(&self) -> &Channel {
         &self.channel

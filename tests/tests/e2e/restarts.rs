@@ -99,6 +99,19 @@ async fn a_database_outage_holds_messages_instead_of_dead_lettering_them_and_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_ends_once_the_outbox_is_drained_not_at_the_shutdown_timeout() {
+    a_graceful_stop_drains_the_outbox(false).await;
+}
+
+/// The same on PostgreSQL, whose relay claims a batch and waits for its confirms before the
+/// next: once drained, its drain at the stop must end, not go on claiming nothing until the
+/// shutdown timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_on_postgresql_ends_once_the_outbox_is_drained_not_at_the_shutdown_timeout()
+{
+    a_graceful_stop_drains_the_outbox(true).await;
+}
+
+async fn a_graceful_stop_drains_the_outbox(postgres: bool) {
     use choreo_e2e::proxy::NodeProxy;
     // Orders reaches the broker through a relay that can hold back what the broker answers on
     // one connection: the first orders opens is its publishing one (then the consuming one).
@@ -106,6 +119,7 @@ async fn a_graceful_stop_ends_once_the_outbox_is_drained_not_at_the_shutdown_tim
     let mut suite = Suite::start_with(
         Options {
             amqp_url_of: vec![(Which::Orders, node.url(&choreo_e2e::amqp_url()))],
+            postgres,
             ..Options::default()
         },
         &Which::ALL,
@@ -115,17 +129,28 @@ async fn a_graceful_stop_ends_once_the_outbox_is_drained_not_at_the_shutdown_tim
     suite
         .wait_for_status(warm["id"].as_str().expect("id"), "completed")
         .await;
+    // Its last event (order.completed) confirmed too: no earlier publish waits for a confirm,
+    // which PostgreSQL's relay would wait for before it claimed the next batch.
+    choreo_e2e::poll("orders' outbox empty", || {
+        Box::pin(async {
+            let scrape = suite.scrape(Which::Orders).await;
+            (scrape.value("choreo_outbox_backlog", &[]) == 0.0).then_some(())
+        })
+    })
+    .await;
 
-    // The broker's confirms stop reaching orders: its relay sends these orders' events and waits.
+    // The broker's confirms stop reaching orders: its relay sends these orders' events and waits
+    // (on SQLite every one of them, pipelined; on PostgreSQL the batch it claimed first).
     node.hold(0);
     for price in 200..210 {
         suite.place_order(&order_request(price, 1, "AT")).await;
     }
     let placed = [("type", "order.placed")];
-    choreo_e2e::poll("the ten events sent", || {
+    let sent = if postgres { 2.0 } else { 11.0 };
+    choreo_e2e::poll("the events sent", || {
         Box::pin(async {
             let scrape = suite.scrape(Which::Orders).await;
-            (scrape.value(choreo_messaging::metrics::PUBLISHED, &placed) >= 11.0).then_some(())
+            (scrape.value(choreo_messaging::metrics::PUBLISHED, &placed) >= sent).then_some(())
         })
     })
     .await;
@@ -136,6 +161,12 @@ async fn a_graceful_stop_ends_once_the_outbox_is_drained_not_at_the_shutdown_tim
         "only the first order's event is confirmed"
     );
     assert!(scrape.value("choreo_outbox_backlog", &[]) >= 10.0);
+    let database_url = suite
+        .settings_for(Which::Orders)
+        .database_url
+        .expose()
+        .to_owned();
+    let data_dir = suite.settings_for(Which::Orders).data_dir;
     let started = std::time::Instant::now();
     let stopping = tokio::spawn(suite.take(Which::Orders).stop());
     // The stop is under way once orders' consumer has left its queue; the relay's stop follows
@@ -147,30 +178,33 @@ async fn a_graceful_stop_ends_once_the_outbox_is_drained_not_at_the_shutdown_tim
     node.release();
     stopping.await.expect("the stop completes");
 
-    // The relay waited for the confirms it was owed, marked them, and ended; the shutdown
-    // timeout (5 s here) is for a broker that never answers.
+    // The relay waited for the confirms it was owed, marked them, published the rest, and
+    // ended; the shutdown timeout (5 s here) is for a broker that never answers.
     assert!(
         started.elapsed() < std::time::Duration::from_secs(5),
         "stopping took {:?}",
         started.elapsed()
     );
-    let file = format!(
-        "sqlite://{}/orders.db",
-        suite.settings_for(Which::Orders).data_dir
-    );
     let unsent: i64 = {
         use sqlx::Connection as _;
-        let mut db = sqlx::SqliteConnection::connect(&file)
-            .await
-            .expect("orders' database");
-        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
-            .fetch_one(&mut db)
-            .await
-            .expect("count")
+        const UNSENT: &str = "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL";
+        if postgres {
+            let mut db = sqlx::PgConnection::connect(&database_url)
+                .await
+                .expect("orders' database");
+            sqlx::query_scalar(UNSENT).fetch_one(&mut db).await
+        } else {
+            let file = format!("sqlite://{data_dir}/orders.db");
+            let mut db = sqlx::SqliteConnection::connect(&file)
+                .await
+                .expect("orders' database");
+            sqlx::query_scalar(UNSENT).fetch_one(&mut db).await
+        }
+        .expect("count")
     };
     assert_eq!(
         unsent, 0,
-        "every confirmed row marked sent before the stop ended"
+        "every row published, confirmed and marked sent before the stop ended"
     );
 }
 

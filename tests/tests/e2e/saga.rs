@@ -143,3 +143,86 @@ async fn events_no_service_consumes_are_kept_by_the_alternate_exchange_not_dropp
     assert_eq!(completed.event_type, "order.completed");
     assert_eq!(completed.data["order_id"], id);
 }
+
+/// Every event the relays publish carries the contract's AMQP properties (CONTRACT.md, "The
+/// envelope"): the ones consumers and operators read without opening the body, and the
+/// persistence that keeps it through a broker restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_published_event_carries_the_contracts_amqp_properties() {
+    use lapin::options::BasicGetOptions;
+    let suite = Suite::start_with(
+        Options {
+            tap: true,
+            ..Options::default()
+        },
+        &Which::ALL,
+    )
+    .await;
+    let order = suite.place_order(&order_request(1500, 1, "AT")).await;
+    suite
+        .wait_for_status(order["id"].as_str().expect("id"), "completed")
+        .await;
+
+    // order.placed, payment.captured, shipment.dispatched, order.completed.
+    let tap = suite.name("tap");
+    let tapped = choreo_e2e::poll("four events tapped", || {
+        let tap = tap.clone();
+        let suite = &suite;
+        Box::pin(async move {
+            let count = suite
+                .channel
+                .queue_declare(
+                    tap.as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                .expect("the tap")
+                .message_count();
+            (count >= 4).then_some(())
+        })
+    });
+    tapped.await;
+    let mut sources = Vec::new();
+    while let Some(message) = suite
+        .channel
+        .basic_get(tap.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+    {
+        let properties = &message.delivery.properties;
+        let envelope =
+            choreo_events::Envelope::decode(&message.delivery.data).expect("an envelope");
+        let text = |value: &Option<lapin::types::ShortString>| {
+            value.as_ref().map(|v| v.as_str().to_owned())
+        };
+        assert_eq!(text(properties.message_id()), Some(envelope.id.clone()));
+        assert_eq!(text(properties.kind()), Some(envelope.event_type.clone()));
+        assert_eq!(
+            message.delivery.routing_key.as_str(),
+            envelope.event_type,
+            "routed by its type"
+        );
+        assert_eq!(text(properties.app_id()), Some(envelope.source.clone()));
+        assert_eq!(
+            text(properties.correlation_id()),
+            Some(envelope.correlationid.clone())
+        );
+        assert_eq!(
+            text(properties.content_type()),
+            Some("application/cloudevents+json".to_owned())
+        );
+        assert_eq!(
+            properties.timestamp(),
+            &Some(u64::try_from(envelope.time.timestamp()).expect("after 1970")),
+            "the event's time, in seconds"
+        );
+        assert_eq!(properties.delivery_mode(), &Some(2), "persistent");
+        sources.push(envelope.source.clone());
+    }
+    sources.sort();
+    assert_eq!(sources, ["billing", "orders", "orders", "shipping"]);
+}
