@@ -115,7 +115,9 @@ for group in "${groups[@]}"; do
       needs_services
       scratch
       mutate consumer "$(unit choreo-messaging consumer::) | $(e2e "$dies|$duplicates|delivery::|guarantees::a_batch_taken")" \
-        -f shared/messaging/src/consumer.rs -E 'message_span|uuid_like|Fate::outcome'
+        -f shared/messaging/src/consumer/delivery_loop.rs -f shared/messaging/src/consumer/transaction.rs \
+        -f shared/messaging/src/consumer/copies.rs -f shared/messaging/src/consumer/handler.rs \
+        -f shared/messaging/src/outcome.rs -E 'message_span|uuid_like'
       ;;
     relay)
       needs_services

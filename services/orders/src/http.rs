@@ -202,8 +202,8 @@ async fn place_order(
     let answer = place_order_traced(&parts, &headers, request, &trace).await;
     let status = answer.as_ref().map_or_else(|e| e.status, Response::status);
     trace.set_http_status(status.as_u16());
-    trace.end(match status {
-        StatusCode::CREATED => Outcome::Committed,
+    trace.end(&match status {
+        StatusCode::CREATED => Outcome::Handled(Vec::new()),
         _ => Outcome::Unchanged,
     });
     answer

@@ -16,8 +16,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use choreo_events::topology::ServiceTopology;
 use choreo_messaging::metrics::METADATA;
-use choreo_messaging::{BrokerHealth, RuntimeMetrics};
-use choreo_store::{Backend, Database};
+use choreo_messaging::{Backlog, BrokerHealth, Inbox, Outbox, RuntimeMetrics};
+use choreo_store::Database;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Recorder, Unit};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
@@ -304,37 +304,18 @@ pub struct Endpoint {
 /// The outbox and inbox as one read sees them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Tables {
-    backlog: i64,
-    /// `time_ms` of the oldest unsent row.
-    oldest_ms: Option<i64>,
+    backlog: Backlog,
     inbox: i64,
 }
 
-/// The size of the inbox: on SQLite the largest `rowid` (nothing deletes from the inbox, so it is
-/// the count, found in the index at once where `COUNT(*)` would read every row, on the reader
-/// that also serves the relay); on PostgreSQL the planner's estimate, for the same reason.
-const INBOX_SQLITE: &str = "SELECT COALESCE(MAX(rowid), 0) FROM inbox";
-const INBOX_POSTGRES: &str =
-    "SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = 'inbox'::regclass";
-/// The unsent rows, through the partial index on them.
-const OUTBOX: &str = "SELECT COUNT(*), MIN(time_ms) FROM outbox WHERE sent_at IS NULL";
-
+/// One read on the reader that also serves the relay, each part cheap whatever the tables' size
+/// (see [`Outbox::backlog`] and [`Inbox::rows`]).
 async fn read_tables(database: &Database) -> choreo_store::Result<Tables> {
-    let inbox_sql = match database.backend() {
-        Backend::Sqlite => INBOX_SQLITE,
-        Backend::Postgres => INBOX_POSTGRES,
-    };
     database
-        .read(move |tx| {
-            let mut outbox = tx.query_opt(OUTBOX, &[])?.unwrap_or_default();
-            let inbox = match tx.query_opt(inbox_sql, &[])? {
-                Some(mut row) => row.take::<i64>(0)?,
-                None => 0,
-            };
+        .read(|tx| {
             Ok(Tables {
-                backlog: outbox.take::<Option<i64>>(0)?.unwrap_or_default(),
-                oldest_ms: outbox.take::<Option<i64>>(1)?,
-                inbox,
+                backlog: Outbox::backlog(tx)?,
+                inbox: Inbox::rows(tx)?,
             })
         })
         .await
@@ -345,9 +326,9 @@ async fn read_tables(database: &Database) -> choreo_store::Result<Tables> {
 pub async fn scrape(State(endpoint): State<Endpoint>) -> Response {
     match read_tables(&endpoint.database).await {
         Ok(tables) => {
-            endpoint.backlog.set(tables.backlog as f64);
+            endpoint.backlog.set(tables.backlog.rows as f64);
             endpoint.inbox.set(tables.inbox as f64);
-            let age = tables.oldest_ms.map_or(0.0, |oldest| {
+            let age = tables.backlog.oldest_ms.map_or(0.0, |oldest| {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |since| {

@@ -7,6 +7,7 @@
 //! `&'static str` among a service's few types and an atomic add: no label string is built or
 //! allocated per message. The host renders the recorder for `GET /metrics`.
 
+use crate::Outcome;
 use choreo_events::EventType;
 use choreo_events::topology::ServiceTopology;
 use metrics::{Counter, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
@@ -31,39 +32,6 @@ pub const OTHER_TYPE: &str = "other";
 /// Where the metrics' handles are registered from (`Metadata` of every handle).
 pub const METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
-
-/// What became of a consumed message, as the `outcome` label says it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
-pub(crate) enum Outcome {
-    /// Its effect committed (whatever the handler decided, including "ignore").
-    Handled,
-    /// Already in the inbox: acked without effect.
-    Duplicate,
-    /// Sent to a delay queue after a transient failure.
-    Retried,
-    /// Sent to the dead-letter queue.
-    DeadLettered,
-}
-
-impl Outcome {
-    /// In declaration order: `ALL[o as usize] == o`.
-    const ALL: [Outcome; 4] = [
-        Outcome::Handled,
-        Outcome::Duplicate,
-        Outcome::Retried,
-        Outcome::DeadLettered,
-    ];
-
-    const fn label(self) -> &'static str {
-        match self {
-            Outcome::Handled => "handled",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Retried => "retried",
-            Outcome::DeadLettered => "dead_lettered",
-        }
-    }
-}
 
 /// The consumed messages of one `type`: one counter per outcome, and the handler's durations.
 #[derive(Debug)]
@@ -151,13 +119,13 @@ impl RuntimeMetrics {
         let consumed = consumed_types
             .map(|event_type| ConsumedType {
                 event_type,
-                outcomes: Outcome::ALL.map(|outcome| {
+                outcomes: Outcome::CONSUMED.map(|outcome| {
                     recorder.register_counter(
                         &key(
                             CONSUMED,
                             vec![
                                 Label::from_static_parts("type", event_type),
-                                Label::from_static_parts("outcome", outcome.label()),
+                                Label::from_static_parts("outcome", outcome),
                             ],
                         ),
                         &METADATA,
@@ -208,9 +176,13 @@ impl RuntimeMetrics {
             .unwrap_or(last)
     }
 
-    /// Counts a consumed message of type `index` (from [`Self::consumed_type`]).
-    pub(crate) fn consumed(&self, index: usize, outcome: Outcome) {
-        self.consumed[index].outcomes[outcome as usize].increment(1);
+    /// Counts a consumed message of type `index` (from [`Self::consumed_type`]) under its
+    /// outcome's label.
+    pub(crate) fn consumed(&self, index: usize, outcome: &Outcome) {
+        let label = outcome.label();
+        if let Some(slot) = Outcome::CONSUMED.iter().position(|l| *l == label) {
+            self.consumed[index].outcomes[slot].increment(1);
+        }
     }
 
     /// Records how long the handler took for a message of type `index`.

@@ -74,15 +74,34 @@ impl Outbox {
         Ok(())
     }
 
+    /// The rows the broker has not confirmed yet, read through the partial index on them: cheap
+    /// however many sent rows the table keeps.
+    pub fn backlog(tx: &mut dyn Tx) -> choreo_store::Result<Backlog> {
+        let mut row = tx
+            .query_opt(
+                "SELECT COUNT(*), MIN(time_ms) FROM outbox WHERE sent_at IS NULL",
+                &[],
+            )?
+            .unwrap_or_default();
+        Ok(Backlog {
+            rows: row.take::<Option<i64>>(0)?.unwrap_or_default(),
+            oldest_ms: row.take::<Option<i64>>(1)?,
+        })
+    }
+
     /// How many rows have not been confirmed by the broker yet.
     pub async fn unsent(db: &Database) -> choreo_store::Result<i64> {
-        db.read(|tx| {
-            tx.query_opt("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL", &[])?
-                .unwrap_or_default()
-                .take::<i64>(0)
-        })
-        .await
+        db.read(|tx| Ok(Self::backlog(tx)?.rows)).await
     }
+}
+
+/// What the outbox holds that the broker has not confirmed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// How many rows.
+    pub rows: i64,
+    /// The `time_ms` of the oldest (its event's time), if there is one.
+    pub oldest_ms: Option<i64>,
 }
 
 /// One outbox row on its way to the broker.

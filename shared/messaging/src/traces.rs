@@ -9,7 +9,7 @@
 //! The envelope is written to the outbox inside a transaction that may roll back (and, in a
 //! consumer's batch, run again), so a producer span is not started when its envelope is
 //! stamped: the unit keeps its span id and start time, and records the span only once the unit
-//! of work committed ([`Unit::end`] with [`Outcome::Committed`]). A rolled-back envelope never
+//! of work committed ([`Unit::end`] with [`Outcome::Handled`]). A rolled-back envelope never
 //! shows up as a span.
 //!
 //! Off (no `CHOREO_OTLP_ENDPOINT`), [`Traces`] holds nothing, a [`Unit`] is `None` and stamping
@@ -21,6 +21,7 @@
 //! explicitly; nothing is global, so three services in one process keep their own
 //! `service.name`. Attributes follow OpenTelemetry's messaging semantic conventions.
 
+use crate::Outcome;
 use crate::headers::{self, X_ORIGINAL_EXCHANGE, X_ORIGINAL_ROUTING_KEY};
 use choreo_events::Envelope;
 use lapin::message::Delivery;
@@ -168,21 +169,6 @@ struct Produced {
     at: SystemTime,
 }
 
-/// How a unit of work ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome<'a> {
-    /// Committed: the events it stamped are in the outbox (their PRODUCER spans are recorded).
-    Committed,
-    /// A delivery already in the inbox, acked without effect (attribute `choreo.duplicate`).
-    Duplicate,
-    /// Nothing committed, and no fault of ours: a replayed or refused request.
-    Unchanged,
-    /// Dead-lettered, with why (the span's error status).
-    DeadLettered(&'a str),
-    /// Sent to a delay queue to be tried again, with why (the span's error status).
-    Retried(&'a str),
-}
-
 impl Unit {
     /// No trace at all.
     pub fn none() -> Self {
@@ -255,7 +241,7 @@ impl Unit {
     /// Ends the unit's span; if it committed, records the PRODUCER span of every event it
     /// stamped (from its stamping to now, the commit). A unit dropped without `end` (a request
     /// answered early, a session lost mid-batch) ends its span and records no event.
-    pub fn end(&self, outcome: Outcome<'_>) {
+    pub fn end(&self, outcome: &Outcome) {
         let Some(Active::Recording {
             tracing,
             cx,
@@ -267,20 +253,16 @@ impl Unit {
         let span = cx.span();
         let produced = std::mem::take(&mut *lock(produced));
         match outcome {
-            Outcome::Committed => {
+            Outcome::Handled(_) => {
                 for event in produced {
                     tracing.producer(event, cx);
                 }
             }
             Outcome::Duplicate => span.set_attribute(KeyValue::new("choreo.duplicate", true)),
             Outcome::Unchanged => {}
-            Outcome::DeadLettered(reason) => {
-                span.set_attribute(KeyValue::new("choreo.outcome", "dead_lettered"));
-                span.set_status(Status::error(reason.to_owned()));
-            }
-            Outcome::Retried(reason) => {
-                span.set_attribute(KeyValue::new("choreo.outcome", "retried"));
-                span.set_status(Status::error(reason.to_owned()));
+            Outcome::DeadLettered(reason) | Outcome::Retried(reason) => {
+                span.set_attribute(KeyValue::new("choreo.outcome", outcome.label()));
+                span.set_status(Status::error(reason.clone()));
             }
         }
         span.end();
@@ -415,7 +397,7 @@ mod tests {
         let made = envelope();
         let unit = Traces::off().request("POST", "/orders", None);
         assert_eq!(unit.stamp(made.clone()), made);
-        unit.end(Outcome::Committed);
+        unit.end(&Outcome::Handled(Vec::new()));
     }
 
     #[test]
