@@ -85,6 +85,11 @@ mutate() {
       -- --profile mutants --test-threads 8 -E "$filter" ||
       echo "($group: some mutants were missed; see target/mutants/$group/mutants.out/missed.txt)"
   )
+  # A broker that stopped answering during the group fails every later mutant's tests, which
+  # then count as caught: such a run says nothing. (It happened twice in the relay group,
+  # RabbitMQ 3.10 refusing every connection after test processes were ended mid-publish.)
+  python3 scripts/amqp-ping.py --timeout 10 ||
+    die "$group: RabbitMQ stopped answering during the group; its verdicts are void (restart the broker and run the group again)"
 }
 
 # e2e tests, by module and name prefix, as a nextest filter.
@@ -93,7 +98,7 @@ unit() { printf 'package(%s) & test(/^%s/)' "$1" "$2"; }
 
 # The end-to-end tests that break a guarantee on purpose, grouped by what they break.
 dies='guarantees::a_(crashed|service_that_dies|service_stopped)|restarts::a_database_outage'
-refused='guarantees::a_publish_|restarts::(a_graceful_stop|a_service_stopped_mid_saga|without_a_broker)|saga::every_published_event'
+refused='guarantees::a_publish_|restarts::(a_graceful_stop|a_service_stopped_mid_saga|without_a_broker)|saga::every_(published_event|commit)'
 duplicates='guarantees::only_the_inbox|delivery::(a_burst|an_invalid_event_queued)'
 
 for group in "${groups[@]}"; do
@@ -114,7 +119,7 @@ for group in "${groups[@]}"; do
       # own tests. Functions that only log or trace are left out.
       needs_services
       scratch
-      mutate consumer "$(unit choreo-messaging consumer::) | $(e2e "$dies|$duplicates|delivery::|guarantees::a_batch_taken")" \
+      mutate consumer "$(unit choreo-messaging consumer::) | $(unit choreo-messaging outcome::) | $(e2e "$dies|$duplicates|delivery::|guarantees::a_batch_taken|saga::every_commit")" \
         -f shared/messaging/src/consumer/delivery_loop.rs -f shared/messaging/src/consumer/transaction.rs \
         -f shared/messaging/src/consumer/copies.rs -f shared/messaging/src/consumer/handler.rs \
         -f shared/messaging/src/outcome.rs -E 'message_span|uuid_like'

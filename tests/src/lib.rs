@@ -129,6 +129,9 @@ pub struct Options {
     /// `CHOREO_API_TOKENS` of every service (empty: authentication off). When set, the suite's
     /// own client ([`Suite::http`]) sends the first of them.
     pub api_tokens: String,
+    /// `CHOREO_OUTBOX_SWEEP_MS` of every service: how long a relay that nothing wakes waits
+    /// before it reads its outbox again (200 ms in tests unless set).
+    pub outbox_sweep_ms: u64,
 }
 
 impl Default for Options {
@@ -150,6 +153,7 @@ impl Default for Options {
             fixed_prefix: None,
             otlp_endpoint: String::new(),
             api_tokens: String::new(),
+            outbox_sweep_ms: 200,
         }
     }
 }
@@ -285,7 +289,7 @@ impl Suite {
         common.reconnect_min_ms = 50;
         common.amqp_connect_timeout_ms = 1000;
         common.reconnect_max_ms = 500;
-        common.outbox_sweep_ms = 200;
+        common.outbox_sweep_ms = self.options.outbox_sweep_ms;
         common.shutdown_timeout_secs = 5;
         // Sweeps run in every test, beside everything the test does.
         common.retention_sweep_secs = 1;

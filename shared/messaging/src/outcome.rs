@@ -37,14 +37,6 @@ impl Outcome {
             Outcome::Unchanged => "unchanged",
         }
     }
-
-    /// Why it failed, for a retried or dead-lettered unit.
-    pub fn reason(&self) -> Option<&str> {
-        match self {
-            Outcome::Retried(reason) | Outcome::DeadLettered(reason) => Some(reason),
-            Outcome::Handled(_) | Outcome::Duplicate | Outcome::Unchanged => None,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -61,7 +53,5 @@ mod tests {
         ];
         assert_eq!(consumed.map(|o| o.label()), Outcome::CONSUMED);
         assert!(!Outcome::CONSUMED.contains(&Outcome::Unchanged.label()));
-        assert_eq!(Outcome::Retried("busy".into()).reason(), Some("busy"));
-        assert_eq!(Outcome::Handled(Vec::new()).reason(), None);
     }
 }

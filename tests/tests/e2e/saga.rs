@@ -226,3 +226,23 @@ async fn every_published_event_carries_the_contracts_amqp_properties() {
     sources.sort();
     assert_eq!(sources, ["billing", "orders", "orders", "shipping"]);
 }
+
+/// A relay publishes what a commit wrote as soon as the commit wakes it, not at its next sweep:
+/// with every sweep an hour away, a saga completes only if each of its four commits (the order
+/// over HTTP, then a consumed event in billing, shipping and orders) wakes its service's relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_commit_that_writes_the_outbox_wakes_its_relay() {
+    let suite = Suite::start_with(
+        Options {
+            outbox_sweep_ms: 3_600_000,
+            ..Options::default()
+        },
+        &Which::ALL,
+    )
+    .await;
+
+    let order = suite.place_order(&order_request(1500, 1, "AT")).await;
+    let id = order["id"].as_str().expect("id");
+    suite.wait_for_status(id, "completed").await;
+    assert_eq!(suite.shipments(id).await.len(), 1);
+}
