@@ -2,8 +2,7 @@
 //! recorded in the inbox, decoded, handled and its events written to the outbox, all in one
 //! transaction, so that a failing message loses only its own writes.
 
-use super::Handler;
-use super::HandlerError;
+use super::{Handler, HandlerError};
 use crate::failpoint::Failpoints;
 use crate::metrics::RuntimeMetrics;
 use crate::outbox::Outbox;
