@@ -164,28 +164,8 @@ async fn every_published_event_carries_the_contracts_amqp_properties() {
         .await;
 
     // order.placed, payment.captured, shipment.dispatched, order.completed.
+    suite.wait_for_ready_messages("tap", 4).await;
     let tap = suite.name("tap");
-    let tapped = choreo_e2e::poll("four events tapped", || {
-        let tap = tap.clone();
-        let suite = &suite;
-        Box::pin(async move {
-            let count = suite
-                .channel
-                .queue_declare(
-                    tap.as_str().into(),
-                    lapin::options::QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    lapin::types::FieldTable::default(),
-                )
-                .await
-                .expect("the tap")
-                .message_count();
-            (count >= 4).then_some(())
-        })
-    });
-    tapped.await;
     let mut sources = Vec::new();
     while let Some(message) = suite
         .channel

@@ -22,22 +22,13 @@ impl<H: Handler> ConsumerLoop<H> {
     ) -> Result<()> {
         tracing::warn!(reason, "dead-lettering message");
         // Without its `expiration`: a per-message TTL would expire it out of the DLQ.
+        let [exchange, routing_key] = first_published(delivery);
         let properties = headers::with_headers(
             &headers::for_keeping(&delivery.properties),
             &[
                 (X_ERROR, headers::text(reason)),
-                (
-                    X_ORIGINAL_EXCHANGE,
-                    headers::text(original(delivery, X_ORIGINAL_EXCHANGE, &delivery.exchange)),
-                ),
-                (
-                    X_ORIGINAL_ROUTING_KEY,
-                    headers::text(original(
-                        delivery,
-                        X_ORIGINAL_ROUTING_KEY,
-                        &delivery.routing_key,
-                    )),
-                ),
+                exchange,
+                routing_key,
                 (X_DEAD_LETTERED_AT, headers::text(choreo_store::now_text())),
             ],
         );
@@ -73,6 +64,7 @@ impl<H: Handler> ConsumerLoop<H> {
             ?delay,
             "transient failure; retrying later"
         );
+        let [exchange, routing_key] = first_published(delivery);
         let properties = headers::with_headers(
             &delivery.properties,
             &[
@@ -81,18 +73,8 @@ impl<H: Handler> ConsumerLoop<H> {
                     AMQPValue::LongLongInt(i64::from(attempts + 1)),
                 ),
                 (X_LAST_ERROR, headers::text(reason)),
-                (
-                    X_ORIGINAL_EXCHANGE,
-                    headers::text(original(delivery, X_ORIGINAL_EXCHANGE, &delivery.exchange)),
-                ),
-                (
-                    X_ORIGINAL_ROUTING_KEY,
-                    headers::text(original(
-                        delivery,
-                        X_ORIGINAL_ROUTING_KEY,
-                        &delivery.routing_key,
-                    )),
-                ),
+                exchange,
+                routing_key,
             ],
         );
         publisher
@@ -104,6 +86,24 @@ impl<H: Handler> ConsumerLoop<H> {
             })
             .await
     }
+}
+
+/// The headers that keep where `delivery` was first published, for a copy of it.
+fn first_published(delivery: &Delivery) -> [(&'static str, AMQPValue); 2] {
+    [
+        (
+            X_ORIGINAL_EXCHANGE,
+            headers::text(original(delivery, X_ORIGINAL_EXCHANGE, &delivery.exchange)),
+        ),
+        (
+            X_ORIGINAL_ROUTING_KEY,
+            headers::text(original(
+                delivery,
+                X_ORIGINAL_ROUTING_KEY,
+                &delivery.routing_key,
+            )),
+        ),
+    ]
 }
 
 /// Where the message was first published: a redelivered message arrives through another
