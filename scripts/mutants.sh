@@ -52,6 +52,7 @@ needs_services() {
   python3 scripts/amqp-ping.py --timeout 10 || die "RabbitMQ on 127.0.0.1:5672 (guest/guest) is needed"
   pg_isready -q -h 127.0.0.1 || die "PostgreSQL on 127.0.0.1:5432 is needed"
   cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked
+  sweep
 }
 
 root=$PWD
@@ -90,6 +91,15 @@ mutate() {
   # RabbitMQ 3.10 refusing every connection after test processes were ended mid-publish.)
   python3 scripts/amqp-ping.py --timeout 10 ||
     die "$group: RabbitMQ stopped answering during the group; its verdicts are void (restart the broker and run the group again)"
+  sweep
+}
+
+# A test ended by SIGTERM (nextest's timeout) removes its suite's queues and databases itself
+# (tests/src/leftovers.rs); one ended by SIGKILL cannot. Whatever is left is swept after each
+# group, before it piles up: a few hundred quorum queues left by killed tests once made RabbitMQ
+# 3.10 stop answering logins here.
+sweep() {
+  cargo run -q -p choreo-e2e --bin e2e-service -- sweep
 }
 
 # e2e tests, by module and name prefix, as a nextest filter.

@@ -5,6 +5,7 @@
 //! name prefix, temporary databases and HTTP ports, and removes its exchanges and queues when
 //! dropped (even after a failed assertion). Waiting is always polling with a deadline.
 
+mod leftovers;
 pub mod processes;
 pub mod proxy;
 
@@ -175,6 +176,8 @@ pub struct Suite {
     /// Kept open: `channel` lives on it.
     broker: Connection,
     pub channel: Channel,
+    /// This suite's entry in [`leftovers`]: what to remove if a signal ends the test.
+    leftovers: u64,
 }
 
 /// The retry delays of the services under test: short, so retry tests are quick.
@@ -201,6 +204,16 @@ impl Suite {
             .await
             .expect("confirm mode");
         let http = client(&options.api_tokens);
+        let databases = if options.postgres {
+            Which::ALL
+                .iter()
+                .map(|which| postgres_database(&prefix, *which))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let owned_prefix = options.fixed_prefix.is_none().then(|| prefix.clone());
+        let leftovers = leftovers::register(owned_prefix, databases);
         let mut suite = Suite {
             prefix,
             options,
@@ -213,6 +226,7 @@ impl Suite {
             http,
             broker,
             channel,
+            leftovers,
         };
         if suite.options.tap {
             suite.declare_tap().await;
@@ -231,11 +245,7 @@ impl Suite {
 
     /// The PostgreSQL database of one service of this suite.
     pub fn postgres_database(&self, which: Which) -> String {
-        format!(
-            "{}_{}",
-            self.prefix.trim_end_matches('.').replace('-', "_"),
-            which.topology().name
-        )
+        postgres_database(&self.prefix, which)
     }
 
     async fn create_databases(&self) {
@@ -765,6 +775,15 @@ impl Suite {
     }
 }
 
+/// The PostgreSQL database of one service of the suite named by `prefix`.
+fn postgres_database(prefix: &str, which: Which) -> String {
+    format!(
+        "{}_{}",
+        prefix.trim_end_matches('.').replace('-', "_"),
+        which.topology().name
+    )
+}
+
 impl Drop for Suite {
     fn drop(&mut self) {
         for which in Which::ALL {
@@ -805,7 +824,54 @@ impl Drop for Suite {
             runtime.block_on(drop_databases(&databases));
         })
         .join();
+        leftovers::release(self.leftovers);
     }
+}
+
+/// Removes what test processes ended by SIGKILL left behind: every exchange and queue whose name
+/// starts with `e2e-` (listed with `rabbitmqctl`) and every `e2e_` database. Returns how many it
+/// removed. Only for when no test runs (`make mutants` between its groups): it takes everything.
+pub async fn sweep_leftovers() -> anyhow::Result<usize> {
+    use anyhow::Context as _;
+    use sqlx::Connection as _;
+    let list = |what: &str| -> anyhow::Result<Vec<String>> {
+        let output = std::process::Command::new("rabbitmqctl")
+            .args([what, "--silent", "name"])
+            .output()
+            .with_context(|| format!("rabbitmqctl {what}"))?;
+        anyhow::ensure!(output.status.success(), "rabbitmqctl {what} failed");
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|name| name.starts_with("e2e-"))
+            .map(str::to_owned)
+            .collect())
+    };
+    let (queues, exchanges) = (list("list_queues")?, list("list_exchanges")?);
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
+    for queue in &queues {
+        // A fresh channel each time: an error closes the channel it happened on.
+        let channel = connection.create_channel().await?;
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for exchange in &exchanges {
+        let channel = connection.create_channel().await?;
+        let _ = channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let databases: Vec<String> = match sqlx::PgConnection::connect(&postgres_url("postgres")).await
+    {
+        Ok(mut admin) => {
+            sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'e2e\\_%'")
+                .fetch_all(&mut admin)
+                .await?
+        }
+        Err(_) => Vec::new(),
+    };
+    drop_databases(&databases).await;
+    Ok(queues.len() + exchanges.len() + databases.len())
 }
 
 /// Deletes every exchange and queue of the suite under `prefix` (and its retry queues).

@@ -6,6 +6,7 @@ mod api_docs;
 mod broker_users;
 mod delivery;
 mod guarantees;
+mod harness;
 mod http_api;
 mod metrics;
 mod observer;
