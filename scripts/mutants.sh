@@ -32,16 +32,17 @@ if ! cargo mutants --version >/dev/null 2>&1; then
 fi
 cargo mutants --version
 
-# The runtime and store groups are tested in one scratch copy of this tree (target/mutants/tree,
-# the working tree is never touched) built into one target directory of its own
-# (target/mutants/build), kept between runs so that a second run builds incrementally. Every group
-# builds the same three packages, so no feature set is ever rebuilt; without debug info, a mutant's
-# build links in about 13 s instead of 25. The tests run under nextest, which stops at the first
-# failure, each group choosing the tests that can catch its mutants; the end-to-end tests give up
-# waiting after 12 s instead of 30 (E2E_DEADLINE_SECS), since a caught mutant mostly shows as a
-# saga that never ends. nextest's `mutants` profile (.config/nextest.toml) ends a test still
-# running after 30 s, and cargo-mutants gives up on a run after 90 s ("timeout"); both count as
-# caught.
+# Every group is tested in one scratch copy of this tree (target/mutants/tree; the working tree
+# is never touched) built into one target directory of its own (target/mutants/build), kept
+# between runs so that a second run builds incrementally. The runtime and store groups build the
+# same three packages, so no feature set is ever rebuilt; without debug info, a mutant's build
+# links in about 13 s instead of 25; and choreo-e2e is built without its load tools (bench and
+# chaos, its default feature `tools`), which no test runs. The tests run under nextest, which
+# stops at the first failure, each group choosing the tests that can catch its mutants; the
+# end-to-end tests give up waiting after 12 s instead of 30 (E2E_DEADLINE_SECS), since a caught
+# mutant mostly shows as a saga that never ends. nextest's `mutants` profile
+# (.config/nextest.toml) ends a test still running after 30 s, and cargo-mutants gives up on a
+# run after 90 s ("timeout"); both count as caught.
 # MUTANTS_ARGS adds options to cargo-mutants: `--list` only lists, `--iterate` tests again only
 # what was missed last time.
 read -r -a extra <<<"${MUTANTS_ARGS:-}"
@@ -77,11 +78,11 @@ mutate() {
     cd target/mutants/tree
     export CARGO_TARGET_DIR="$root/target/mutants/build" CARGO_PROFILE_DEV_DEBUG=0 E2E_DEADLINE_SECS=12
     if [[ " ${extra[*]} " != *" --list "* ]]; then
-      cargo nextest run -p choreo-messaging -p choreo-store -p choreo-e2e --profile mutants \
+      cargo nextest run -p choreo-messaging -p choreo-store -p choreo-e2e --no-default-features --profile mutants \
         --test-threads 8 --no-fail-fast -E "$filter" ||
         die "$group: its tests fail with no mutant applied"
     fi
-    cargo mutants --in-place --test-tool nextest --timeout 90 "${common[@]}" \
+    cargo mutants --in-place --test-tool nextest --no-default-features --timeout 90 "${common[@]}" \
       -o "$root/target/mutants/$group" "${packages[@]}" "$@" \
       -- --profile mutants --test-threads 8 -E "$filter" ||
       echo "($group: some mutants were missed; see target/mutants/$group/mutants.out/missed.txt)"
@@ -114,31 +115,41 @@ duplicates='guarantees::only_the_inbox|delivery::(a_burst|an_invalid_event_queue
 for group in "${groups[@]}"; do
   case "$group" in
     decisions)
-      # The pure decisions: each package's own unit and property tests, no broker, in a copy
-      # of the tree that cargo-mutants makes.
+      # The pure decisions: each package's own unit and property tests, no broker, in the same
+      # scratch tree and build directory as the other groups (a copy of its own would be built
+      # from nothing at every run).
+      scratch
       mkdir -p "target/mutants/$group"
-      cargo mutants --timeout 180 "${common[@]}" -o "target/mutants/$group" \
-        -f shared/events/src/provenance.rs \
-        -f services/billing/src/rules.rs \
-        -f services/shipping/src/rules.rs \
-        -f services/orders/src/lifecycle.rs ||
-        echo "($group: some mutants were missed; see target/mutants/$group/mutants.out/missed.txt)"
+      (
+        cd target/mutants/tree
+        export CARGO_TARGET_DIR="$root/target/mutants/build" CARGO_PROFILE_DEV_DEBUG=0
+        cargo mutants --in-place --timeout 180 "${common[@]}" -o "$root/target/mutants/$group" \
+          -f shared/events/src/provenance.rs \
+          -f services/billing/src/rules.rs \
+          -f services/shipping/src/rules.rs \
+          -f services/orders/src/lifecycle.rs ||
+          echo "($group: some mutants were missed; see target/mutants/$group/mutants.out/missed.txt)"
+      )
       ;;
     consumer)
       # The runtime: the consumer, the relay and its confirmed publisher, the inbox, each with its
-      # own tests. Functions that only log or trace are left out.
+      # own tests. Functions that only log or trace are left out, and so are the mutants that
+      # docs/mutation-results.md shows to be harmless ("Left out of the runs"): each would cost a
+      # whole run of the group's tests, to be missed again.
       needs_services
       scratch
       mutate consumer "$(unit choreo-messaging consumer::) | $(unit choreo-messaging outcome::) | $(e2e "$dies|$duplicates|delivery::|guarantees::a_batch_taken|saga::every_commit")" \
         -f shared/messaging/src/consumer/delivery_loop.rs -f shared/messaging/src/consumer/transaction.rs \
         -f shared/messaging/src/consumer/copies.rs -f shared/messaging/src/consumer/handler.rs \
-        -f shared/messaging/src/outcome.rs -E 'message_span|uuid_like'
+        -f shared/messaging/src/outcome.rs -E 'message_span|uuid_like' \
+        -E 'replace < with <= in ConsumerLoop<H>::run|replace > with >= in ConsumerLoop<H>::process_batch'
       ;;
     relay)
       needs_services
       scratch
       mutate relay "$(unit choreo-messaging outbox::) | $(e2e "$refused|delivery::a_message_with_an_expiration")" \
-        -f shared/messaging/src/outbox.rs -f shared/messaging/src/publisher.rs -E 'warn_undrained'
+        -f shared/messaging/src/outbox.rs -f shared/messaging/src/publisher.rs -E 'warn_undrained' \
+        -E 'replace > with < in Relay::(run_pipelined|run_claiming|until_stopped)|replace > with >= in Relay::publish_claimed|AbortOnDrop<T>>::drop with \(\)'
       ;;
     inbox)
       needs_services
