@@ -86,7 +86,7 @@ cluster-down: ## Stop the three-node cluster and delete its data
 	@bash scripts/cluster.sh down
 
 bench: ## Benchmark as users see it, vs the broker alone (needs RabbitMQ and PostgreSQL; a few minutes); BASELINE=<git rev> also measures that commit; ARGS=--quick, `bench --help`
-	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin bench
+	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin observer --bin bench
 	$(if $(BASELINE),bash scripts/build-baseline.sh $(BASELINE))
 	$(BIN_DIR)/bench --bin-dir $(BIN_DIR) --report docs/benchmark-results.md $(if $(BASELINE),--baseline-bin-dir target/baseline/release) $(ARGS)
 container-base: ## Make the local base image (debootstrap + podman import; cached) the images build on without a registry

@@ -1,8 +1,9 @@
 //! One deployment of the suite under test: the three release binaries as processes, with one or
 //! more replicas each, on SQLite or on PostgreSQL (one database per service, created here and
 //! shared by that service's replicas, as in `chaos`), under a prefix of its own, with the probe
-//! bound once every process is ready. The services are black boxes: environment in, HTTP and
-//! events out.
+//! bound once every process is ready; with the observer and the default logging when it is
+//! measured as `make up` runs it. The services are black boxes: environment in, HTTP and events
+//! out.
 
 use crate::cleanup::Cleanup;
 use crate::partitions;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const SERVICES: [&str; 3] = ["orders", "billing", "shipping"];
+const OBSERVER: &str = "observer";
 /// How long a deployment may take from spawn to every process answering `/readyz` 200.
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 /// The services' default `CHOREO_RETRY_DELAYS_MS`: they name the delay queues to delete.
@@ -40,6 +42,11 @@ pub struct Spec {
     /// Orders' events hashed by order over one queue per orders replica
     /// ([`crate::partitions`]), instead of the contract's one queue.
     pub partitioned: bool,
+    /// The observer runs beside the services, as `make up` starts it.
+    pub observer: bool,
+    /// The bench's quiet logging (JSON, warnings and the messaging runtime's info), instead of
+    /// the defaults `make up` runs with.
+    pub quiet_logs: bool,
 }
 
 impl Spec {
@@ -57,7 +64,28 @@ impl Spec {
             bin_dir: bin_dir.to_owned(),
             env: Vec::new(),
             partitioned: false,
+            observer: false,
+            quiet_logs: true,
         }
+    }
+
+    /// SQLite as `make up` runs it: the observer on, every process with its default logging.
+    pub fn as_make_up(key: &str, bin_dir: &Path) -> Spec {
+        Spec {
+            name: "SQLite, as `make up` runs it (observer on, default logs)".to_owned(),
+            observer: true,
+            quiet_logs: false,
+            ..Spec::new(key, Database::Sqlite, 1, bin_dir)
+        }
+    }
+
+    /// The processes this deployment runs, each once per replica but the observer.
+    fn processes(&self) -> Vec<&'static str> {
+        let mut processes = SERVICES.to_vec();
+        if self.observer {
+            processes.push(OBSERVER);
+        }
+        processes
     }
 }
 
@@ -78,7 +106,7 @@ impl Deployment {
     /// behind after the sweep; the processes end when the returned value (or the half-built
     /// one) is dropped.
     pub async fn start(run_prefix: &str, spec: &Spec, cleanup: &Cleanup) -> Result<Deployment> {
-        for service in SERVICES {
+        for service in spec.processes() {
             let binary = spec.bin_dir.join(service);
             if !binary.is_file() {
                 bail!(
@@ -93,18 +121,28 @@ impl Deployment {
         let dir = tempfile::tempdir()?;
         let mut databases = Vec::new();
         let mut procs = Vec::new();
-        for service in SERVICES {
+        for service in spec.processes() {
             let database_url = match spec.database {
+                // The observer keeps its own SQLite file, as `make up` runs it.
                 Database::Sqlite => String::new(),
+                Database::Postgres if service == OBSERVER => String::new(),
                 Database::Postgres => {
                     let name = format!("{database_prefix}{service}");
                     databases.push(name.clone());
                     postgres_url(&name)
                 }
             };
-            for replica in 1..=spec.replicas {
+            let replicas = if service == OBSERVER {
+                1
+            } else {
+                spec.replicas
+            };
+            for replica in 1..=replicas {
                 let port = free_port()?;
                 let mut env = service_env(&prefix, port, dir.path(), &database_url);
+                if !spec.quiet_logs {
+                    env.retain(|(key, _)| key != "CHOREO_LOG_FORMAT" && key != "RUST_LOG");
+                }
                 if spec.partitioned {
                     env.push(("CHOREO_DECLARE_TOPOLOGY".into(), "own".into()));
                     if service == "orders" {
@@ -154,7 +192,8 @@ impl Deployment {
 
     /// Each process with its label ("orders", or "orders 2" among replicas) and pid.
     pub fn pids(&self) -> Vec<(String, u32)> {
-        let replicated = self.procs.len() > SERVICES.len();
+        let services = self.procs.iter().filter(|p| p.service != OBSERVER).count();
+        let replicated = services > SERVICES.len();
         let mut labelled = Vec::with_capacity(self.procs.len());
         for (index, proc) in self.procs.iter().enumerate() {
             // Replicas of a service are numbered from 1.
@@ -162,7 +201,7 @@ impl Deployment {
                 .iter()
                 .filter(|p| p.service == proc.service)
                 .count();
-            let label = if replicated {
+            let label = if replicated && proc.service != OBSERVER {
                 format!("{} {nth}", proc.service)
             } else {
                 proc.service.to_owned()

@@ -3,11 +3,15 @@
 //!
 //! 1. The broker alone: its ceiling (confirmed persistent publishes to a quorum queue, consumed
 //!    with acks: messages per second) and its floor (three hops, one message at a time).
-//! 2. The release binaries as processes on SQLite: a closed loop (orders/s, CPU per 1,000
-//!    orders of every process), open loops at 25/50/75% of that peak and at a fixed rate
-//!    (latency from each order's intended send time to its terminal event on the bus), orders
-//!    one at a time against the floor, and each service's peak memory.
-//! 3. Optionally the same closed loop against baseline binaries (`--baseline-bin-dir`).
+//! 2. The release binaries as processes on SQLite, as `make up` runs them (the observer on,
+//!    default logging): a closed loop (orders/s; CPU, disk writes and context switches per
+//!    order of every process), open loops at 25/50/75% of that peak and at a fixed rate
+//!    (latency from each order's intended send time to its terminal event on the bus; at the
+//!    fixed rate, what every process spends per order), orders one at a time against the
+//!    floor, and each process's peak memory.
+//! 3. The same binaries without the observer and with quiet logs (the bench's deployment before
+//!    it measured `make up`'s): the closed loop and the fixed rate; and optionally the same
+//!    closed loop against baseline binaries (`--baseline-bin-dir`), deployed the same way.
 //! 4. PostgreSQL with one and with two replicas of each service: closed loop, one open loop.
 //!
 //! Orders are posted over HTTP and seen to end by a probe queue on `orders.events`; nothing
@@ -20,7 +24,6 @@ mod cleanup;
 mod cli;
 mod client;
 mod closed_loop;
-mod cpu;
 mod deployment;
 mod floor;
 mod open_loop;
@@ -33,6 +36,7 @@ mod results;
 mod scenario;
 mod sequential;
 mod stats;
+mod usage;
 
 use crate::cleanup::Cleanup;
 use crate::cli::{Cli, Plan};
@@ -182,14 +186,24 @@ async fn run(plan: Plan, cleanup: Cleanup, progress: Arc<Progress>) -> Results {
         spec
     };
     let mut deployments = Vec::new();
+    let mut bare_rate = None;
     if plan.sqlite {
-        let sqlite = with_env(Spec::new("sqlite", Database::Sqlite, 1, &plan.bin_dir));
+        let up = with_env(Spec::as_make_up("up", &plan.bin_dir));
         deployments
-            .push(scenario::run(&sqlite, &sqlite_measures, &run_prefix, cleanup, progress).await);
+            .push(scenario::run(&up, &sqlite_measures, &run_prefix, cleanup, progress).await);
+        cleanup.sweep().await;
+        let mut bare_measures = closed_only.clone();
+        bare_measures.open = vec![Rate::Fixed(plan.fixed_rate)];
+        let mut bare = with_env(Spec::new("sqlite", Database::Sqlite, 1, &plan.bin_dir));
+        bare.name = format!("{}, no observer, quiet logs", bare.name);
+        let result = scenario::run(&bare, &bare_measures, &run_prefix, cleanup, progress).await;
+        bare_rate = rate(&result);
+        deployments.push(result);
         cleanup.sweep().await;
     }
 
-    // Right after the new binaries' run, so both meet the machine in the same state.
+    // Right after the new binaries' run, deployed as they were (no observer: an older
+    // build may have none), so both meet the machine in the same state.
     let mut baseline = None;
     if let Some(dir) = &plan.baseline_bin_dir {
         let mut spec = with_env(Spec::new("baseline", Database::Sqlite, 1, dir));
@@ -225,11 +239,7 @@ async fn run(plan: Plan, cleanup: Cleanup, progress: Arc<Progress>) -> Results {
         }
     }
 
-    let rate = |d: &scenario::DeploymentResult| d.closed_loop.as_ref().map(|c| c.orders_per_sec);
-    let baseline_ratio = match (
-        deployments.first().and_then(rate),
-        baseline.as_ref().and_then(rate),
-    ) {
+    let baseline_ratio = match (bare_rate, baseline.as_ref().and_then(rate)) {
         (Some(new), Some(old)) if old > 0.0 => Some(new / old),
         _ => None,
     };
@@ -250,6 +260,11 @@ async fn run(plan: Plan, cleanup: Cleanup, progress: Arc<Progress>) -> Results {
         errors,
         seconds: 0.0,
     }
+}
+
+/// A deployment's closed-loop orders per second.
+fn rate(deployment: &scenario::DeploymentResult) -> Option<f64> {
+    deployment.closed_loop.as_ref().map(|c| c.orders_per_sec)
 }
 
 fn settings(plan: &Plan) -> Settings {

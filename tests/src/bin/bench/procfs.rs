@@ -17,6 +17,38 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Bytes the process has caused to be written to storage so far (`write_bytes` of
+/// `/proc/<pid>/io`: what reached the block layer, page cache write-back included, not what it
+/// merely `write`s). `None` once it is gone, or when this process may not read it.
+pub fn write_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|line| line.strip_prefix("write_bytes:"))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// Context switches of every thread of the process so far: (voluntary, involuntary), summed
+/// over `/proc/<pid>/task/*/status`. `None` once it is gone.
+pub fn context_switches(pid: u32) -> Option<(u64, u64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let field = |status: &str, name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let mut sum = (0, 0);
+    for task in tasks.flatten() {
+        // A thread that ended since the directory was listed is skipped.
+        if let Ok(status) = std::fs::read_to_string(task.path().join("status")) {
+            sum.0 += field(&status, "voluntary_ctxt_switches");
+            sum.1 += field(&status, "nonvoluntary_ctxt_switches");
+        }
+    }
+    Some(sum)
+}
+
 /// Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`; 100 on Linux when it
 /// cannot be asked).
 pub fn ticks_per_second() -> f64 {
@@ -114,5 +146,7 @@ mod tests {
         assert!(cpu_ticks(me).is_some());
         assert!(status_kib(me, "VmHWM").is_some_and(|kib| kib > 0));
         assert!(ticks_per_second() > 0.0);
+        assert!(write_bytes(me).is_some());
+        assert!(context_switches(me).is_some_and(|(voluntary, _)| voluntary > 0));
     }
 }

@@ -14,7 +14,7 @@ pub fn tables(results: &Results) -> String {
     baseline(&mut out, results);
     open_loop(&mut out, results);
     one_at_a_time(&mut out, results);
-    cpu_and_memory(&mut out, results);
+    per_order(&mut out, results);
     errors(&mut out, results);
     out
 }
@@ -134,7 +134,8 @@ fn throughput(out: &mut String, results: &Results) {
 }
 
 fn baseline(out: &mut String, results: &Results) {
-    let (Some(baseline), Some(new)) = (&results.baseline, results.deployments.first()) else {
+    let new = results.deployments.iter().find(|d| d.key == "sqlite");
+    let (Some(baseline), Some(new)) = (&results.baseline, new) else {
         return;
     };
     let rate = |d: &crate::scenario::DeploymentResult| {
@@ -144,7 +145,7 @@ fn baseline(out: &mut String, results: &Results) {
     };
     let _ = writeln!(
         out,
-        "## Against the baseline (SQLite, 1 replica, closed loop)\n"
+        "## Against the baseline (SQLite, 1 replica, no observer, quiet logs; closed loop)\n"
     );
     let _ = writeln!(out, "| binaries | orders/s |\n|---|---:|");
     let _ = writeln!(
@@ -243,41 +244,88 @@ fn one_at_a_time(out: &mut String, results: &Results) {
     out.push('\n');
 }
 
-fn cpu_and_memory(out: &mut String, results: &Results) {
+fn per_order(out: &mut String, results: &Results) {
     let _ = writeln!(
         out,
-        "## CPU per 1,000 orders and peak memory\n\nCPU (user + system) of each process over the \
-         closed loop, divided by the orders it completed; peak resident memory (VmHWM) of each \
-         service process at the end of its deployment.\n"
+        "## What each process spends per order\n\nOver the closed loop (saturation) and over the \
+         open loop at the fixed rate (steady), divided by the orders completed in it: CPU (user + \
+         system) in ms per order, which is CPU s per 1,000 orders; kilobytes written to storage \
+         (`write_bytes` of `/proc/<pid>/io`); context switches, voluntary / involuntary, summed \
+         over the process's threads. Peak resident memory (VmHWM) of each process at the end of \
+         its deployment.\n"
     );
     let _ = writeln!(
         out,
-        "| deployment | process | CPU s / 1,000 orders | peak RSS (MiB) |"
+        "| deployment | load | process | CPU ms / order | KB written / order | switches / order | peak RSS (MiB) |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|");
+    let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|");
+    let mut totals = Vec::new();
     for deployment in results.deployments.iter().chain(&results.baseline) {
-        let mut total = 0.0;
-        for share in &deployment.cpu {
-            total += share.per_1000_orders;
-            let memory = deployment
-                .memory
-                .iter()
-                .find(|m| m.process == share.process)
-                .map(|m| format!("{:.1}", m.peak_rss_mib))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "| {} | {} | {:.2} | {memory} |",
-                deployment.name, share.process, share.per_1000_orders
-            );
+        let mut phases = vec![(
+            "closed loop".to_owned(),
+            &deployment.cpu,
+            deployment.cpu_totals,
+        )];
+        if let Some(steady) = &deployment.steady {
+            phases.push((
+                format!("{}/s", thousands(steady.rate)),
+                &steady.usage,
+                Some(steady.totals),
+            ));
         }
-        if !deployment.cpu.is_empty() {
-            let _ = writeln!(
-                out,
-                "| {} | **total** | **{total:.2}** | |",
-                deployment.name
-            );
+        for (load, usage, total) in phases {
+            for u in usage {
+                let memory = deployment
+                    .memory
+                    .iter()
+                    .find(|m| m.process == u.process)
+                    .map(|m| format!("{:.1}", m.peak_rss_mib))
+                    .unwrap_or_default();
+                let written = u
+                    .write_kb_per_order
+                    .map(|kb| format!("{kb:.1}"))
+                    .unwrap_or_default();
+                let switches = match (
+                    u.voluntary_switches_per_order,
+                    u.involuntary_switches_per_order,
+                ) {
+                    (Some(v), Some(i)) => format!("{v:.1} / {i:.1}"),
+                    _ => String::new(),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {load} | {} | {:.2} | {written} | {switches} | {memory} |",
+                    deployment.name, u.process, u.per_1000_orders
+                );
+            }
+            if let Some(total) = total {
+                totals.push((deployment.name.clone(), load, total));
+            }
         }
+    }
+    out.push('\n');
+    if totals.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## Per order, in total\n\nThe machine: every process above but the load generator.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| deployment | load | services CPU ms | observer CPU ms | broker CPU ms | machine CPU ms | machine KB written |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
+    for (name, load, t) in totals {
+        let _ = writeln!(
+            out,
+            "| {name} | {load} | {:.2} | {:.2} | {:.2} | **{:.2}** | **{:.1}** |",
+            t.services_cpu_ms,
+            t.observer_cpu_ms,
+            t.broker_cpu_ms,
+            t.machine_cpu_ms,
+            t.machine_write_kb
+        );
     }
     out.push('\n');
 }

@@ -1,15 +1,15 @@
-//! Everything measured on one deployment, in order: a warm-up, the closed loop (with the CPU of
-//! every process over it), the open-loop phases, the one-at-a-time orders, and each service's
-//! peak memory. A failed phase ends the deployment's measurements (what follows would measure
+//! Everything measured on one deployment, in order: a warm-up, the closed loop (with what every
+//! process spent over it: CPU, disk writes, context switches), the open-loop phases (the fixed
+//! rate's with the same), the one-at-a-time orders, and each process's peak memory. A failed phase ends the deployment's measurements (what follows would measure
 //! a broken system) but not the run: its error is reported with the rest.
 
 use crate::client::Poster;
 use crate::closed_loop::{self, ClosedLoop};
-use crate::cpu::{CpuMeter, CpuShare, Watched};
 use crate::deployment::{Database, Deployment, Spec};
 use crate::open_loop::{self, OpenLoop};
 use crate::progress::Progress;
 use crate::stats::Percentiles;
+use crate::usage::{Role, Totals, Usage, UsageMeter, Watched};
 use crate::{cleanup::Cleanup, procfs, sequential};
 use anyhow::{Result, bail};
 use serde::Serialize;
@@ -45,15 +45,29 @@ pub struct Memory {
 #[derive(Debug, Clone, Serialize)]
 pub struct DeploymentResult {
     pub name: String,
+    /// Short and unique within the run ("up", "sqlite", "pg1").
+    pub key: String,
     pub replicas: usize,
     pub closed_loop: Option<ClosedLoop>,
     pub open_loop: Vec<OpenLoop>,
     /// Placed to completed, one order at a time.
     pub one_at_a_time: Option<Percentiles>,
-    /// Over the closed loop.
-    pub cpu: Vec<CpuShare>,
+    /// What each process spent per order over the closed loop.
+    pub cpu: Vec<Usage>,
+    pub cpu_totals: Option<Totals>,
+    /// The same over the open loop at the fixed rate, at which it runs.
+    pub steady: Option<Steady>,
     pub memory: Vec<Memory>,
     pub errors: Vec<String>,
+}
+
+/// What each process spent per order at a steady rate (the open loop at the fixed rate).
+#[derive(Debug, Clone, Serialize)]
+pub struct Steady {
+    pub rate: f64,
+    pub orders: usize,
+    pub usage: Vec<Usage>,
+    pub totals: Totals,
 }
 
 pub async fn run(
@@ -65,11 +79,14 @@ pub async fn run(
 ) -> DeploymentResult {
     let mut result = DeploymentResult {
         name: spec.name.clone(),
+        key: spec.key.clone(),
         replicas: spec.replicas,
         closed_loop: None,
         open_loop: Vec::new(),
         one_at_a_time: None,
         cpu: Vec::new(),
+        cpu_totals: None,
+        steady: None,
         memory: Vec::new(),
         errors: Vec::new(),
     };
@@ -129,7 +146,7 @@ async fn measure(
 
     let phase = format!("{name}: closed loop");
     progress.phase(&phase, measures.orders, Some(probe.counter()));
-    let meter = CpuMeter::start(watched(spec, deployment)?);
+    let meter = UsageMeter::start(watched(spec, deployment)?);
     let (closed, problems) = closed_loop::run(
         &poster,
         probe,
@@ -141,6 +158,7 @@ async fn measure(
     .await?;
     let completed = closed.latency.map_or(0, |l| l.samples);
     result.cpu = meter.finish(completed);
+    result.cpu_totals = Some(Totals::of(&result.cpu));
     progress.note(&format!(
         "{phase}: {completed} orders in {:.1} s, {:.0} orders/s",
         closed.seconds, closed.orders_per_sec
@@ -163,6 +181,10 @@ async fn measure(
         let phase = format!("{name}: open loop at {per_sec:.0}/s ({target})");
         let orders = ((per_sec * measures.phase_secs).round() as usize).max(1);
         progress.phase(&phase, orders, Some(deployment.probe.counter()));
+        let meter = matches!(rate, Rate::Fixed(_))
+            .then(|| watched(spec, deployment))
+            .transpose()?
+            .map(UsageMeter::start);
         let (open, problems) = open_loop::run(
             &poster,
             &deployment.probe,
@@ -185,6 +207,16 @@ async fn measure(
                     shed => format!(", {shed} requests shed by the service and sent again"),
                 }
             ));
+        }
+        if let Some(meter) = meter {
+            let completed = open.latency.map_or(0, |l| l.samples);
+            let usage = meter.finish(completed);
+            result.steady = Some(Steady {
+                rate: per_sec,
+                orders: completed,
+                totals: Totals::of(&usage),
+                usage,
+            });
         }
         result.errors.extend(problems);
         result.open_loop.push(open);
@@ -231,15 +263,27 @@ async fn measure(
     deployment.check_alive()
 }
 
-/// The processes whose CPU an order costs: the services, the broker, PostgreSQL's processes
-/// serving this deployment (when on PostgreSQL), and the bench itself (the load generator).
+/// The processes an order costs: the services, the observer (when it runs), the broker,
+/// PostgreSQL's processes serving this deployment (when on PostgreSQL), and the bench itself
+/// (the load generator).
 fn watched(spec: &Spec, deployment: &Deployment) -> Result<Vec<Watched>> {
     let mut watched: Vec<Watched> = deployment
         .pids()
         .into_iter()
-        .map(|(label, pid)| Watched::one(&label, pid))
+        .map(|(label, pid)| {
+            let role = if label == "observer" {
+                Role::Observer
+            } else {
+                Role::Service
+            };
+            Watched::one(&label, pid, role)
+        })
         .collect();
-    watched.push(Watched::one("rabbitmq (beam.smp)", procfs::broker_pid()?));
+    watched.push(Watched::one(
+        "rabbitmq (beam.smp)",
+        procfs::broker_pid()?,
+        Role::Broker,
+    ));
     if spec.database == Database::Postgres {
         // Its backends for this deployment's databases (named in their command line) and the
         // writers that flush what they commit.
@@ -250,8 +294,13 @@ fn watched(spec: &Spec, deployment: &Deployment) -> Result<Vec<Watched>> {
         watched.push(Watched {
             label: "postgresql (backends, writers)".to_owned(),
             pids,
+            role: Role::Database,
         });
     }
-    watched.push(Watched::one("bench (load generator)", std::process::id()));
+    watched.push(Watched::one(
+        "bench (load generator)",
+        std::process::id(),
+        Role::LoadGenerator,
+    ));
     Ok(watched)
 }
