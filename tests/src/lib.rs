@@ -133,6 +133,8 @@ pub struct Options {
     /// `CHOREO_OUTBOX_SWEEP_MS` of every service: how long a relay that nothing wakes waits
     /// before it reads its outbox again (200 ms in tests unless set).
     pub outbox_sweep_ms: u64,
+    /// orders' `CHOREO_MAX_UNFINISHED_ORDERS` (admission control; 0: no bound).
+    pub max_unfinished_orders: u64,
 }
 
 impl Default for Options {
@@ -155,6 +157,7 @@ impl Default for Options {
             otlp_endpoint: String::new(),
             api_tokens: String::new(),
             outbox_sweep_ms: 200,
+            max_unfinished_orders: orders::DEFAULT_MAX_UNFINISHED_ORDERS,
         }
     }
 }
@@ -342,9 +345,12 @@ impl Suite {
         };
         let (addr, task): (SocketAddr, JoinHandle<std::io::Result<()>>) = match which {
             Which::Orders => {
-                let service = orders::build(orders::Settings { common })
-                    .await
-                    .expect("orders builds");
+                let service = orders::build(orders::Settings {
+                    common,
+                    max_unfinished_orders: self.options.max_unfinished_orders,
+                })
+                .await
+                .expect("orders builds");
                 (
                     service.local_addr(),
                     tokio::spawn(service.run_until_stopped(shutdown)),
@@ -430,7 +436,10 @@ impl Suite {
                 self.options.max_charge_cents.to_string(),
             )],
             Which::Shipping => vec![("CHOREO_COUNTRIES", self.options.countries.join(","))],
-            Which::Orders => Vec::new(),
+            Which::Orders => vec![(
+                "CHOREO_MAX_UNFINISHED_ORDERS",
+                self.options.max_unfinished_orders.to_string(),
+            )],
         };
         let mut command = tokio::process::Command::new(binary);
         command.arg(which.topology().name);

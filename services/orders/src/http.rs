@@ -1,9 +1,10 @@
 //! The orders HTTP API: `POST /orders`, `GET /orders/{id}`, `GET /orders?status=&limit=`.
 
+use crate::admission::{Admission, Refused};
 use crate::lifecycle::OrderStatus;
 use crate::store::{self, HistoryEntry, NewOrder, OrderView};
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,10 +22,13 @@ use choreo_store::Tx;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::sync::Arc;
 
-/// The routes of the orders API.
-pub fn routes(parts: &Parts) -> Router {
-    routing().with_state(parts.clone())
+/// The routes of the orders API; `POST /orders` asks `admission` first.
+pub fn routes(parts: &Parts, admission: Arc<Admission>) -> Router {
+    routing()
+        .with_state(parts.clone())
+        .layer(Extension(admission))
 }
 
 /// The routes, before they get their state: what [`openapi`] must document.
@@ -174,6 +178,24 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
+/// The 503 of a request admission control refused: the client may send it again after
+/// `Retry-After`, with the same `Idempotency-Key`.
+fn shed(refused: Refused) -> Response {
+    let body = json!({
+        "error": choreo_host::http::OVERLOADED,
+        "details": [format!(
+            "{} orders are still unfinished; new ones are refused from {} on (CHOREO_MAX_UNFINISHED_ORDERS)",
+            refused.unfinished, refused.bound
+        )],
+    });
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        Json(body),
+    )
+        .into_response()
+}
+
 fn created(status: StatusCode, order: OrderView) -> Response {
     let location = format!("/orders/{}", order.id);
     (status, [(header::LOCATION, location)], Json(order)).into_response()
@@ -194,12 +216,13 @@ enum Placed {
 /// gets a PRODUCER span under it, recorded if the order was committed (answered 201).
 async fn place_order(
     State(parts): State<Parts>,
+    Extension(admission): Extension<Arc<Admission>>,
     headers: HeaderMap,
     JsonBody(request): JsonBody<PlaceOrder>,
 ) -> Result<Response, ApiError> {
     let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
     let trace = parts.traces.request("POST", "/orders", traceparent);
-    let answer = place_order_traced(&parts, &headers, request, &trace).await;
+    let answer = place_order_traced(&parts, &admission, &headers, request, &trace).await;
     let status = answer.as_ref().map_or_else(|e| e.status, Response::status);
     trace.set_http_status(status.as_u16());
     trace.end(&match status {
@@ -211,12 +234,16 @@ async fn place_order(
 
 async fn place_order_traced(
     parts: &Parts,
+    admission: &Admission,
     headers: &HeaderMap,
     request: PlaceOrder,
     trace: &Unit,
 ) -> Result<Response, ApiError> {
     let total = request.validate().map_err(ApiError::unprocessable)?;
     let key = idempotency_key(headers)?;
+    if let Err(refused) = admission.admit(&parts.database).await {
+        return Ok(shed(refused));
+    }
     let canonical = serde_json::to_string(&request).unwrap_or_default();
 
     let id = uuid::Uuid::now_v7().to_string();

@@ -159,6 +159,18 @@ pub fn set_status(
 
 const ORDER_COLUMNS: &str = "id, customer_id, status, cancellation_reason, total_cents, currency, items, shipping_address, created_at, updated_at";
 
+/// Orders not yet finished (`pending` or `paid`): the saga's backlog, for admission control.
+pub fn unfinished_orders(tx: &mut dyn Tx) -> Result<u64> {
+    let mut row = tx
+        .query_opt(
+            "SELECT COUNT(*) FROM orders WHERE status IN ('pending', 'paid')",
+            &[],
+        )?
+        .unwrap_or_default();
+    let count: i64 = row.take(0)?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
 pub fn get_order(tx: &mut dyn Tx, id: &str) -> Result<Option<OrderView>> {
     let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
     let rows = tx.query(&sql, &[id.into()])?;

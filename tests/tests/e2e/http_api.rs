@@ -495,3 +495,68 @@ async fn every_rejection_of_every_service_is_the_contracts_json_error() {
         assert_json_error(response, method == Method::HEAD, &what).await;
     }
 }
+
+/// Admission control: with billing and shipping not running, every order stays `pending`. Once
+/// `CHOREO_MAX_UNFINISHED_ORDERS` of them are unfinished, the next `POST /orders` is refused with
+/// a 503, `Retry-After` and a JSON error, and counted; once the sagas have completed, orders are
+/// taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_are_refused_with_503_and_retry_after_while_the_unfinished_ones_reach_the_bound() {
+    let options = choreo_e2e::Options {
+        max_unfinished_orders: 3,
+        ..Default::default()
+    };
+    let mut suite = Suite::start_with(options, &[Which::Orders]).await;
+    let mut ids = Vec::new();
+    for price in 100..103 {
+        let order = suite.place_order(&order_request(price, 1, "AT")).await;
+        ids.push(order["id"].as_str().expect("id").to_owned());
+    }
+
+    let response = suite
+        .http
+        .post(suite.url(Which::Orders, "/orders"))
+        .json(&order_request(200, 1, "AT"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: Value = response.json().await.expect("a JSON error");
+    assert_eq!(body["error"], "overloaded, retry later");
+    assert!(
+        body["details"][0]
+            .as_str()
+            .is_some_and(|d| d.contains("3 orders are still unfinished")),
+        "{body}"
+    );
+    let scrape = suite.scrape(Which::Orders).await;
+    assert_eq!(scrape.value("choreo_orders_shed_total", &[]), 1.0);
+    let listed = get_json(&suite, "/orders?limit=100").await;
+    assert_eq!(
+        listed["orders"].as_array().map(Vec::len),
+        Some(3),
+        "the refused order was not placed"
+    );
+
+    suite.start_service(Which::Billing).await;
+    suite.start_service(Which::Shipping).await;
+    for id in &ids {
+        suite.wait_for_status(id, "completed").await;
+    }
+    // The next count (at most 100 ms old) sees none unfinished.
+    choreo_e2e::poll("an order taken once the others completed", || {
+        let suite = &suite;
+        Box::pin(async move {
+            let (status, _) = post(suite, &order_request(300, 1, "AT").to_string(), None).await;
+            (status == 201).then_some(())
+        })
+    })
+    .await;
+}

@@ -84,7 +84,7 @@ async fn logged_again(log: &Captured, what: &'static str) {
 /// `Debug`, or nothing when it ran.
 async fn start(common: choreo_host::CommonSettings, log: &Captured) -> String {
     let built = tokio::select! {
-        built = orders::build(orders::Settings { common }) => built,
+        built = orders::build(orders::Settings::with_defaults(common)) => built,
         () = logged_again(log, "database unreachable") => return String::new(),
     };
     let service = match built {

@@ -36,7 +36,9 @@ pub fn service() -> &'static Service {
             metrics: ServiceMetrics::new(&ORDERS),
             traces: Traces::off(),
         };
-        let router = orders::http::routes(&parts);
+        // No admission bound: every order stays pending here (nothing consumes its events).
+        let admission = orders::admission::Admission::new(0, parts.metrics.recorder());
+        let router = orders::http::routes(&parts, std::sync::Arc::new(admission));
         Service {
             runtime,
             database,

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// How many times one order is sent again after the service shed it.
-const SHED_RETRIES: usize = 3;
+/// How many times one order is sent again after the service shed it: enough to ride out an
+/// overload that admission control holds off for a while (a wait of `Retry-After` each time).
+const SHED_RETRIES: usize = 30;
 /// The longest `Retry-After` honoured.
 const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(5);
 
@@ -51,11 +52,18 @@ impl Poster {
     /// answer's `Retry-After`, as a well-behaved client would, up to [`SHED_RETRIES`] times; the
     /// wait counts in its latency, which runs from its intended send time.
     pub async fn post(&self) -> Result<String> {
+        self.post_accepted().await.map(|(id, _)| id)
+    }
+
+    /// [`Poster::post`], with the instant the request that was accepted left: the latency of
+    /// an accepted order, without the waits of the tries that were shed.
+    pub async fn post_accepted(&self) -> Result<(String, Instant)> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let url = &self.urls[n % self.urls.len()];
         self.progress.sent();
         let mut tries = 0;
-        let response = loop {
+        let (response, sent_at) = loop {
+            let sent_at = Instant::now();
             let response = self
                 .http
                 .post(url)
@@ -65,7 +73,7 @@ impl Poster {
                 .with_context(|| format!("POST {url}"))?;
             let status = response.status();
             if status == reqwest::StatusCode::CREATED {
-                break response;
+                break (response, sent_at);
             }
             let retry_after = response
                 .headers()
@@ -88,7 +96,7 @@ impl Poster {
         let order: serde_json::Value = response.json().await.context("the order's JSON")?;
         order["id"]
             .as_str()
-            .map(str::to_owned)
+            .map(|id| (id.to_owned(), sent_at))
             .context("the answer to POST /orders has no id")
     }
 }

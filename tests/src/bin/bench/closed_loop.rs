@@ -19,8 +19,11 @@ pub struct ClosedLoop {
     pub clients: usize,
     pub seconds: f64,
     pub orders_per_sec: f64,
-    /// Send to terminal event, under saturation.
+    /// The accepted request's send to the order's terminal event, under saturation.
     pub latency: Option<Percentiles>,
+    /// Requests the service shed (503 with `Retry-After`: admission control, or its request
+    /// limits) and the client sent again after that wait.
+    pub shed: usize,
 }
 
 /// Runs the loop; `Ok` with the order-level problems alongside the numbers.
@@ -32,6 +35,7 @@ pub async fn run(
     clients: usize,
     deadline: Duration,
 ) -> Result<(ClosedLoop, Vec<String>)> {
+    poster.take_shed();
     let remaining = Arc::new(AtomicUsize::new(orders));
     let sent = Arc::new(Mutex::new(Sent::default()));
     let started = Instant::now();
@@ -44,10 +48,12 @@ pub async fn run(
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                 .is_ok()
             {
-                // A closed-loop client sends when it is ready: that is its intended time.
-                let intended = Instant::now();
-                let posted = poster.post().await;
-                sent.lock().await.record(intended, posted);
+                // A closed-loop client sends when it is ready; its order's latency runs from
+                // the request that was accepted (the waits of shed ones are the shed rate's).
+                let started = Instant::now();
+                let posted = poster.post_accepted().await;
+                let intended = posted.as_ref().map_or(started, |(_, sent_at)| *sent_at);
+                sent.lock().await.record(intended, posted.map(|(id, _)| id));
             }
         });
     }
@@ -69,6 +75,7 @@ pub async fn run(
             seconds,
             orders_per_sec: completed as f64 / seconds,
             latency: Percentiles::of(&settled.latencies),
+            shed: poster.take_shed(),
         },
         settled.errors,
     ))

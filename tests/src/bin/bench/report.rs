@@ -103,12 +103,12 @@ fn throughput(out: &mut String, results: &Results) {
     );
     let _ = writeln!(
         out,
-        "| deployment | orders | clients | seconds | orders/s | events/s | of the broker's ceiling | latency p50 / p99 (ms) |"
+        "| deployment | orders | clients | seconds | orders/s | events/s | of the broker's ceiling | latency p50 / p99 (ms) | shed per order placed |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for deployment in results.deployments.iter().chain(&results.baseline) {
         let Some(closed) = &deployment.closed_loop else {
-            let _ = writeln!(out, "| {} | failed | | | | | | |", deployment.name);
+            let _ = writeln!(out, "| {} | failed | | | | | | | |", deployment.name);
             continue;
         };
         let share = results
@@ -121,13 +121,14 @@ fn throughput(out: &mut String, results: &Results) {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.1} | {} | {} | {share} | {latency} |",
+            "| {} | {} | {} | {:.1} | {} | {} | {share} | {latency} | {:.2} |",
             deployment.name,
             thousands(closed.orders as f64),
             closed.clients,
             closed.seconds,
             thousands(closed.orders_per_sec),
             thousands(closed.orders_per_sec * EVENTS_PER_ORDER),
+            closed.shed as f64 / closed.orders.max(1) as f64,
         );
     }
     out.push('\n');
