@@ -210,6 +210,9 @@ async fn every_published_event_carries_the_contracts_amqp_properties() {
 /// A relay publishes what a commit wrote as soon as the commit wakes it, not at its next sweep:
 /// with every sweep an hour away, a saga completes only if each of its four commits (the order
 /// over HTTP, then a consumed event in billing, shipping and orders) wakes its service's relay.
+/// No service may have started a new broker session meanwhile: a new session's relay reads its
+/// outbox first, which would hide a wake that never came (a consumer that panics after its
+/// commit, say, is back in a new session, and the inbox takes the redelivery as a duplicate).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_commit_that_writes_the_outbox_wakes_its_relay() {
     let suite = Suite::start_with(
@@ -225,4 +228,12 @@ async fn every_commit_that_writes_the_outbox_wakes_its_relay() {
     let id = order["id"].as_str().expect("id");
     suite.wait_for_status(id, "completed").await;
     assert_eq!(suite.shipments(id).await.len(), 1);
+    for which in Which::ALL {
+        let scrape = suite.scrape(which).await;
+        assert_eq!(
+            scrape.value("choreo_broker_reconnects_total", &[]),
+            0.0,
+            "{which:?} started no new broker session"
+        );
+    }
 }
