@@ -39,6 +39,9 @@ pub const MIGRATIONS: Migrations = Migrations {
     postgres: &POSTGRES,
 };
 
+/// The observer's default `CHOREO_CONSUMER_LINGER_MS` (the services': 0).
+pub const OBSERVER_LINGER_MS: i64 = 20;
+
 /// How the observer judges: its own settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Watching {
@@ -102,6 +105,9 @@ impl Settings {
     pub fn load() -> choreo_host::Result<Self> {
         let config = choreo_host::settings::layered(&[
             ("http_addr", Setting::Text("127.0.0.1:8083")),
+            // A bystander: its batches wait for more events, for fewer, larger transactions
+            // (docs/benchmarks.md, "The observer").
+            ("consumer_linger_ms", Setting::Number(OBSERVER_LINGER_MS)),
             ("observer_step_deadline_ms", Setting::Text("")),
             ("observer_sweep_ms", Setting::Number(250)),
         ])?;

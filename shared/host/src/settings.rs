@@ -255,6 +255,7 @@ const COMMON_DEFAULTS: &[(&str, Setting)] = &[
     ("log_format", Setting::Text("pretty")),
     ("failpoints", Setting::Text("")),
     ("consumer_batch", Setting::Number(32)),
+    ("consumer_linger_ms", Setting::Number(0)),
     ("worker_threads", Setting::Number(1)),
     ("http_max_concurrency", Setting::Number(256)),
     ("http_request_timeout_ms", Setting::Number(10000)),
@@ -311,6 +312,9 @@ pub struct CommonSettings {
     pub failpoints: String,
     /// The most received deliveries handled in one transaction.
     pub consumer_batch: usize,
+    /// How long a batch waits for more deliveries before it is handled; 0: it takes what has
+    /// arrived and goes.
+    pub consumer_linger_ms: u64,
     /// Tokio worker threads; 0 runs everything async on the main thread (a current-thread
     /// runtime). The database has threads of its own either way.
     pub worker_threads: usize,
@@ -370,7 +374,7 @@ impl CommonSettings {
         self.broker_nodes()?;
         self.declare_scope()?;
         self.failpoints()?;
-        let ranges: [(&str, i128, i128, i128); 16] = [
+        let ranges: [(&str, i128, i128, i128); 17] = [
             (
                 "amqp_connect_timeout_ms",
                 self.amqp_connect_timeout_ms.into(),
@@ -418,6 +422,12 @@ impl CommonSettings {
                 3_600_000,
             ),
             ("consumer_batch", self.consumer_batch as i128, 1, 1_000),
+            (
+                "consumer_linger_ms",
+                self.consumer_linger_ms.into(),
+                0,
+                10_000,
+            ),
             ("worker_threads", self.worker_threads as i128, 0, 256),
             ("retention_hours", self.retention_hours.into(), 1, 87_600),
             (
@@ -556,6 +566,7 @@ impl CommonSettings {
             outbox_sweep: Duration::from_millis(self.outbox_sweep_ms),
             failpoints: self.failpoints()?,
             consumer_batch: self.consumer_batch,
+            consumer_linger: Duration::from_millis(self.consumer_linger_ms),
             declare: self.declare_scope()?,
             consume_queue: Some(self.consume_queue.trim())
                 .filter(|queue| !queue.is_empty())

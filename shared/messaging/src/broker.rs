@@ -51,6 +51,8 @@ pub struct BrokerSettings {
     pub failpoints: crate::failpoint::Failpoints,
     /// The most received deliveries handled in one transaction (1: one at a time).
     pub consumer_batch: usize,
+    /// How long a batch waits for more deliveries (zero: it takes what has arrived).
+    pub consumer_linger: Duration,
     /// What the service declares at every connect: the whole suite, or only its own queues.
     pub declare: topology::DeclareScope,
     /// The queue consumed, unprefixed, when not the service's own (a partitioned topology).
@@ -227,6 +229,7 @@ impl<H: Handler> Broker<H> {
             health: self.health.clone(),
             failpoints: self.settings.failpoints.clone(),
             max_batch: self.settings.consumer_batch.max(1),
+            linger: self.settings.consumer_linger,
             metrics: self.metrics.clone(),
             traces: self.traces.clone(),
             redeliver: names.of(&self.service.redeliver_exchange()),

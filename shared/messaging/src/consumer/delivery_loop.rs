@@ -57,6 +57,9 @@ pub(crate) struct ConsumerLoop<H> {
     pub(crate) failpoints: Failpoints,
     /// The most deliveries already received that are handled together in one transaction.
     pub(crate) max_batch: usize,
+    /// How long a batch waits for more deliveries once the first is in: a bystander (the
+    /// observer) trades that much latency for fewer, larger transactions. Zero: none.
+    pub(crate) linger: Duration,
     pub(crate) metrics: Arc<RuntimeMetrics>,
     pub(crate) traces: Traces,
     /// The service's redelivery exchange, prefixed (named once, not per message).
@@ -96,17 +99,29 @@ impl<H: Handler> ConsumerLoop<H> {
                 Some(Err(error)) => break Err(error.into()),
                 None => break Err(Error::ChannelGone),
             };
-            // Whatever else the broker has already pushed (up to the batch size) joins it.
+            // Whatever else the broker has already pushed (up to the batch size) joins it, and
+            // with a linger, what it pushes until then.
             let mut batch = vec![first];
             let mut failed = None;
+            let linger_until = tokio::time::Instant::now() + self.linger;
             while batch.len() < self.max_batch {
-                match deliveries.next().now_or_never() {
-                    Some(Some(Ok(delivery))) => batch.push(delivery),
-                    Some(Some(Err(error))) => {
+                let next = match deliveries.next().now_or_never() {
+                    Some(next) => next,
+                    None if self.linger.is_zero() => break,
+                    None => tokio::select! {
+                        biased;
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep_until(linger_until) => break,
+                        next = deliveries.next() => next,
+                    },
+                };
+                match next {
+                    Some(Ok(delivery)) => batch.push(delivery),
+                    Some(Err(error)) => {
                         failed = Some(error);
                         break;
                     }
-                    _ => break,
+                    None => break,
                 }
             }
             match self.process_batch(batch, &publisher, &stop).await {

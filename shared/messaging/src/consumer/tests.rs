@@ -295,6 +295,7 @@ fn consumer(db: Database, outage: u32, stop: CancellationToken) -> ConsumerLoop<
         health: Arc::new(BrokerHealth::default()),
         failpoints: Failpoints::default(),
         max_batch: 32,
+        linger: Duration::ZERO,
         metrics: Arc::new(RuntimeMetrics::detached(&choreo_events::topology::ORDERS)),
         traces: Traces::off(),
         redeliver: choreo_events::topology::ORDERS.redeliver_exchange(),
