@@ -135,6 +135,8 @@ pub struct Options {
     pub outbox_sweep_ms: u64,
     /// orders' `CHOREO_MAX_UNFINISHED_ORDERS` (admission control; 0: no bound).
     pub max_unfinished_orders: u64,
+    /// `CHOREO_CONSUMER_LINGER_MS` of every service (0 unless set).
+    pub consumer_linger_ms: u64,
 }
 
 impl Default for Options {
@@ -158,6 +160,7 @@ impl Default for Options {
             api_tokens: String::new(),
             outbox_sweep_ms: 200,
             max_unfinished_orders: orders::DEFAULT_MAX_UNFINISHED_ORDERS,
+            consumer_linger_ms: 0,
         }
     }
 }
@@ -303,6 +306,7 @@ impl Suite {
         common.amqp_connect_timeout_ms = 1000;
         common.reconnect_max_ms = 500;
         common.outbox_sweep_ms = self.options.outbox_sweep_ms;
+        common.consumer_linger_ms = self.options.consumer_linger_ms;
         common.shutdown_timeout_secs = 5;
         // Sweeps run in every test, beside everything the test does.
         common.retention_sweep_secs = 1;
@@ -425,6 +429,10 @@ impl Suite {
                 common.reconnect_max_ms.to_string(),
             ),
             ("CHOREO_OUTBOX_SWEEP_MS", common.outbox_sweep_ms.to_string()),
+            (
+                "CHOREO_CONSUMER_LINGER_MS",
+                common.consumer_linger_ms.to_string(),
+            ),
             ("CHOREO_DECLARE_TOPOLOGY", common.declare_topology.clone()),
             ("CHOREO_FAILPOINTS", failpoints.to_owned()),
             ("CHOREO_LOG_FORMAT", "json".to_owned()),

@@ -534,6 +534,47 @@ mod tests {
         );
     }
 
+    /// After a read that published, the relay reads again at once; after one that found
+    /// nothing, it waits for a wake (or its sweep, an hour away here) instead of reading again.
+    #[tokio::test]
+    async fn the_relay_reads_again_at_once_only_after_it_published_and_otherwise_waits_for_a_wake()
+    {
+        use std::sync::atomic::AtomicUsize;
+        let relay = Relay {
+            db: memory_database().await,
+            exchange: "orders.events".to_owned(),
+            source: "orders".to_owned(),
+            waker: OutboxWaker::default(),
+            batch_size: 10,
+            sweep_interval: Duration::from_secs(3600),
+            failpoints: crate::failpoint::Failpoints::default(),
+            metrics: Arc::new(RuntimeMetrics::detached(&choreo_events::topology::ORDERS)),
+        };
+        let reads = AtomicUsize::new(0);
+        let stop = CancellationToken::new();
+        // The first read publishes two rows, every later one finds nothing.
+        let running = relay.until_stopped(&stop, || {
+            let n = reads.fetch_add(1, Ordering::SeqCst);
+            async move { Ok(if n == 0 { 2 } else { 0 }) }
+        });
+        tokio::pin!(running);
+        let waiting = tokio::time::timeout(Duration::from_millis(50), &mut running).await;
+        assert!(waiting.is_err(), "an idle relay waits");
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            2,
+            "read again at once after publishing, then wait"
+        );
+
+        relay.waker.wake();
+        let waiting = tokio::time::timeout(Duration::from_millis(50), &mut running).await;
+        assert!(waiting.is_err());
+        assert_eq!(reads.load(Ordering::SeqCst), 3, "one read per wake");
+
+        stop.cancel();
+        assert!(running.await.is_ok(), "a stop ends it");
+    }
+
     #[tokio::test]
     async fn the_relay_reads_unsent_rows_in_order_and_marks_a_confirmed_prefix_in_one_statement() {
         let db = memory_database().await;

@@ -97,6 +97,44 @@ async fn a_batch_taken_from_a_full_queue_is_acked_whole() {
     assert_eq!(left, 0, "every delivery of every batch was acked");
 }
 
+/// With a linger, a batch waits for deliveries that arrive after its first: five orders placed
+/// 50 ms apart reach billing one by one, and billing, lingering a second, handles them in one
+/// or two transactions instead of five. Every saga still completes, and every delivery is acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_lingers_takes_the_deliveries_that_arrive_meanwhile() {
+    let options = Options {
+        consumer_linger_ms: 1000,
+        ..Options::default()
+    };
+    let mut suite = Suite::start_with(options, &Which::ALL).await;
+    let mut ids = Vec::new();
+    for price in 0..5 {
+        let order = suite
+            .place_order(&order_request(100 + price, 1, "AT"))
+            .await;
+        ids.push(order["id"].as_str().expect("id").to_owned());
+        // Spacing the orders is the point: each event reaches billing on its own.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for id in &ids {
+        suite.wait_for_status(id, "completed").await;
+    }
+    let transactions = suite.scrape(Which::Billing).await.value(
+        &format!("{}_count", choreo_messaging::metrics::TRANSACTION_SECONDS),
+        &[],
+    );
+    assert!(
+        transactions <= 2.0,
+        "five events 50 ms apart in at most two transactions: {transactions}"
+    );
+    suite.take(Which::Billing).stop().await;
+    assert_eq!(
+        suite.wait_for_no_consumers("billing").await,
+        0,
+        "every delivery acked"
+    );
+}
+
 /// Makes a PostgreSQL database refuse connections (or accept them again), ending those open.
 pub async fn set_database_reachable(database: &str, reachable: bool) {
     use sqlx::Connection as _;
