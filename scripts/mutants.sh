@@ -149,7 +149,7 @@ for group in "${groups[@]}"; do
       scratch
       mutate relay "$(unit choreo-messaging outbox::) | $(e2e "$refused|delivery::a_message_with_an_expiration")" \
         -f shared/messaging/src/outbox.rs -f shared/messaging/src/publisher.rs -E 'warn_undrained' \
-        -E 'replace > with < in Relay::(run_pipelined|run_claiming|until_stopped)|replace > with >= in Relay::publish_claimed|AbortOnDrop<T>>::drop with \(\)'
+        -E 'replace > with < in Relay::(run_pipelined|run_claiming)|replace > with >= in Relay::publish_claimed|AbortOnDrop<T>>::drop with \(\)'
       ;;
     inbox)
       needs_services

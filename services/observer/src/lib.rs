@@ -39,8 +39,8 @@ pub const MIGRATIONS: Migrations = Migrations {
     postgres: &POSTGRES,
 };
 
-/// The observer's default `CHOREO_CONSUMER_LINGER_MS` (the services': 0).
-pub const OBSERVER_LINGER_MS: i64 = 20;
+/// The observer's default `CHOREO_CONSUMER_LINGER_MS`, as the services'.
+pub const OBSERVER_LINGER_MS: i64 = 0;
 
 /// How the observer judges: its own settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,8 +105,8 @@ impl Settings {
     pub fn load() -> choreo_host::Result<Self> {
         let config = choreo_host::settings::layered(&[
             ("http_addr", Setting::Text("127.0.0.1:8083")),
-            // A bystander: its batches wait for more events, for fewer, larger transactions
-            // (docs/benchmarks.md, "The observer").
+            // A bystander could wait for more events per batch (docs/benchmarks.md, "The
+            // observer"); 0 until `make bench` has measured what a linger buys it.
             ("consumer_linger_ms", Setting::Number(OBSERVER_LINGER_MS)),
             ("observer_step_deadline_ms", Setting::Text("")),
             ("observer_sweep_ms", Setting::Number(250)),
