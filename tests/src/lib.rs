@@ -845,6 +845,22 @@ impl Drop for Suite {
     }
 }
 
+/// Whether `queue` (its whole name) exists on the broker: a passive declare, on a channel of its
+/// own (a refused declare closes the channel it ran on).
+pub async fn queue_exists(connection: &Connection, queue: &str) -> bool {
+    let Ok(channel) = connection.create_channel().await else {
+        return false;
+    };
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .is_ok()
+}
+
 /// Removes what test processes ended by SIGKILL left behind: every exchange and queue whose name
 /// starts with `e2e-` (listed with `rabbitmqctl`) and every `e2e_` database. Returns how many it
 /// removed. Only for when no test runs (`make mutants` between its groups): it takes everything.
@@ -947,18 +963,8 @@ pub async fn delete_topology(prefix: &str, delays_ms: &[u64]) {
         }
         let mut left = 0;
         for queue in &queues {
-            if let Ok(channel) = connection.create_channel().await {
-                let passive = QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                };
-                if channel
-                    .queue_declare(queue.as_str().into(), passive, FieldTable::default())
-                    .await
-                    .is_ok()
-                {
-                    left += 1;
-                }
+            if queue_exists(&connection, queue).await {
+                left += 1;
             }
         }
         if left == 0 {

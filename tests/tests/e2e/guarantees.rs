@@ -83,10 +83,7 @@ async fn a_batch_taken_from_a_full_queue_is_acked_whole() {
     for id in &ids {
         suite.wait_for_status(id, "completed").await;
     }
-    let transactions = suite.scrape(Which::Billing).await.value(
-        &format!("{}_count", choreo_messaging::metrics::TRANSACTION_SECONDS),
-        &[],
-    );
+    let transactions = billing_transactions(&suite).await;
     assert!(
         transactions < f64::from(ORDERS),
         "{ORDERS} waiting messages taken in batches, not one by one: {transactions} transactions"
@@ -119,10 +116,7 @@ async fn a_batch_that_lingers_takes_the_deliveries_that_arrive_meanwhile() {
     for id in &ids {
         suite.wait_for_status(id, "completed").await;
     }
-    let transactions = suite.scrape(Which::Billing).await.value(
-        &format!("{}_count", choreo_messaging::metrics::TRANSACTION_SECONDS),
-        &[],
-    );
+    let transactions = billing_transactions(&suite).await;
     assert!(
         transactions <= 2.0,
         "five events 50 ms apart in at most two transactions: {transactions}"
@@ -133,6 +127,14 @@ async fn a_batch_that_lingers_takes_the_deliveries_that_arrive_meanwhile() {
         0,
         "every delivery acked"
     );
+}
+
+/// Consumer transactions billing has run (its transaction histogram's count).
+async fn billing_transactions(suite: &Suite) -> f64 {
+    suite.scrape(Which::Billing).await.value(
+        &format!("{}_count", choreo_messaging::metrics::TRANSACTION_SECONDS),
+        &[],
+    )
 }
 
 /// Makes a PostgreSQL database refuse connections (or accept them again), ending those open.

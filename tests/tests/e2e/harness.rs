@@ -1,8 +1,6 @@
 //! The harness itself: a test that a signal ends leaves nothing on the broker.
 
 use choreo_e2e::{Options, Suite, Which, amqp_url};
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -72,13 +70,5 @@ async fn queue_exists(name: &str) -> bool {
     let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
         .await
         .expect("broker");
-    let channel = connection.create_channel().await.expect("channel");
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    channel
-        .queue_declare(name.into(), passive, FieldTable::default())
-        .await
-        .is_ok()
+    choreo_e2e::queue_exists(&connection, name).await
 }

@@ -103,15 +103,16 @@ impl<H: Handler> ConsumerLoop<H> {
             // with a linger, what it pushes until then.
             let mut batch = vec![first];
             let mut failed = None;
-            let linger_until = tokio::time::Instant::now() + self.linger;
+            let linger_until =
+                (!self.linger.is_zero()).then(|| tokio::time::Instant::now() + self.linger);
             while batch.len() < self.max_batch {
-                let next = match deliveries.next().now_or_never() {
-                    Some(next) => next,
-                    None if self.linger.is_zero() => break,
-                    None => tokio::select! {
+                let next = match (deliveries.next().now_or_never(), linger_until) {
+                    (Some(next), _) => next,
+                    (None, None) => break,
+                    (None, Some(until)) => tokio::select! {
                         biased;
                         () = stop.cancelled() => break,
-                        () = tokio::time::sleep_until(linger_until) => break,
+                        () = tokio::time::sleep_until(until) => break,
                         next = deliveries.next() => next,
                     },
                 };
