@@ -69,8 +69,9 @@ scratch() {
 
 # mutate GROUP FILTER [cargo-mutants options...]: one group's mutants in the scratch tree, tested
 # by the tests nextest's FILTER selects. Results in target/mutants/GROUP/mutants.out.
-# cargo-mutants's own baseline runs only the mutated package's tests, so the group's tests are
-# first run here unmutated: a test that fails anyway would make every mutant look caught.
+# The group's tests are first run here unmutated (a test that fails anyway would make every
+# mutant look caught), which also builds the unmutated tree; cargo-mutants's own baseline would
+# only build and run the same again, so it is skipped.
 mutate() {
   local group=$1 filter=$2
   shift 2
@@ -82,7 +83,7 @@ mutate() {
         --test-threads 8 --no-fail-fast -E "$filter" ||
         die "$group: its tests fail with no mutant applied"
     fi
-    cargo mutants --in-place --test-tool nextest --no-default-features --timeout 90 "${common[@]}" \
+    cargo mutants --in-place --test-tool nextest --no-default-features --timeout 90 --baseline skip "${common[@]}" \
       -o "$root/target/mutants/$group" "${packages[@]}" "$@" \
       -- --profile mutants --test-threads 8 -E "$filter" ||
       echo "($group: some mutants were missed; see target/mutants/$group/mutants.out/missed.txt)"
