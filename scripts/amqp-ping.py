@@ -7,13 +7,18 @@ client (CI once saw every end-to-end test fail with "connection reset by peer" b
 ping). This speaks the protocol itself, with nothing but the standard library:
 protocol header, Start/StartOk (PLAIN), Tune/TuneOk, Open/OpenOk, Channel.Open/OpenOk, Close.
 
+With --quorum it also declares a durable quorum queue and deletes it, as every suite's topology
+does: a node whose Raft system is broken lets clients in and answers each quorum queue declaration
+with INTERNAL_ERROR (CI once failed 58 end-to-end tests that way).
+
     scripts/amqp-ping.py [--host 127.0.0.1] [--port 5672] [--user guest] [--password guest]
-                         [--vhost /] [--timeout 10]
+                         [--vhost /] [--timeout 10] [--quorum]
 
 Exit 0 when the broker opened the channel; 1 with the reason on standard error otherwise.
 """
 
 import argparse
+import os
 import socket
 import struct
 import sys
@@ -32,6 +37,12 @@ def shortstr(text):
 
 def longstr(data):
     return struct.pack("!I", len(data)) + data
+
+
+def table(entries):
+    """An AMQP field table of text values."""
+    body = b"".join(shortstr(key) + b"S" + longstr(value.encode()) for key, value in entries)
+    return longstr(body)
 
 
 def method_frame(channel, class_id, method_id, arguments=b""):
@@ -98,6 +109,14 @@ def ping(args):
         expect(sock, 10, 41, f"connection.open of virtual host {args.vhost!r}")
         sock.sendall(method_frame(1, 20, 10, shortstr("")))
         expect(sock, 20, 11, "channel.open")
+        if args.quorum:
+            queue = shortstr(f"amqp-ping.{os.getpid()}")
+            durable = b"\x02"
+            declare = struct.pack("!H", 0) + queue + durable + table([("x-queue-type", "quorum")])
+            sock.sendall(method_frame(1, 50, 10, declare))
+            expect(sock, 50, 11, "queue.declare of a quorum queue")
+            sock.sendall(method_frame(1, 50, 40, struct.pack("!H", 0) + queue + b"\x00"))
+            expect(sock, 50, 41, "queue.delete of that quorum queue")
         sock.sendall(method_frame(0, 10, 50, struct.pack("!H", 200) + shortstr("ping") + b"\x00" * 4))
         expect(sock, 10, 51, "connection.close")
 
@@ -110,6 +129,7 @@ def main():
     parser.add_argument("--password", default="guest")
     parser.add_argument("--vhost", default="/")
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--quorum", action="store_true", help="also declare and delete a quorum queue")
     args = parser.parse_args()
     try:
         ping(args)
