@@ -26,9 +26,12 @@ for group in "${@:-decisions runtime store}"; do
   done
 done
 
-if ! cargo mutants --version >/dev/null 2>&1; then
-  echo "cargo-mutants is missing; installing it from crates.io"
-  cargo install cargo-mutants --locked
+# The version whose options (--baseline skip, --test-tool nextest, -E) and output (mutants.out)
+# this script was written against.
+MUTANTS_VERSION=27.1.0
+if ! cargo mutants --version 2>/dev/null | grep -qx "cargo-mutants $MUTANTS_VERSION"; then
+  echo "cargo-mutants $MUTANTS_VERSION is missing; installing it from crates.io"
+  cargo install cargo-mutants --version "$MUTANTS_VERSION" --locked
 fi
 cargo mutants --version
 

@@ -38,6 +38,8 @@ pub const MAX_LIMIT: i64 = 1000;
 pub struct Web {
     pub database: Database,
     pub deadlines: Deadlines,
+    /// The sweep's count of the last minute's events, for the map.
+    pub last_minute: crate::watch::LastMinute,
 }
 
 /// What the live stream uses.
@@ -141,7 +143,8 @@ pub struct FlowEvent {
     pub consumers: Vec<String>,
     /// Its distance from the start along the flow: the map's column.
     pub column: usize,
-    /// Events of this type seen, ever and in the last minute (by their time).
+    /// Events of this type stored, ever and in the last minute (by when the observer stored
+    /// them, as of its last sweep).
     pub count: i64,
     pub last_minute: i64,
 }
@@ -158,17 +161,13 @@ pub struct FlowStep {
 }
 
 async fn flow_map(State(web): State<Web>) -> Result<Json<FlowMap>, ApiError> {
-    let since = crate::saga::timestamp(chrono::Utc::now() - chrono::Duration::seconds(60));
-    let counts = web
-        .database
-        .read(move |tx| store::counts(tx, &since))
-        .await?;
+    let counts = web.database.read(store::counts).await?;
     let count_of = |event_type: EventType| {
-        counts
-            .events
-            .iter()
-            .find(|(t, _, _)| t == event_type.routing_key())
-            .map_or((0, 0), |(_, all, recent)| (*all, *recent))
+        let name = event_type.routing_key();
+        (
+            store::Counts::of(&counts.events, name),
+            web.last_minute.of(name),
+        )
     };
     Ok(Json(FlowMap {
         lanes: SERVICES.iter().map(|s| s.name.to_owned()).collect(),

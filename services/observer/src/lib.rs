@@ -135,6 +135,7 @@ pub async fn build(settings: Settings) -> choreo_host::Result<Observer> {
     };
     let (feed, _) = broadcast::channel(256);
     let live_stop = CancellationToken::new();
+    let last_minute = watch::LastMinute::default();
     let mut registered = None;
     let mut service = Service::build(
         OBSERVER,
@@ -146,6 +147,7 @@ pub async fn build(settings: Settings) -> choreo_host::Result<Observer> {
             http::routes(http::Web {
                 database: parts.database.clone(),
                 deadlines,
+                last_minute: last_minute.clone(),
             })
         },
         http::openapi(),
@@ -170,6 +172,7 @@ pub async fn build(settings: Settings) -> choreo_host::Result<Observer> {
         period: settings.watching.sweep,
         feed,
         metrics: registered.expect("the routes were built"),
+        last_minute,
     };
     Ok(Observer {
         service,

@@ -1,19 +1,15 @@
 //! The observer's own series on the service's recorder (`GET /metrics` renders them with the
 //! runtime's): events observed by type, sagas by state, sagas with an anomaly by kind.
 //!
-//! They come from the observer's database (counts over every stored event and saga), so they are
-//! refreshed by the sweep every [`REFRESH`], not per message: a scrape sees values at most that
-//! old.
+//! They come from the observer's database (`observer_counts`, which each transaction keeps up to
+//! date), read again by every sweep (`CHOREO_OBSERVER_SWEEP_MS`): a scrape sees values at most
+//! one sweep old.
 
 use crate::saga::{AnomalyKind, SagaState};
 use crate::store::Counts;
 use choreo_events::EventType;
 use choreo_messaging::metrics::METADATA;
 use metrics::{Counter, Gauge, Key, KeyName, Label, Recorder};
-use std::time::Duration;
-
-/// How often the sweep reads the counts again.
-pub const REFRESH: Duration = Duration::from_secs(5);
 
 pub const EVENTS: &str = "choreo_observer_events_total";
 pub const SAGAS: &str = "choreo_observer_sagas";
@@ -84,22 +80,15 @@ impl ObserverMetrics {
 
     /// Sets every series from `counts`; what `counts` lacks is zero.
     pub fn set(&self, counts: &Counts) {
-        let find = |list: &[(String, i64)], key: &str| {
-            list.iter().find(|(k, _)| k == key).map_or(0, |(_, n)| *n)
-        };
         for (event_type, counter) in &self.events {
-            let seen = counts
-                .events
-                .iter()
-                .find(|(t, _, _)| t == event_type)
-                .map_or(0, |(_, all, _)| *all);
+            let seen = Counts::of(&counts.events, event_type);
             counter.absolute(u64::try_from(seen).unwrap_or(0));
         }
         for (state, gauge) in &self.sagas {
-            gauge.set(find(&counts.states, state) as f64);
+            gauge.set(Counts::of(&counts.states, state) as f64);
         }
         for (kind, gauge) in &self.anomalies {
-            gauge.set(find(&counts.anomalies, kind) as f64);
+            gauge.set(Counts::of(&counts.anomalies, kind) as f64);
         }
     }
 }

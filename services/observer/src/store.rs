@@ -1,6 +1,8 @@
 //! The SQL of the observer. Each function runs on the transaction it is given.
 
-use crate::saga::{self, Anomaly, Deadlines, Expectation, Observed, Report, SagaState};
+use crate::saga::{
+    self, Anomaly, AnomalyKind, Deadlines, Expectation, Observed, Report, SagaState,
+};
 use choreo_events::{Envelope, EventType};
 use choreo_store::{Error, Result, Row, Tx};
 use chrono::{DateTime, Utc};
@@ -62,6 +64,9 @@ pub fn insert_event(tx: &mut dyn Tx, envelope: &Envelope, order_id: &str) -> Res
             data.as_str().into(),
         ],
     )?;
+    if inserted == 1 {
+        apply(tx, &[(format!("event {}", envelope.event_type), 1)])?;
+    }
     Ok(inserted == 1)
 }
 
@@ -154,8 +159,20 @@ fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
 }
 
-/// Stores `report` as the saga of `order_id`, marking it changed when it differs.
+/// Stores `report` as the saga of `order_id`, marking it changed when it differs, and moves the
+/// counts from what the saga was to what it is.
 fn save(tx: &mut dyn Tx, order_id: &str, report: &Report) -> Result<()> {
+    let before = tx
+        .query_opt(
+            "SELECT state, anomalies FROM sagas WHERE order_id = $1",
+            &[order_id.into()],
+        )?
+        .map(tally_of)
+        .transpose()?;
+    let after = Tally {
+        state: report.state.as_str().to_owned(),
+        kinds: kinds_in(&report.anomalies),
+    };
     let expected = to_json(&report.expected);
     let anomalies = to_json(&report.anomalies);
     let started_at = saga::timestamp(report.started_at);
@@ -180,6 +197,76 @@ fn save(tx: &mut dyn Tx, order_id: &str, report: &Report) -> Result<()> {
             anomalies.as_str().into(),
         ],
     )?;
+    let mut changes = Vec::new();
+    recount(&mut changes, before.as_ref(), Some(&after));
+    apply(tx, &changes)
+}
+
+/// What one stored saga adds to the counts: its state, and each kind of anomaly it has (once,
+/// however many of that kind).
+struct Tally {
+    state: String,
+    kinds: Vec<AnomalyKind>,
+}
+
+fn kinds_in(anomalies: &[Anomaly]) -> Vec<AnomalyKind> {
+    AnomalyKind::ALL
+        .into_iter()
+        .filter(|kind| anomalies.iter().any(|a| a.kind == *kind))
+        .collect()
+}
+
+/// The tally of a stored saga, from its `state` and `anomalies` columns (in that order).
+fn tally_of(mut row: Row) -> Result<Tally> {
+    let state: String = row.take(0)?;
+    let anomalies: String = row.take(1)?;
+    let anomalies: Vec<Anomaly> = serde_json::from_str(&anomalies).unwrap_or_default();
+    Ok(Tally {
+        state,
+        kinds: kinds_in(&anomalies),
+    })
+}
+
+/// Adds to `changes` what moves the counts from a saga as it was (`None`: not stored yet) to
+/// as it is (`None`: pruned).
+fn recount(changes: &mut Vec<(String, i64)>, before: Option<&Tally>, after: Option<&Tally>) {
+    let (was, is) = (
+        before.map(|t| t.state.as_str()),
+        after.map(|t| t.state.as_str()),
+    );
+    if was != is {
+        if let Some(was) = was {
+            changes.push((format!("state {was}"), -1));
+        }
+        if let Some(is) = is {
+            changes.push((format!("state {is}"), 1));
+        }
+    }
+    for kind in AnomalyKind::ALL {
+        let has = |tally: Option<&Tally>| i64::from(tally.is_some_and(|t| t.kinds.contains(&kind)));
+        let delta = has(after) - has(before);
+        if delta != 0 {
+            changes.push((format!("anomaly {}", kind.as_str()), delta));
+        }
+    }
+}
+
+/// Adds each change to its count in `observer_counts`, summed by name first (one statement per
+/// count, however many sagas a prune removes).
+fn apply(tx: &mut dyn Tx, changes: &[(String, i64)]) -> Result<()> {
+    let mut summed = std::collections::BTreeMap::<&str, i64>::new();
+    for (name, delta) in changes {
+        *summed.entry(name.as_str()).or_default() += delta;
+    }
+    for (name, delta) in summed {
+        if delta != 0 {
+            tx.execute(
+                "INSERT INTO observer_counts (name, n) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET n = observer_counts.n + excluded.n",
+                &[name.into(), delta.into()],
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -264,42 +351,39 @@ pub fn last_change(tx: &mut dyn Tx) -> Result<i64> {
     row.map_or(Ok(0), |mut row| row.take(0))
 }
 
-/// Counts for the map and the metrics.
+/// Counts for the map and the metrics, as `observer_counts` keeps them: reading them costs the
+/// same however many events the observer has stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// Events stored, by type: all of them, and those whose time is after `since`.
-    pub events: Vec<(String, i64, i64)>,
-    /// Sagas by state.
+    /// Events stored ever, by type (pruning does not lower them).
+    pub events: Vec<(String, i64)>,
+    /// Stored sagas by state.
     pub states: Vec<(String, i64)>,
-    /// Sagas that have an anomaly of a kind, by kind.
+    /// Stored sagas that have an anomaly of a kind, by kind.
     pub anomalies: Vec<(String, i64)>,
 }
 
-pub fn counts(tx: &mut dyn Tx, since: &str) -> Result<Counts> {
+impl Counts {
+    /// The count of `key` in `list` (0 when absent).
+    pub fn of(list: &[(String, i64)], key: &str) -> i64 {
+        list.iter().find(|(k, _)| k == key).map_or(0, |(_, n)| *n)
+    }
+}
+
+pub fn counts(tx: &mut dyn Tx) -> Result<Counts> {
     let mut counts = Counts::default();
-    for mut row in tx.query(
-        "SELECT event_type, COUNT(*), COUNT(*) FILTER (WHERE occurred_at > $1)
-         FROM observed_events GROUP BY event_type",
-        &[since.into()],
-    )? {
-        counts
-            .events
-            .push((row.take(0)?, row.take(1)?, row.take(2)?));
-    }
-    for mut row in tx.query("SELECT state, COUNT(*) FROM sagas GROUP BY state", &[])? {
-        counts.states.push((row.take(0)?, row.take(1)?));
-    }
-    for kind in saga::AnomalyKind::ALL {
-        let pattern = format!("%\"{}\"%", kind.as_str());
-        let mut row = tx
-            .query_opt(
-                "SELECT COUNT(*) FROM sagas WHERE anomalies LIKE $1",
-                &[pattern.as_str().into()],
-            )?
-            .unwrap_or_default();
-        counts
-            .anomalies
-            .push((kind.as_str().to_owned(), row.take(0)?));
+    for mut row in tx.query("SELECT name, n FROM observer_counts ORDER BY name", &[])? {
+        let name: String = row.take(0)?;
+        let n: i64 = row.take(1)?;
+        let list = match name.split_once(' ') {
+            Some(("event", _)) => &mut counts.events,
+            Some(("state", _)) => &mut counts.states,
+            Some(("anomaly", _)) => &mut counts.anomalies,
+            _ => continue,
+        };
+        if let Some((_, key)) = name.split_once(' ') {
+            list.push((key.to_owned(), n));
+        }
     }
     Ok(counts)
 }
@@ -308,18 +392,20 @@ pub fn counts(tx: &mut dyn Tx, since: &str) -> Result<Counts> {
 /// both older than `cutoff`, with their events, oldest first by `sagas_state`; a saga still
 /// running or stuck is kept whatever its age. Returns how many sagas went.
 pub fn prune_finished_sagas(tx: &mut dyn Tx, cutoff: &str, limit: i64) -> Result<u64> {
-    let finished: Vec<String> = tx
-        .query(
-            "SELECT order_id FROM sagas WHERE state IN ('completed', 'failed')
-             AND started_at < $1 AND last_event_at < $1 ORDER BY state, started_at LIMIT $2",
-            &[cutoff.into(), limit.into()],
-        )?
-        .into_iter()
-        .map(|mut row| row.take::<String>(0))
-        .collect::<Result<_>>()?;
+    let mut finished = Vec::new();
+    let mut changes = Vec::new();
+    for mut row in tx.query(
+        "SELECT state, anomalies, order_id FROM sagas WHERE state IN ('completed', 'failed')
+         AND started_at < $1 AND last_event_at < $1 ORDER BY state, started_at LIMIT $2",
+        &[cutoff.into(), limit.into()],
+    )? {
+        finished.push(row.take::<String>(2)?);
+        recount(&mut changes, Some(&tally_of(row)?), None);
+    }
     if finished.is_empty() {
         return Ok(0);
     }
+    apply(tx, &changes)?;
     let ids: Vec<choreo_store::Param<'_>> = finished.iter().map(|id| id.as_str().into()).collect();
     let list = choreo_store::placeholders(1, ids.len());
     tx.execute(
@@ -421,5 +507,147 @@ mod tests {
         assert_eq!(pruned, 2);
         assert_eq!(sagas, ["old-stuck", "young-completed"]);
         assert_eq!(events, ["old-stuck", "young-completed"]);
+    }
+
+    /// `(name, count)` pairs without the zeros, sorted: what two ways of counting must agree on.
+    fn nonzero(list: &[(String, i64)]) -> Vec<(String, i64)> {
+        let mut list: Vec<_> = list.iter().filter(|(_, n)| *n != 0).cloned().collect();
+        list.sort();
+        list
+    }
+
+    /// What `observer_counts` must hold, counted from the tables the slow way.
+    fn recounted(tx: &mut dyn choreo_store::Tx) -> choreo_store::Result<super::Counts> {
+        let pairs = |tx: &mut dyn choreo_store::Tx, sql: &str| {
+            tx.query(sql, &[])?
+                .into_iter()
+                .map(|mut row| Ok((row.take::<String>(0)?, row.take::<i64>(1)?)))
+                .collect::<choreo_store::Result<Vec<_>>>()
+        };
+        let mut anomalies = Vec::new();
+        for kind in crate::saga::AnomalyKind::ALL {
+            let sql = format!(
+                "SELECT '{0}', COUNT(*) FROM sagas WHERE anomalies LIKE '%\"{0}\"%'",
+                kind.as_str()
+            );
+            anomalies.extend(pairs(tx, &sql)?);
+        }
+        Ok(super::Counts {
+            events: pairs(
+                tx,
+                "SELECT event_type, COUNT(*) FROM observed_events GROUP BY event_type",
+            )?,
+            states: pairs(tx, "SELECT state, COUNT(*) FROM sagas GROUP BY state")?,
+            anomalies,
+        })
+    }
+
+    fn kept_and_recounted(
+        tx: &mut dyn choreo_store::Tx,
+    ) -> choreo_store::Result<(super::Counts, super::Counts)> {
+        Ok((super::counts(tx)?, recounted(tx)?))
+    }
+
+    #[tokio::test]
+    async fn the_kept_counts_equal_a_recount_through_every_change_of_state_and_a_prune() {
+        use choreo_events::Envelope;
+        let db = database().await;
+        let start = chrono::Utc::now() - chrono::Duration::hours(2);
+        // (order, event id, type, source, the id it follows, seconds after `start`): each event
+        // is stored and its saga judged at once, as the handler does, so sagas move from state
+        // to state and gain anomalies along the way.
+        let events = [
+            ("done", "d1", "order.placed", "orders", None, 0),
+            ("done", "d2", "payment.captured", "billing", Some("d1"), 1),
+            (
+                "done",
+                "d3",
+                "shipment.dispatched",
+                "shipping",
+                Some("d2"),
+                2,
+            ),
+            ("done", "d4", "order.completed", "orders", Some("d3"), 3),
+            ("declined", "x1", "order.placed", "orders", None, 0),
+            (
+                "declined",
+                "x2",
+                "payment.declined",
+                "billing",
+                Some("x1"),
+                1,
+            ),
+            ("declined", "x3", "order.cancelled", "orders", Some("x2"), 2),
+            ("both", "b1", "order.placed", "orders", None, 0),
+            ("both", "b2", "payment.captured", "billing", Some("b1"), 1),
+            ("both", "b3", "payment.declined", "billing", Some("b1"), 2),
+            ("twice", "t1", "order.placed", "orders", None, 0),
+            ("twice", "t2", "payment.captured", "billing", Some("t1"), 1),
+            ("twice", "t3", "payment.captured", "billing", Some("t1"), 2),
+            ("orphan", "o1", "shipment.dispatched", "shipping", None, 0),
+            ("waiting", "w1", "order.placed", "orders", None, 7000),
+        ];
+        for (order, id, event_type, source, cause, seconds) in events {
+            let time = start + chrono::Duration::seconds(seconds);
+            let envelope = Envelope {
+                specversion: "1.0".to_owned(),
+                id: id.to_owned(),
+                event_type: event_type.to_owned(),
+                source: source.to_owned(),
+                time,
+                subject: Some(order.to_owned()),
+                datacontenttype: "application/json".to_owned(),
+                schemaversion: 1,
+                correlationid: order.to_owned(),
+                causationid: cause.map(str::to_owned),
+                traceparent: None,
+                data: serde_json::json!({}),
+            };
+            let now = time + chrono::Duration::milliseconds(10);
+            db.write(move |tx| {
+                super::insert_event(tx, &envelope, order)?;
+                super::judge(tx, order, now, &Default::default())
+            })
+            .await
+            .expect("stored and judged");
+            let (kept, slow) = db.read(kept_and_recounted).await.expect("counted");
+            assert_eq!(nonzero(&kept.events), nonzero(&slow.events), "after {id}");
+            assert_eq!(nonzero(&kept.states), nonzero(&slow.states), "after {id}");
+            assert_eq!(
+                nonzero(&kept.anomalies),
+                nonzero(&slow.anomalies),
+                "after {id}"
+            );
+        }
+        let before = db.read(super::counts).await.expect("counted");
+        let states: Vec<_> = nonzero(&before.states)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(states, ["completed", "failed", "running"], "{before:?}");
+        let kinds: Vec<_> = nonzero(&before.anomalies)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            kinds,
+            ["duplicate_effect", "illegal_sequence"],
+            "{before:?}"
+        );
+
+        let cutoff = crate::saga::timestamp(start + chrono::Duration::hours(1));
+        let pruned = db
+            .write(move |tx| super::prune_finished_sagas(tx, &cutoff, 100))
+            .await
+            .expect("pruned");
+        assert_eq!(pruned, 5, "every finished saga but the one still waiting");
+        let (kept, slow) = db.read(kept_and_recounted).await.expect("counted");
+        assert_eq!(nonzero(&kept.states), nonzero(&slow.states));
+        assert_eq!(nonzero(&kept.states), [("running".to_owned(), 1)]);
+        assert_eq!(nonzero(&kept.anomalies), []);
+        assert_eq!(
+            kept.events, before.events,
+            "pruning does not lower the events ever stored"
+        );
     }
 }

@@ -5,12 +5,13 @@
 //! what was committed, whoever changed it.
 
 use crate::saga::{Deadlines, timestamp};
-use crate::store::{self, SagaSummary};
+use crate::store::{self, Counts, SagaSummary};
 use choreo_store::Database;
 use chrono::Utc;
 use serde::Serialize;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -43,8 +44,63 @@ pub struct Watch {
     pub period: Duration,
     /// Each update, serialized once for every subscriber.
     pub feed: broadcast::Sender<Arc<str>>,
-    /// Set from the database's counts every [`crate::metrics::REFRESH`].
+    /// Set from the database's counts every sweep.
     pub metrics: crate::metrics::ObserverMetrics,
+    /// Worked out every sweep, for the map.
+    pub last_minute: LastMinute,
+}
+
+/// Events stored in the last minute, by type: what the map shows beside each arrow. Every sweep
+/// works it out from the counts, those of now less those of a minute before (or of the first
+/// sweep, while the observer has run less than a minute), so the map never scans the history.
+#[derive(Debug, Clone, Default)]
+pub struct LastMinute(Arc<Mutex<Vec<(String, i64)>>>);
+
+impl LastMinute {
+    /// Events of `event_type` stored in the last minute.
+    pub fn of(&self, event_type: &str) -> i64 {
+        Counts::of(
+            &self.0.lock().unwrap_or_else(PoisonError::into_inner),
+            event_type,
+        )
+    }
+
+    fn set(&self, recent: Vec<(String, i64)>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = recent;
+    }
+}
+
+/// The counts of the sweeps of the last minute, oldest first, from which [`LastMinute`] is
+/// worked out.
+#[derive(Debug, Default)]
+struct Window {
+    samples: VecDeque<(Instant, Vec<(String, i64)>)>,
+}
+
+impl Window {
+    const SPAN: Duration = Duration::from_secs(60);
+
+    /// Adds the event counts of `now`, and returns how much each grew since the newest sample at
+    /// least a minute old (or the oldest, when none is).
+    fn push(&mut self, now: Instant, events: &[(String, i64)]) -> Vec<(String, i64)> {
+        self.samples.push_back((now, events.to_vec()));
+        while self
+            .samples
+            .get(1)
+            .is_some_and(|(at, _)| now.duration_since(*at) >= Self::SPAN)
+        {
+            self.samples.pop_front();
+        }
+        let base = self
+            .samples
+            .front()
+            .map(|(_, counts)| counts.as_slice())
+            .unwrap_or_default();
+        events
+            .iter()
+            .map(|(event_type, n)| (event_type.clone(), n - Counts::of(base, event_type)))
+            .collect()
+    }
 }
 
 impl Watch {
@@ -52,7 +108,7 @@ impl Watch {
     /// again: the observer's judgement may be late, never wrong.
     pub async fn run(self, stop: CancellationToken) {
         let mut cursor: Option<(i64, i64)> = None;
-        let mut counted: Option<std::time::Instant> = None;
+        let mut window = Window::default();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(self.period) => {}
@@ -62,15 +118,13 @@ impl Watch {
                 tracing::warn!(%error, "could not judge the overdue sagas; trying again");
                 continue;
             }
-            if counted.is_none_or(|at| at.elapsed() >= crate::metrics::REFRESH) {
-                let since = timestamp(Utc::now() - chrono::Duration::seconds(60));
-                match self.db.read(move |tx| store::counts(tx, &since)).await {
-                    Ok(counts) => {
-                        self.metrics.set(&counts);
-                        counted = Some(std::time::Instant::now());
-                    }
-                    Err(error) => tracing::warn!(%error, "could not count for the metrics"),
+            match self.db.read(store::counts).await {
+                Ok(counts) => {
+                    self.metrics.set(&counts);
+                    self.last_minute
+                        .set(window.push(Instant::now(), &counts.events));
                 }
+                Err(error) => tracing::warn!(%error, "could not read the counts"),
             }
             match self.read_changes(cursor).await {
                 Ok((next, update)) => {
@@ -142,5 +196,39 @@ impl Watch {
                 Ok((next, update))
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(n: i64) -> Vec<(String, i64)> {
+        vec![("order.placed".to_owned(), n)]
+    }
+
+    #[test]
+    fn the_last_minute_is_the_growth_since_the_newest_count_at_least_a_minute_old() {
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let mut window = Window::default();
+        assert_eq!(window.push(at(0), &counts(10)), counts(0));
+        assert_eq!(window.push(at(30), &counts(20)), counts(10));
+        // The count of 0 s is 61 s old, that of 30 s only 31: the growth since 0 s.
+        assert_eq!(window.push(at(61), &counts(30)), counts(20));
+        // Now the count of 30 s is 65 s old, and the newest that old: the growth since 30 s.
+        assert_eq!(window.push(at(95), &counts(35)), counts(15));
+        // A type not counted a minute ago counts whole.
+        let both = vec![
+            ("order.placed".to_owned(), 35),
+            ("payment.captured".to_owned(), 4),
+        ];
+        assert_eq!(
+            window.push(at(96), &both),
+            vec![
+                ("order.placed".to_owned(), 15),
+                ("payment.captured".to_owned(), 4)
+            ]
+        );
     }
 }

@@ -113,7 +113,7 @@ async fn a_saga_is_stuck_while_shipping_is_away_and_clears_when_it_is_back() {
             .any(|s| s["order_id"] == id.as_str()),
         "{listed}"
     );
-    // The metrics follow within their refresh period (observer::metrics::REFRESH).
+    // The metrics follow at the next sweep.
     let stuck_line = |text: &str| {
         text.lines().any(|line| {
             line.starts_with("choreo_observer_sagas{")
