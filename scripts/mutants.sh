@@ -142,7 +142,7 @@ for group in "${groups[@]}"; do
       # whole run of the group's tests, to be missed again.
       needs_services
       scratch
-      mutate consumer "$(unit choreo-messaging consumer::) | $(unit choreo-messaging outcome::) | $(e2e "$dies|$duplicates|delivery::|guarantees::a_batch_taken|saga::every_commit")" \
+      mutate consumer "$(unit choreo-messaging consumer::) | $(unit choreo-messaging outcome::) | $(e2e "$dies|$duplicates|delivery::|guarantees::a_batch_|saga::every_commit")" \
         -f shared/messaging/src/consumer/delivery_loop.rs -f shared/messaging/src/consumer/transaction.rs \
         -f shared/messaging/src/consumer/copies.rs -f shared/messaging/src/consumer/handler.rs \
         -f shared/messaging/src/outcome.rs -E 'message_span|uuid_like' \
