@@ -39,7 +39,7 @@ pub struct Settings {
 }
 
 /// Admission control's default bound (docs/benchmarks.md, "Admission control").
-pub const DEFAULT_MAX_UNFINISHED_ORDERS: u64 = 1000;
+pub const DEFAULT_MAX_UNFINISHED_ORDERS: u64 = 1500;
 
 #[derive(Debug, Deserialize)]
 struct Own {

@@ -52,7 +52,8 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub baseline_bin_dir: Option<PathBuf>,
 
-    /// A setting passed to every service process (repeatable), e.g. --env CHOREO_CONSUMER_BATCH=1.
+    /// A setting passed to every service process (repeatable), e.g. --env CHOREO_CONSUMER_BATCH=1;
+    /// with a process's name first, to that process only: --env observer:CHOREO_CONSUMER_LINGER_MS=50.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
 
@@ -88,10 +89,20 @@ pub struct Cli {
     pub quick: bool,
 }
 
+/// The processes an `--env` may name.
+const PROCESSES: [&str; 4] = ["orders", "billing", "shipping", "observer"];
+
 fn parse_env(text: &str) -> Result<(String, String)> {
     match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => bail!("expected KEY=VALUE, got {text:?}"),
+        Some((key, value)) if !key.is_empty() => {
+            if let Some((process, _)) = key.split_once(':')
+                && !PROCESSES.contains(&process)
+            {
+                bail!("{process:?} in {text:?} is none of {PROCESSES:?}");
+            }
+            Ok((key.to_owned(), value.to_owned()))
+        }
+        _ => bail!("expected KEY=VALUE or PROCESS:KEY=VALUE, got {text:?}"),
     }
 }
 
@@ -193,5 +204,28 @@ mod tests {
         assert!(default.sqlite);
         assert!(plan(&["--only-postgres", "--no-postgres"]).is_err());
         assert!(plan(&["--only-postgres", "--baseline-bin-dir", "x"]).is_err());
+    }
+
+    #[test]
+    fn an_env_goes_to_every_process_or_to_the_one_it_names() {
+        let both = plan(&[
+            "--env",
+            "CHOREO_CONSUMER_BATCH=1",
+            "--env",
+            "observer:CHOREO_CONSUMER_LINGER_MS=50",
+        ])
+        .expect("plan");
+        assert_eq!(
+            both.env,
+            [
+                ("CHOREO_CONSUMER_BATCH".to_owned(), "1".to_owned()),
+                (
+                    "observer:CHOREO_CONSUMER_LINGER_MS".to_owned(),
+                    "50".to_owned()
+                ),
+            ]
+        );
+        assert!(plan(&["--env", "observr:CHOREO_CONSUMER_LINGER_MS=50"]).is_err());
+        assert!(plan(&["--env", "=1"]).is_err());
     }
 }

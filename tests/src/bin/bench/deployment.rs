@@ -37,7 +37,8 @@ pub struct Spec {
     pub database: Database,
     pub replicas: usize,
     pub bin_dir: PathBuf,
-    /// `--env` settings, given to every process after the bench's own.
+    /// `--env` settings, given to every process after the bench's own (`process:KEY` to that
+    /// process only).
     pub env: Vec<(String, String)>,
     /// Orders' events hashed by order over one queue per orders replica
     /// ([`crate::partitions`]), instead of the contract's one queue.
@@ -149,7 +150,7 @@ impl Deployment {
                         env.push(("CHOREO_CONSUME_QUEUE".into(), partitions::queue(replica)));
                     }
                 }
-                env.extend(spec.env.iter().cloned());
+                env.extend(settings_for(service, &spec.env));
                 procs.push(Proc {
                     service,
                     port,
@@ -247,12 +248,24 @@ impl Deployment {
     }
 }
 
+/// The `--env` settings that `service` gets: those that name no process, and those that name it
+/// (`observer:KEY`), without the name.
+fn settings_for(service: &str, env: &[(String, String)]) -> Vec<(String, String)> {
+    env.iter()
+        .filter_map(|(key, value)| match key.split_once(':') {
+            None => Some((key.clone(), value.clone())),
+            Some((only, key)) if only == service => Some((key.to_owned(), value.clone())),
+            Some(_) => None,
+        })
+        .collect()
+}
+
 /// The retry delays the services will run with (an `--env` may change them).
 fn retry_delays(env: &[(String, String)]) -> Vec<u64> {
     let text = env
         .iter()
         .rev()
-        .find(|(k, _)| k == "CHOREO_RETRY_DELAYS_MS")
+        .find(|(k, _)| k == "CHOREO_RETRY_DELAYS_MS" || k.ends_with(":CHOREO_RETRY_DELAYS_MS"))
         .map_or(DEFAULT_RETRY_DELAYS_MS, |(_, v)| v.as_str());
     text.split(',')
         .filter_map(|d| d.trim().parse().ok())
@@ -304,4 +317,30 @@ async fn wait_ready(http: &reqwest::Client, procs: &mut [Proc]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_setting_naming_a_process_goes_to_that_process_alone() {
+        let env = [
+            ("CHOREO_CONSUMER_BATCH".to_owned(), "1".to_owned()),
+            (
+                "observer:CHOREO_CONSUMER_LINGER_MS".to_owned(),
+                "50".to_owned(),
+            ),
+        ];
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(
+            super::settings_for("observer", &env),
+            [
+                pair("CHOREO_CONSUMER_BATCH", "1"),
+                pair("CHOREO_CONSUMER_LINGER_MS", "50")
+            ]
+        );
+        assert_eq!(
+            super::settings_for("orders", &env),
+            [pair("CHOREO_CONSUMER_BATCH", "1")]
+        );
+    }
 }

@@ -171,6 +171,7 @@ async fn run(plan: Plan, cleanup: Cleanup, progress: Arc<Progress>) -> Results {
         phase_secs: plan.phase_secs,
         sequential: 0,
         deadline,
+        overload_clients: None,
     };
     let mut sqlite_measures = closed_only.clone();
     sqlite_measures.open = plan
@@ -180,6 +181,7 @@ async fn run(plan: Plan, cleanup: Cleanup, progress: Arc<Progress>) -> Results {
         .collect();
     sqlite_measures.open.push(Rate::Fixed(plan.fixed_rate));
     sqlite_measures.sequential = plan.sequential;
+    sqlite_measures.overload_clients = Some(plan.concurrency * 2);
 
     let with_env = |mut spec: Spec| {
         spec.env = plan.env.clone();

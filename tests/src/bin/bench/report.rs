@@ -111,25 +111,31 @@ fn throughput(out: &mut String, results: &Results) {
             let _ = writeln!(out, "| {} | failed | | | | | | | |", deployment.name);
             continue;
         };
-        let share = results
-            .share_of_ceiling(closed.orders_per_sec)
-            .map(|s| format!("{:.0}%", s * 100.0))
-            .unwrap_or_default();
-        let latency = closed
-            .latency
-            .map(|l| format!("{} / {}", ms(l.p50), ms(l.p99)))
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {:.1} | {} | {} | {share} | {latency} | {:.2} |",
-            deployment.name,
-            thousands(closed.orders as f64),
-            closed.clients,
-            closed.seconds,
-            thousands(closed.orders_per_sec),
-            thousands(closed.orders_per_sec * EVENTS_PER_ORDER),
-            closed.shed as f64 / closed.orders.max(1) as f64,
-        );
+        let overload = deployment
+            .overload
+            .as_ref()
+            .map(|o| (format!("{}, overload", deployment.name), o));
+        for (name, closed) in std::iter::once((deployment.name.clone(), closed)).chain(overload) {
+            let share = results
+                .share_of_ceiling(closed.orders_per_sec)
+                .map(|s| format!("{:.0}%", s * 100.0))
+                .unwrap_or_default();
+            let latency = closed
+                .latency
+                .map(|l| format!("{} / {}", ms(l.p50), ms(l.p99)))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.1} | {} | {} | {share} | {latency} | {:.2} |",
+                name,
+                thousands(closed.orders as f64),
+                closed.clients,
+                closed.seconds,
+                thousands(closed.orders_per_sec),
+                thousands(closed.orders_per_sec * EVENTS_PER_ORDER),
+                closed.shed as f64 / closed.orders.max(1) as f64,
+            );
+        }
     }
     out.push('\n');
 }

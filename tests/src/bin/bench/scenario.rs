@@ -34,6 +34,10 @@ pub struct Measures {
     pub phase_secs: f64,
     pub sequential: usize,
     pub deadline: Duration,
+    /// After the open loops, a closed loop of this many clients (twice the first's): overload,
+    /// where admission control (`CHOREO_MAX_UNFINISHED_ORDERS`) must keep the accepted orders'
+    /// latency bounded.
+    pub overload_clients: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -49,6 +53,8 @@ pub struct DeploymentResult {
     pub key: String,
     pub replicas: usize,
     pub closed_loop: Option<ClosedLoop>,
+    /// The closed loop of [`Measures::overload_clients`].
+    pub overload: Option<ClosedLoop>,
     pub open_loop: Vec<OpenLoop>,
     /// Placed to completed, one order at a time.
     pub one_at_a_time: Option<Percentiles>,
@@ -82,6 +88,7 @@ pub async fn run(
         key: spec.key.clone(),
         replicas: spec.replicas,
         closed_loop: None,
+        overload: None,
         open_loop: Vec::new(),
         one_at_a_time: None,
         cpu: Vec::new(),
@@ -220,6 +227,32 @@ async fn measure(
         }
         result.errors.extend(problems);
         result.open_loop.push(open);
+        deployment.check_alive()?;
+    }
+
+    if let Some(clients) = measures.overload_clients {
+        let phase = format!("{name}: overload, closed loop of {clients} clients");
+        progress.phase(&phase, measures.orders, Some(deployment.probe.counter()));
+        let (overload, problems) = closed_loop::run(
+            &poster,
+            &deployment.probe,
+            &phase,
+            measures.orders,
+            clients,
+            measures.deadline,
+        )
+        .await?;
+        if let Some(latency) = &overload.latency {
+            progress.note(&format!(
+                "{phase}: {:.0} orders/s, p50 {:.1} ms, p99 {:.1} ms, {:.2} shed per order",
+                overload.orders_per_sec,
+                latency.p50,
+                latency.p99,
+                overload.shed as f64 / overload.orders.max(1) as f64
+            ));
+        }
+        result.overload = Some(overload);
+        result.errors.extend(problems);
         deployment.check_alive()?;
     }
 
