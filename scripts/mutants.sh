@@ -80,26 +80,32 @@ mutate() {
   local group=$1 filter=$2 try
   shift 2
   for try in 1 2; do
+    # Exit status 3: the unmutated tests failed because the broker refused the suites' queues,
+    # which the heal below may cure (`||` turns `set -e` off inside, hence the explicit exits).
+    local status=0
     (
-      cd target/mutants/tree
+      cd target/mutants/tree || exit 1
       export CARGO_TARGET_DIR="$root/target/mutants/build" CARGO_PROFILE_DEV_DEBUG=0 E2E_DEADLINE_SECS=12
       if [[ " ${extra[*]} " != *" --list "* ]]; then
-        cargo nextest run -p choreo-messaging -p choreo-store -p choreo-e2e --no-default-features --profile mutants \
-          --test-threads 8 --no-fail-fast -E "$filter" ||
+        if ! cargo nextest run -p choreo-messaging -p choreo-store -p choreo-e2e --no-default-features --profile mutants \
+          --test-threads 8 --no-fail-fast -E "$filter"; then
+          python3 "$root/scripts/amqp-ping.py" --timeout 10 --quorum || exit 3
           die "$group: its tests fail with no mutant applied"
+        fi
       fi
       cargo mutants --in-place --test-tool nextest --no-default-features --timeout 90 --baseline skip "${common[@]}" \
         -o "$root/target/mutants/$group" "${packages[@]}" "$@" \
         -- --profile mutants --test-threads 8 -E "$filter" ||
         echo "($group: some mutants were missed; see target/mutants/$group/mutants.out/missed.txt)"
-    )
+    ) || status=$?
+    ((status == 0 || status == 3)) || exit "$status"
     # A broker that broke during the group fails every later mutant's tests, which then count
     # as caught: such a run says nothing. Two ways seen here: RabbitMQ 3.10 refusing every
     # connection after test processes were ended mid-publish (twice in the relay group), and
     # its dead-letter workers' supervisor gone, so that every suite's topology fails with
     # INTERNAL_ERROR (the relay group, 2026-12-05; scripts/rabbitmq-heal.sh). The second is
     # healed here and the group run again, once.
-    if python3 scripts/amqp-ping.py --timeout 10 --quorum; then
+    if ((status == 0)) && python3 scripts/amqp-ping.py --timeout 10 --quorum; then
       sweep
       return 0
     fi

@@ -4,7 +4,7 @@ use crate::saga::{
     self, Anomaly, AnomalyKind, Deadlines, Expectation, Observed, Report, SagaState,
 };
 use choreo_events::{Envelope, EventType};
-use choreo_store::{Error, Result, Row, Tx};
+use choreo_store::{Backend, Error, Result, Row, Tx};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -162,6 +162,7 @@ fn to_json<T: Serialize>(value: &T) -> String {
 /// Stores `report` as the saga of `order_id`, marking it changed when it differs, and moves the
 /// counts from what the saga was to what it is.
 fn save(tx: &mut dyn Tx, order_id: &str, report: &Report) -> Result<()> {
+    serialize_counts(tx)?;
     let before = tx
         .query_opt(
             "SELECT state, anomalies FROM sagas WHERE order_id = $1",
@@ -200,6 +201,20 @@ fn save(tx: &mut dyn Tx, order_id: &str, report: &Report) -> Result<()> {
     let mut changes = Vec::new();
     recount(&mut changes, before.as_ref(), Some(&after));
     apply(tx, &changes)
+}
+
+/// On PostgreSQL, makes the transactions that move `observer_counts` take turns, from before
+/// they read what a saga was until they commit: the handler's and the sweep's can judge one saga
+/// at once, and under READ COMMITTED both would read its old state and move the counts twice
+/// (and lock the counts' rows in different orders). A transaction-scoped advisory lock, taken
+/// again at no cost by the same transaction. SQLite has one writer, so nothing to do there.
+fn serialize_counts(tx: &mut dyn Tx) -> Result<()> {
+    /// The lock's key: "obs_cnts" in ASCII.
+    const COUNTS_LOCK: i64 = 0x6f62_735f_636e_7473;
+    if tx.backend() == Backend::Postgres {
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[COUNTS_LOCK.into()])?;
+    }
+    Ok(())
 }
 
 /// What one stored saga adds to the counts: its state, and each kind of anomaly it has (once,
@@ -254,6 +269,7 @@ fn recount(changes: &mut Vec<(String, i64)>, before: Option<&Tally>, after: Opti
 /// Adds each change to its count in `observer_counts`, summed by name first (one statement per
 /// count, however many sagas a prune removes).
 fn apply(tx: &mut dyn Tx, changes: &[(String, i64)]) -> Result<()> {
+    serialize_counts(tx)?;
     let mut summed = std::collections::BTreeMap::<&str, i64>::new();
     for (name, delta) in changes {
         *summed.entry(name.as_str()).or_default() += delta;
@@ -392,6 +408,7 @@ pub fn counts(tx: &mut dyn Tx) -> Result<Counts> {
 /// both older than `cutoff`, with their events, oldest first by `sagas_state`; a saga still
 /// running or stuck is kept whatever its age. Returns how many sagas went.
 pub fn prune_finished_sagas(tx: &mut dyn Tx, cutoff: &str, limit: i64) -> Result<u64> {
+    serialize_counts(tx)?;
     let mut finished = Vec::new();
     let mut changes = Vec::new();
     for mut row in tx.query(

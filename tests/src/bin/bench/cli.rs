@@ -94,7 +94,7 @@ const PROCESSES: [&str; 4] = ["orders", "billing", "shipping", "observer"];
 
 fn parse_env(text: &str) -> Result<(String, String)> {
     match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => {
+        Some((key, value)) if !key.is_empty() && !key.ends_with(':') => {
             if let Some((process, _)) = key.split_once(':')
                 && !PROCESSES.contains(&process)
             {
@@ -227,5 +227,6 @@ mod tests {
         );
         assert!(plan(&["--env", "observr:CHOREO_CONSUMER_LINGER_MS=50"]).is_err());
         assert!(plan(&["--env", "=1"]).is_err());
+        assert!(plan(&["--env", "observer:=1"]).is_err());
     }
 }

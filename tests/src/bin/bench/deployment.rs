@@ -260,16 +260,31 @@ fn settings_for(service: &str, env: &[(String, String)]) -> Vec<(String, String)
         .collect()
 }
 
-/// The retry delays the services will run with (an `--env` may change them).
+/// Every retry delay a process of this deployment may run with, for the cleanup's delay-queue
+/// names: the default ones unless every process is given others, and each `--env`'s
+/// `CHOREO_RETRY_DELAYS_MS` (for all processes or for one), together.
 fn retry_delays(env: &[(String, String)]) -> Vec<u64> {
-    let text = env
+    let parse = |text: &str| -> Vec<u64> {
+        text.split(',')
+            .filter_map(|d| d.trim().parse().ok())
+            .collect()
+    };
+    let mut delays = Vec::new();
+    let for_all = env
         .iter()
         .rev()
-        .find(|(k, _)| k == "CHOREO_RETRY_DELAYS_MS" || k.ends_with(":CHOREO_RETRY_DELAYS_MS"))
-        .map_or(DEFAULT_RETRY_DELAYS_MS, |(_, v)| v.as_str());
-    text.split(',')
-        .filter_map(|d| d.trim().parse().ok())
-        .collect()
+        .find(|(k, _)| k == "CHOREO_RETRY_DELAYS_MS");
+    delays.extend(parse(
+        for_all.map_or(DEFAULT_RETRY_DELAYS_MS, |(_, v)| v.as_str()),
+    ));
+    for (key, value) in env {
+        if key.ends_with(":CHOREO_RETRY_DELAYS_MS") {
+            delays.extend(parse(value));
+        }
+    }
+    delays.sort_unstable();
+    delays.dedup();
+    delays
 }
 
 async fn create_databases(databases: &[String], cleanup: &Cleanup) -> Result<()> {
@@ -341,6 +356,22 @@ mod tests {
         assert_eq!(
             super::settings_for("orders", &env),
             [pair("CHOREO_CONSUMER_BATCH", "1")]
+        );
+    }
+
+    #[test]
+    fn the_cleanup_knows_every_delay_any_process_runs_with() {
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let default = super::retry_delays(&[]);
+        assert!(!default.is_empty());
+        let one = super::retry_delays(&[pair("billing:CHOREO_RETRY_DELAYS_MS", "7,9")]);
+        let mut expected = default.clone();
+        expected.extend([7, 9]);
+        expected.sort_unstable();
+        assert_eq!(one, expected, "the others keep the default ones");
+        assert_eq!(
+            super::retry_delays(&[pair("CHOREO_RETRY_DELAYS_MS", "5")]),
+            [5]
         );
     }
 }
