@@ -203,11 +203,12 @@ fn save(tx: &mut dyn Tx, order_id: &str, report: &Report) -> Result<()> {
     apply(tx, &changes)
 }
 
-/// On PostgreSQL, makes the transactions that move `observer_counts` take turns, from before
-/// they read what a saga was until they commit: the handler's and the sweep's can judge one saga
-/// at once, and under READ COMMITTED both would read its old state and move the counts twice
-/// (and lock the counts' rows in different orders). A transaction-scoped advisory lock, taken
-/// again at no cost by the same transaction. SQLite has one writer, so nothing to do there.
+/// On PostgreSQL, makes the transactions that move a saga's counts take turns, from before they
+/// read what the saga was until they commit: the handler's and the sweep's can judge one saga at
+/// once, and under READ COMMITTED both would read its old state and move the counts twice (and
+/// lock the counts' rows in different orders). A transaction-scoped advisory lock, taken by
+/// `save` and the prune. An event's own count needs none: its upsert adds 1 atomically, and only
+/// the handler, which has one consumer, runs it. SQLite has one writer, so nothing to do there.
 fn serialize_counts(tx: &mut dyn Tx) -> Result<()> {
     /// The lock's key: "obs_cnts" in ASCII.
     const COUNTS_LOCK: i64 = 0x6f62_735f_636e_7473;
@@ -269,7 +270,6 @@ fn recount(changes: &mut Vec<(String, i64)>, before: Option<&Tally>, after: Opti
 /// Adds each change to its count in `observer_counts`, summed by name first (one statement per
 /// count, however many sagas a prune removes).
 fn apply(tx: &mut dyn Tx, changes: &[(String, i64)]) -> Result<()> {
-    serialize_counts(tx)?;
     let mut summed = std::collections::BTreeMap::<&str, i64>::new();
     for (name, delta) in changes {
         *summed.entry(name.as_str()).or_default() += delta;
@@ -391,15 +391,16 @@ pub fn counts(tx: &mut dyn Tx) -> Result<Counts> {
     for mut row in tx.query("SELECT name, n FROM observer_counts ORDER BY name", &[])? {
         let name: String = row.take(0)?;
         let n: i64 = row.take(1)?;
-        let list = match name.split_once(' ') {
-            Some(("event", _)) => &mut counts.events,
-            Some(("state", _)) => &mut counts.states,
-            Some(("anomaly", _)) => &mut counts.anomalies,
+        let Some((what, key)) = name.split_once(' ') else {
+            continue;
+        };
+        let list = match what {
+            "event" => &mut counts.events,
+            "state" => &mut counts.states,
+            "anomaly" => &mut counts.anomalies,
             _ => continue,
         };
-        if let Some((_, key)) = name.split_once(' ') {
-            list.push((key.to_owned(), n));
-        }
+        list.push((key.to_owned(), n));
     }
     Ok(counts)
 }
