@@ -210,8 +210,9 @@ fn escape(text: &str, allowed: impl Fn(char) -> bool) -> String {
     safe
 }
 
-/// A letter's details, as `dlq show` prints them.
-fn details(letter: &DeadLetter) -> String {
+/// A letter's details, as `dlq show` prints them: where it was first published (as the runtime
+/// knew it) and, apart, what its sender claimed in headers of its own.
+pub fn details(letter: &DeadLetter) -> String {
     let json = letter.to_json();
     let pretty =
         |value: &serde_json::Value| serde_json::to_string_pretty(value).unwrap_or_default();
@@ -220,12 +221,24 @@ fn details(letter: &DeadLetter) -> String {
         Err(_) => String::from_utf8_lossy(&letter.body).into_owned(),
     };
     let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".to_owned());
+    let mut claims = String::new();
+    for (what, claimed) in [
+        ("exchange", &letter.claimed_exchange),
+        ("routing key", &letter.claimed_routing_key),
+    ] {
+        if let Some(claimed) = claimed {
+            claims.push_str(&format!(
+                "claimed {what}: {claimed} (its sender's header; not believed)\n"
+            ));
+        }
+    }
     inert(&format!(
-        "position: {}\nid: {}\nmessage id: {}\nrouting key: {}\ndead-lettered at: {}\nreason: {}\n\
-         properties: {}\nheaders: {}\nbody:\n{body}",
+        "position: {}\nid: {}\nmessage id: {}\nexchange: {}\nrouting key: {}\n{claims}\
+         dead-lettered at: {}\nreason: {}\nproperties: {}\nheaders: {}\nbody:\n{body}",
         letter.position,
         letter.id,
         or_dash(&letter.message_id),
+        or_dash(&letter.exchange),
         or_dash(&letter.routing_key),
         or_dash(&letter.dead_lettered_at),
         or_dash(&letter.error),
@@ -237,11 +250,15 @@ fn details(letter: &DeadLetter) -> String {
 /// A letter on one line, as `dlq list` prints it.
 fn summary(letter: &DeadLetter) -> String {
     let or_dash = |value: &Option<String>| value.as_deref().unwrap_or("-").to_owned();
+    let mut key = or_dash(&letter.routing_key.clone().or(letter.event_type.clone()));
+    if let Some(claimed) = &letter.claimed_routing_key {
+        key.push_str(&format!(" (claims {claimed})"));
+    }
     inert_line(&format!(
         "{}  {}  {}  {}  {}",
         letter.position,
         letter.id,
-        or_dash(&letter.routing_key.clone().or(letter.event_type.clone())),
+        key,
         or_dash(&letter.dead_lettered_at),
         or_dash(&letter.error),
     ))
@@ -501,7 +518,10 @@ mod tests {
             id: "m\x1b]8;;http://evil\x07".into(),
             message_id: Some("m\x1b]8;;http://evil\x07".into()),
             event_type: None,
+            exchange: None,
             routing_key: Some("order.placed".into()),
+            claimed_exchange: None,
+            claimed_routing_key: Some("order\x1b[2J".into()),
             error: Some("bad\x1b[2J".into()),
             dead_lettered_at: None,
             properties: lapin::BasicProperties::default().with_headers(headers),

@@ -106,17 +106,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         }
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
-            .map_err(|rejection| match rejection {
-                BytesRejection::FailedToBufferBody(ref failure)
-                    if failure.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-                {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("request body over {BODY_LIMIT} bytes"),
-                    )
-                }
-                other => ApiError::new(other.status(), other.body_text()),
-            })?;
+            .map_err(body_rejection)?;
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -143,20 +133,69 @@ pub struct Limits {
     /// commits (only its answer is lost); on PostgreSQL the dropped transaction rolls back.
     /// Either way a client retrying with its `Idempotency-Key` gets exactly one order.
     pub request_timeout: std::time::Duration,
+    /// How long a request's body may take to arrive once its head is in. It is read in whole
+    /// (up to [`BODY_LIMIT`]) before the request takes a concurrency slot, so a body sent a
+    /// byte at a time holds a connection, never a slot; past this it is answered 408.
+    pub body_timeout: std::time::Duration,
 }
 
-/// `router` with [`Limits`]: a shared concurrency limit (not one per route), load shedding in
-/// front of it and a timeout behind it, each refusal in the contract's JSON shape.
+/// `router` with [`Limits`]: each request's body read first, within its own timeout; then a
+/// shared concurrency limit (not one per route), load shedding in front of it and a timeout
+/// behind it, each refusal in the contract's JSON shape.
 pub fn bounded(router: Router, limits: Limits) -> Router {
-    router.layer(
-        tower::ServiceBuilder::new()
-            .layer(axum::error_handling::HandleErrorLayer::new(refusal))
-            .load_shed()
-            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-                limits.max_concurrent,
-            ))
-            .timeout(limits.request_timeout),
-    )
+    router
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(refusal))
+                .load_shed()
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    limits.max_concurrent,
+                ))
+                .timeout(limits.request_timeout),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            limits.body_timeout,
+            read_body_first,
+        ))
+}
+
+/// Reads the request's body in whole within `timeout` (and within the body limit of
+/// [`with_conventions`]), then hands the request on with the body in memory.
+async fn read_body_first(
+    State(timeout): State<std::time::Duration>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let reading = axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), &());
+    match tokio::time::timeout(timeout, reading).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(rejection)) => body_rejection(rejection).into_response(),
+        Err(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, "request body too slow")
+            .with_details(vec![format!(
+                "the body must arrive within {} ms of the request head",
+                timeout.as_millis()
+            )])
+            .into_response(),
+    }
+}
+
+/// The contract's answer to a body that could not be read: 413 over [`BODY_LIMIT`].
+fn body_rejection(rejection: BytesRejection) -> ApiError {
+    match rejection {
+        BytesRejection::FailedToBufferBody(ref failure)
+            if failure.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+        {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over {BODY_LIMIT} bytes"),
+            )
+        }
+        other => ApiError::new(other.status(), other.body_text()),
+    }
 }
 
 /// The `error` of the 503 a request gets when it is shed at the concurrency limit, before it
@@ -451,6 +490,7 @@ mod tests {
             Limits {
                 max_concurrent: 1,
                 request_timeout: Duration::from_secs(30),
+                body_timeout: Duration::from_secs(30),
             },
         );
 
@@ -470,6 +510,95 @@ mod tests {
         assert_eq!(status_and_body(&router, "/fast").await.0, StatusCode::OK);
     }
 
+    /// A client that sends a request head, then its body a byte at a time and never the end
+    /// (the slow-body attack): it holds no concurrency slot while the body trickles in, so with
+    /// one slot another request is served meanwhile, and it is answered 408 in JSON once the
+    /// body timeout has passed, without its handler ever running.
+    #[tokio::test]
+    async fn a_body_that_trickles_in_holds_no_slot_and_is_answered_408_after_its_timeout() {
+        let handled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = handled.clone();
+        let routes = Router::new()
+            .route(
+                "/orders",
+                axum::routing::post(move |body: axum::body::Bytes| async move {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    format!("{} bytes", body.len())
+                }),
+            )
+            .route("/fast", get(|| async { "fast" }));
+        let router = bounded(
+            routes,
+            Limits {
+                max_concurrent: 1,
+                request_timeout: Duration::from_secs(30),
+                body_timeout: Duration::from_millis(300),
+            },
+        );
+        let trickle = futures_util::stream::unfold(0u8, |sent| async move {
+            if sent < 3 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Some((
+                    Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{")),
+                    sent + 1,
+                ))
+            } else {
+                std::future::pending().await
+            }
+        });
+        let slow = tokio::spawn({
+            let router = router.clone();
+            async move {
+                let request = Request::post("/orders")
+                    .header("content-type", "application/json")
+                    .body(Body::from_stream(trickle))
+                    .expect("request");
+                let started = std::time::Instant::now();
+                let response = router.oneshot(request).await.expect("infallible");
+                let status = response.status();
+                let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                    .await
+                    .expect("body");
+                (
+                    status,
+                    String::from_utf8_lossy(&body).into_owned(),
+                    started.elapsed(),
+                )
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (status, _, body) = status_and_body(&router, "/fast").await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "the slow body holds no slot: {body}"
+        );
+
+        let (status, body, took) = slow.await.expect("joined");
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{body}");
+        assert!(
+            body.contains("\"error\":\"request body too slow\""),
+            "{body}"
+        );
+        assert!(took >= Duration::from_millis(300), "{took:?}");
+        assert_eq!(handled.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+        // A whole body is handed on as it came.
+        let whole = router
+            .clone()
+            .oneshot(
+                Request::post("/orders")
+                    .body(Body::from("{\"a\":1}"))
+                    .expect("request"),
+            )
+            .await
+            .expect("infallible");
+        let text = axum::body::to_bytes(whole.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        assert_eq!(&text[..], b"7 bytes");
+    }
+
     #[tokio::test]
     async fn a_request_over_the_time_limit_is_answered_503_in_json() {
         let routes = Router::new().route(
@@ -484,6 +613,7 @@ mod tests {
             Limits {
                 max_concurrent: 8,
                 request_timeout: Duration::from_millis(50),
+                body_timeout: Duration::from_secs(30),
             },
         );
 

@@ -181,7 +181,7 @@ fn describe_gauges(recorder: &dyn Recorder) {
 #[derive(Debug)]
 struct RouteSeries {
     route: Box<str>,
-    series: Vec<(Method, StatusCode, Counter, Histogram)>,
+    series: Vec<(&'static str, StatusCode, Counter, Histogram)>,
 }
 
 /// The HTTP layer's handles, registered as requests first show each (route, method, status):
@@ -216,6 +216,7 @@ impl HttpMetrics {
     }
 
     fn observe(&self, route: &str, method: &Method, status: StatusCode, took: Duration) {
+        let method = method_label(method);
         let seconds = took.as_secs_f64();
         let found = |routes: &[RouteSeries]| {
             routes
@@ -223,7 +224,7 @@ impl HttpMetrics {
                 .find(|r| &*r.route == route)?
                 .series
                 .iter()
-                .find(|(m, s, _, _)| m == method && *s == status)
+                .find(|(m, s, _, _)| *m == method && *s == status)
                 .map(|(_, _, requests, duration)| (requests.clone(), duration.clone()))
         };
         let known = found(&self.routes.read().unwrap_or_else(|e| e.into_inner()));
@@ -245,12 +246,12 @@ impl HttpMetrics {
         &self,
         routes: &mut Vec<RouteSeries>,
         route: &str,
-        method: &Method,
+        method: &'static str,
         status: StatusCode,
     ) -> (Counter, Histogram) {
         let labels = vec![
             Label::new("route", route.to_owned()),
-            Label::new("method", method.as_str().to_owned()),
+            Label::new("method", method),
             Label::new("status", status.as_str().to_owned()),
         ];
         let requests = self
@@ -271,9 +272,21 @@ impl HttpMetrics {
         };
         routes[index]
             .series
-            .push((method.clone(), status, requests.clone(), duration.clone()));
+            .push((method, status, requests.clone(), duration.clone()));
         (requests, duration)
     }
+}
+
+/// A method as a label, from a closed set: the methods of RFC 9110 and PATCH, and `other` for any
+/// other token a client sends (each would otherwise be a new series, kept for good).
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method.as_str())
+        .unwrap_or("other")
 }
 
 /// The HTTP middleware: the matched route (never the raw path, whose ids would make a series

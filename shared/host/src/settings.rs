@@ -260,6 +260,7 @@ const COMMON_DEFAULTS: &[(&str, Setting)] = &[
     ("http_max_concurrency", Setting::Number(256)),
     ("http_request_timeout_ms", Setting::Number(10000)),
     ("http_header_timeout_ms", Setting::Number(5000)),
+    ("http_body_timeout_ms", Setting::Number(5000)),
     ("http_max_connections", Setting::Number(1024)),
     ("api_tokens", Setting::Text("")),
     ("otlp_endpoint", Setting::Text("")),
@@ -325,6 +326,9 @@ pub struct CommonSettings {
     /// How long a client may take to send a request head (a kept-alive connection: from its
     /// last answer) before its connection is closed.
     pub http_header_timeout_ms: u64,
+    /// How long a client may take to send a request's body, once its head is in; the body is
+    /// read in whole before the request takes a concurrency slot.
+    pub http_body_timeout_ms: u64,
     /// HTTP connections open at once; one more is closed as soon as it is accepted.
     pub http_max_connections: usize,
     /// Bearer tokens the API accepts, comma-separated; empty: no authentication (see
@@ -457,6 +461,12 @@ impl CommonSettings {
                 600_000,
             ),
             (
+                "http_body_timeout_ms",
+                self.http_body_timeout_ms.into(),
+                100,
+                600_000,
+            ),
+            (
                 "http_max_connections",
                 self.http_max_connections as i128,
                 1,
@@ -494,6 +504,7 @@ impl CommonSettings {
         crate::http::Limits {
             max_concurrent: self.http_max_concurrency,
             request_timeout: Duration::from_millis(self.http_request_timeout_ms),
+            body_timeout: Duration::from_millis(self.http_body_timeout_ms),
         }
     }
 
@@ -661,6 +672,7 @@ mod tests {
     fn the_http_servers_bounds_and_tokens_are_validated_and_tokens_stay_out_of_debug() {
         let mut settings = defaults();
         assert_eq!(settings.http_header_timeout_ms, 5000);
+        assert_eq!(settings.http_body_timeout_ms, 5000);
         assert_eq!(settings.http_max_connections, 1024);
         assert!(settings.api_tokens.is_empty());
 

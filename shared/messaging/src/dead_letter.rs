@@ -35,8 +35,10 @@
 //! then among them: positions are those of one listing, ids are stable.
 
 use crate::headers::{
+    X_CLAIMED_ORIGINAL_EXCHANGE, X_CLAIMED_ORIGINAL_ROUTING_KEY, X_DEAD_LETTER_ID,
     X_DEAD_LETTERED_AT, X_ERROR, X_LAST_ERROR, X_ORIGINAL_EXCHANGE, X_ORIGINAL_ROUTING_KEY,
-    X_RETRY_COUNT, first_death, for_keeping, header_text, properties_json, table_json, text,
+    X_RETRY_COUNT, first_death, for_keeping, header_text, properties_json, short_text, table_json,
+    text,
 };
 use crate::publisher::{Outgoing, Publisher};
 use lapin::BasicProperties;
@@ -49,12 +51,22 @@ use lapin::types::FieldTable;
 pub struct DeadLetter {
     /// Where it was in the queue when it was read: 1 for the oldest.
     pub position: usize,
-    /// Its message id, or for one without (undecodable garbage often has none) `sha256:` and the
-    /// first 12 hex digits of a hash of its body and headers: the same on every read.
+    /// The id the runtime gave it when it dead-lettered it (`dl-` and 16 random hex digits, in
+    /// `x-dead-letter-id`), or for one the broker dead-lettered by itself (or an earlier version
+    /// of the runtime) `sha256:` and the first 12 hex digits of a hash of its body and headers:
+    /// the same on every read. Never the message id, which its sender chose.
     pub id: String,
     pub message_id: Option<String>,
     pub event_type: Option<String>,
+    /// The exchange it was first published to, as the runtime knew it (never a header its
+    /// sender wrote: [`crate::origin`]).
+    pub exchange: Option<String>,
+    /// The routing key it was first published with, likewise.
     pub routing_key: Option<String>,
+    /// What its sender claimed in an `x-original-exchange` header of its own, not believed.
+    pub claimed_exchange: Option<String>,
+    /// What its sender claimed in an `x-original-routing-key` header of its own, not believed.
+    pub claimed_routing_key: Option<String>,
     pub error: Option<String>,
     pub dead_lettered_at: Option<String>,
     pub properties: BasicProperties,
@@ -63,21 +75,40 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     fn read(position: usize, delivery: &Delivery) -> Self {
+        Self::from_parts(
+            position,
+            &delivery.properties,
+            delivery.routing_key.as_str(),
+            &delivery.data,
+        )
+    }
+
+    /// The letter stored with `delivered` properties, under `routing_key`, with `body`.
+    fn from_parts(
+        position: usize,
+        delivered: &BasicProperties,
+        routing_key: &str,
+        body: &[u8],
+    ) -> Self {
         // What is hashed and shown is what a read keeps: without the broker's delivery counts.
-        let properties = for_keeping(&delivery.properties);
+        let properties = for_keeping(delivered);
         let message_id = properties
             .message_id()
             .as_ref()
             .map(|id| id.as_str().to_owned());
+        let first_death = first_death(&properties);
         DeadLetter {
             position,
-            id: message_id
-                .clone()
-                .unwrap_or_else(|| generated_id(&properties, &delivery.data)),
+            id: short_text(&properties, X_DEAD_LETTER_ID)
+                .unwrap_or_else(|| generated_id(&properties, body)),
             message_id,
             event_type: properties.kind().as_ref().map(|t| t.as_str().to_owned()),
+            exchange: header_text(&properties, X_ORIGINAL_EXCHANGE)
+                .or_else(|| first_death.as_ref().map(|(exchange, _)| exchange.clone())),
             routing_key: header_text(&properties, X_ORIGINAL_ROUTING_KEY)
-                .or_else(|| Some(delivery.routing_key.as_str().to_owned())),
+                .or_else(|| Some(routing_key.to_owned())),
+            claimed_exchange: header_text(&properties, X_CLAIMED_ORIGINAL_EXCHANGE),
+            claimed_routing_key: header_text(&properties, X_CLAIMED_ORIGINAL_ROUTING_KEY),
             // Dead-lettered by the broker itself (delivery limit): the reason is in x-death.
             error: header_text(&properties, X_ERROR).or_else(|| {
                 header_text(&properties, "x-death")
@@ -85,7 +116,7 @@ impl DeadLetter {
             }),
             dead_lettered_at: header_text(&properties, X_DEAD_LETTERED_AT),
             properties,
-            body: delivery.data.clone(),
+            body: body.to_vec(),
         }
     }
 
@@ -113,7 +144,10 @@ impl DeadLetter {
         serde_json::json!({
             "id": self.id,
             "message_id": self.message_id,
+            "exchange": self.exchange,
             "routing_key": self.routing_key,
+            "claimed_exchange": self.claimed_exchange,
+            "claimed_routing_key": self.claimed_routing_key,
             "error": self.error,
             "headers": self.properties.headers().as_ref().map(table_json).unwrap_or_default(),
             "properties": properties_json(&self.properties),
@@ -159,7 +193,8 @@ pub struct DeadLetterQueue {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
     All,
-    /// The letter(s) with this id ([`DeadLetter::id`]: a message id or a generated one).
+    /// The letter(s) with this id ([`DeadLetter::id`]: the runtime's, or a hash; never a message
+    /// id).
     Id(String),
     /// The letter at this position (1 for the oldest) in the queue as it is read.
     Position(usize),
@@ -337,6 +372,7 @@ fn redriven_properties(delivered: &BasicProperties) -> BasicProperties {
         if ![
             X_ERROR,
             X_DEAD_LETTERED_AT,
+            X_DEAD_LETTER_ID,
             X_RETRY_COUNT,
             X_LAST_ERROR,
             "x-death",
@@ -369,24 +405,48 @@ mod tests {
         if let Some(id) = message_id {
             properties = properties.with_message_id(id.into());
         }
-        let message_id = message_id.map(str::to_owned);
-        DeadLetter {
-            position: 1,
-            id: message_id
-                .clone()
-                .unwrap_or_else(|| generated_id(&properties, body)),
-            message_id,
-            event_type: None,
-            routing_key: None,
-            error: None,
-            dead_lettered_at: None,
-            properties,
-            body: body.to_vec(),
-        }
+        DeadLetter::from_parts(1, &properties, "order.placed", body)
     }
 
     #[test]
-    fn a_letter_without_message_id_gets_an_id_from_its_body_and_headers() {
+    fn a_letter_is_known_by_the_id_the_runtime_gave_it_never_by_its_message_id() {
+        let mut headers = FieldTable::default();
+        headers.insert(X_ERROR.into(), text("provenance"));
+        headers.insert(X_DEAD_LETTER_ID.into(), text("dl-00000000000000a1"));
+        let ours = letter(b"{}", headers, Some("m-1"));
+        assert_eq!(ours.id, "dl-00000000000000a1");
+        assert_eq!(ours.message_id.as_deref(), Some("m-1"));
+        assert!(
+            !ours.is(&Selection::Id("m-1".into())),
+            "the sender's id selects nothing"
+        );
+        let by_the_broker = letter(b"{}", FieldTable::default(), Some("m-1"));
+        assert!(
+            by_the_broker.id.starts_with("sha256:"),
+            "{}",
+            by_the_broker.id
+        );
+    }
+
+    #[test]
+    fn a_letter_shows_where_it_was_delivered_and_what_its_sender_claimed_apart() {
+        let mut headers = FieldTable::default();
+        headers.insert(X_ORIGINAL_EXCHANGE.into(), text("p.shipping.events"));
+        headers.insert(X_ORIGINAL_ROUTING_KEY.into(), text("shipment.failed"));
+        headers.insert(X_CLAIMED_ORIGINAL_EXCHANGE.into(), text("p.orders.events"));
+        headers.insert(X_CLAIMED_ORIGINAL_ROUTING_KEY.into(), text("order.placed"));
+        let forged = letter(b"{}", headers, Some("m-1"));
+        assert_eq!(forged.exchange.as_deref(), Some("p.shipping.events"));
+        assert_eq!(forged.routing_key.as_deref(), Some("shipment.failed"));
+        assert_eq!(forged.claimed_exchange.as_deref(), Some("p.orders.events"));
+        assert_eq!(forged.claimed_routing_key.as_deref(), Some("order.placed"));
+        let json = forged.to_json();
+        assert_eq!(json["routing_key"], "shipment.failed");
+        assert_eq!(json["claimed_routing_key"], "order.placed");
+    }
+
+    #[test]
+    fn a_letter_without_an_id_of_the_runtimes_gets_one_from_its_body_and_headers() {
         let mut headers = FieldTable::default();
         headers.insert(X_ERROR.into(), text("undecodable"));
         let mut other_headers = headers.clone();
@@ -403,7 +463,7 @@ mod tests {
         assert_eq!(garbage.id, again.id, "stable");
         assert_ne!(garbage.id, other_body.id);
         assert_ne!(garbage.id, other_headers.id);
-        assert_eq!(identified.id, "m-1");
+        assert!(identified.id.starts_with("sha256:"), "not its message id");
     }
 
     #[test]
@@ -425,7 +485,7 @@ mod tests {
         let text_letter = letter(b"{\"a\":1}", headers.clone(), Some("m-1")).to_json();
         let binary = letter(&[0xff, 0xfe], headers, None).to_json();
 
-        assert_eq!(text_letter["id"], "m-1");
+        assert_eq!(text_letter["message_id"], "m-1");
         assert_eq!(text_letter["body"], "{\"a\":1}");
         assert_eq!(text_letter["body_encoding"], "utf-8");
         assert_eq!(text_letter["headers"]["x-error"], "undecodable");
@@ -445,6 +505,7 @@ mod tests {
         let mut headers = FieldTable::default();
         headers.insert(X_ERROR.into(), text("retries exhausted"));
         headers.insert(X_RETRY_COUNT.into(), text("2"));
+        headers.insert(X_DEAD_LETTER_ID.into(), text("dl-00000000000000a1"));
         headers.insert(X_ORIGINAL_EXCHANGE.into(), text("orders.events"));
         headers.insert("traceparent".into(), text("00-abc-def-01"));
         let delivered = BasicProperties::default()
@@ -457,6 +518,11 @@ mod tests {
         assert_eq!(redriven.expiration(), &None);
         assert_eq!(header_text(&redriven, X_ERROR), None);
         assert_eq!(header_text(&redriven, X_RETRY_COUNT), None);
+        assert_eq!(
+            header_text(&redriven, X_DEAD_LETTER_ID),
+            None,
+            "dead-lettered again, it gets a new one"
+        );
         assert_eq!(
             header_text(&redriven, X_ORIGINAL_EXCHANGE).as_deref(),
             Some("orders.events")

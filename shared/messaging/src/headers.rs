@@ -16,6 +16,19 @@ pub const X_DEAD_LETTERED_AT: &str = "x-dead-lettered-at";
 pub const X_RETRY_COUNT: &str = "x-retry-count";
 /// The error of the last failed attempt, on a message waiting in a delay queue.
 pub const X_LAST_ERROR: &str = "x-last-error";
+/// The id the runtime gave a dead letter when it made it: what `dlq redrive <id>` selects by.
+/// Random, so a sender cannot give its forgery the id of another letter.
+pub const X_DEAD_LETTER_ID: &str = "x-dead-letter-id";
+/// The sender's own `x-original-exchange` on a delivery where it is not believed, kept as it came
+/// ([`crate::origin`]).
+pub const X_CLAIMED_ORIGINAL_EXCHANGE: &str = "x-claimed-original-exchange";
+/// The sender's own `x-original-routing-key`, likewise.
+pub const X_CLAIMED_ORIGINAL_ROUTING_KEY: &str = "x-claimed-original-routing-key";
+
+/// The most bytes of a reason the runtime writes into `x-error` or `x-last-error`. A reason may
+/// quote what the sender chose (a claimed source, an unknown type), and a header past the
+/// broker's frame size closes the connection.
+pub const MAX_REASON_BYTES: usize = 1_024;
 
 /// Reads a text header.
 pub fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
@@ -25,6 +38,32 @@ pub fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
         AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
         other => Some(format!("{other:?}")),
     }
+}
+
+/// Reads a text header that can be an AMQP short string (at most 255 bytes, so it can be an
+/// exchange name or a routing key); `None` if absent, of another type, or longer.
+pub fn short_text(properties: &BasicProperties, name: &str) -> Option<String> {
+    let value = properties.headers().as_ref()?.inner().get(name)?;
+    let text = match value {
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.to_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        _ => return None,
+    };
+    (text.len() <= 255).then_some(text)
+}
+
+/// A reason as a header value, cut to [`MAX_REASON_BYTES`] (at a character boundary) with a note
+/// that says it was cut and from how long.
+pub fn reason(reason: &str) -> AMQPValue {
+    if reason.len() <= MAX_REASON_BYTES {
+        return text(reason);
+    }
+    let note = format!(" ... (cut from {} bytes)", reason.len());
+    let mut end = MAX_REASON_BYTES - note.len();
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    text(format!("{}{note}", &reason[..end]))
 }
 
 /// Reads an integer header; absent or not an integer reads as 0.
@@ -215,6 +254,48 @@ pub fn first_death(properties: &BasicProperties) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reason_past_the_bound_is_cut_at_a_character_boundary_and_says_so() {
+        let short = "provenance: type differs";
+        assert_eq!(json(&reason(short)), short);
+        let quoted = format!("claims source {:?}", "é".repeat(5_000));
+        let AMQPValue::LongString(cut) = reason(&quoted) else {
+            panic!("text")
+        };
+        let cut = std::str::from_utf8(cut.as_bytes()).expect("whole characters");
+        assert!(cut.len() <= MAX_REASON_BYTES, "{}", cut.len());
+        assert!(cut.starts_with("claims source \"éé"));
+        assert!(
+            cut.ends_with(&format!(" ... (cut from {} bytes)", quoted.len())),
+            "{cut}"
+        );
+        let exactly = "r".repeat(MAX_REASON_BYTES);
+        assert_eq!(
+            json(&reason(&exactly)),
+            exactly.as_str(),
+            "at the bound: whole"
+        );
+    }
+
+    #[test]
+    fn only_text_that_fits_a_short_string_reads_as_one() {
+        let mut table = FieldTable::default();
+        table.insert("fits".into(), text("k".repeat(255)));
+        table.insert("long".into(), text("k".repeat(256)));
+        table.insert("short".into(), AMQPValue::ShortString("s".into()));
+        table.insert("number".into(), AMQPValue::LongLongInt(1));
+        table.insert(
+            "bytes".into(),
+            AMQPValue::LongString(LongString::from(vec![0xff_u8, 0xfe])),
+        );
+        let properties = BasicProperties::default().with_headers(table);
+        assert_eq!(short_text(&properties, "fits"), Some("k".repeat(255)));
+        assert_eq!(short_text(&properties, "short").as_deref(), Some("s"));
+        for refused in ["long", "number", "bytes", "absent"] {
+            assert_eq!(short_text(&properties, refused), None, "{refused}");
+        }
+    }
 
     #[test]
     fn headers_are_added_over_the_existing_ones_and_read_back() {

@@ -22,6 +22,7 @@ mod inbox;
 pub mod metrics;
 mod names;
 mod nodes;
+mod origin;
 mod outbox;
 mod outcome;
 mod publisher;

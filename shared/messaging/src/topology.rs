@@ -272,9 +272,14 @@ pub fn is_bystander(service: &ServiceTopology) -> bool {
 ///
 /// It must never push back on the saga: a full quorum queue with the suite's `reject-publish`
 /// would nack the *services'* publishes. So it drops its oldest messages beyond
-/// [`BYSTANDER_MAX_LENGTH`] (`drop-head`) and has no dead-letter exchange of its own (what it
-/// drops, and a message over the delivery limit, is gone for the bystander alone); what its
-/// consumer dead-letters (undecodable, forged) still goes to `<name>.dlq`, bounded the same way.
+/// [`BYSTANDER_MAX_LENGTH`] (`drop-head`). Its queue dead-letters through `<name>.dlx` into
+/// `<name>.dlq`, bounded the same way, with the broker's default `at-most-once` strategy (the
+/// `at-least-once` one requires `reject-publish`): what its consumer dead-letters (undecodable,
+/// forged), what the broker takes off at the delivery limit, and what overflow drops (reason
+/// `maxlen` in `x-death`) all land there for an operator to see, instead of vanishing, and the
+/// DLQ drops its own oldest beyond the bound. Its queue of an earlier version, without the
+/// dead-letter exchange, is kept as it is, with a warning: delete it (the bystander loses
+/// only what it had not yet seen) to give it one.
 pub fn bystander(names: &Names, service: &ServiceTopology) -> Declarations {
     let mut declarations = Declarations::default();
     let bounded = || {
@@ -293,11 +298,15 @@ pub fn bystander(names: &Names, service: &ServiceTopology) -> Declarations {
     let queue = names.of(service.name);
     let mut arguments = bounded();
     arguments.push(("x-delivery-limit", Argument::Integer(DELIVERY_LIMIT)));
+    arguments.push((
+        "x-dead-letter-exchange",
+        text(&names.of(&service.dead_letter_exchange())),
+    ));
     declarations.queues.push(QueueDeclaration {
         name: queue.clone(),
         durable: true,
         arguments,
-        kept_if_different: false,
+        kept_if_different: true,
     });
     for event_type in service.subscribes_to {
         declarations.bind(
@@ -407,7 +416,7 @@ pub async fn declare(connection: &Connection, declarations: &Declarations) -> Re
                 tracing::warn!(
                     queue = %queue.name,
                     %error,
-                    "kept an existing queue whose arguments differ (a classic parking lot from an earlier version?); it is not replicated: delete it when it is empty and it is declared again as a quorum queue"
+                    "kept an existing queue whose arguments differ from this version's (a classic parking lot, not replicated, or the observer's queue without a dead-letter exchange, from an earlier version?): delete it when it is empty and it is declared again with them"
                 );
                 let channel = connection.create_channel().await?;
                 bind_queue(&channel, declarations, queue).await?;
@@ -545,11 +554,22 @@ mod tests {
         let declarations = bystander(&names, &OBSERVER);
         let queue = declarations.queue("p.observer").expect("its queue");
         assert!(queue.arguments.contains(&("x-overflow", text("drop-head"))));
+        // Nothing it cannot handle vanishes: it has a dead-letter exchange, with the default
+        // strategy (at-least-once would need reject-publish, which would push back on the saga).
+        assert!(
+            queue
+                .arguments
+                .contains(&("x-dead-letter-exchange", text("p.observer.dlx")))
+        );
         assert!(
             !queue
                 .arguments
                 .iter()
-                .any(|(key, _)| *key == "x-dead-letter-exchange")
+                .any(|(key, _)| *key == "x-dead-letter-strategy")
+        );
+        assert!(
+            queue.kept_if_different,
+            "an earlier version's queue is kept"
         );
         let bound: Vec<_> = declarations
             .bindings_of("p.observer")

@@ -22,7 +22,7 @@
 //! `service.name`. Attributes follow OpenTelemetry's messaging semantic conventions.
 
 use crate::Outcome;
-use crate::headers::{self, X_ORIGINAL_EXCHANGE, X_ORIGINAL_ROUTING_KEY};
+use crate::origin::Origin;
 use choreo_events::Envelope;
 use lapin::message::Delivery;
 use opentelemetry::global::BoxedTracer;
@@ -90,7 +90,12 @@ impl Traces {
 
     /// The CONSUMER `process` span of a delivered message, parented to its envelope's
     /// `traceparent` (a new trace when it has none).
-    pub(crate) fn process(&self, delivery: &Delivery, envelope: &Envelope) -> Unit {
+    pub(crate) fn process(
+        &self,
+        delivery: &Delivery,
+        origin: &Origin,
+        envelope: &Envelope,
+    ) -> Unit {
         let Some(on) = &self.0 else {
             return Unit(None);
         };
@@ -101,23 +106,17 @@ impl Traces {
             .map_or_else(Context::new, |sc| {
                 Context::new().with_remote_span_context(sc)
             });
-        // A message back from a delay queue or the DLQ names its first exchange and key in headers.
-        let original = |header: &str, current: &str| {
-            headers::header_text(&delivery.properties, header).unwrap_or_else(|| current.to_owned())
-        };
         let builder = SpanBuilder::from_name(format!("process {}", envelope.event_type))
             .with_kind(SpanKind::Consumer)
             .with_attributes([
                 KeyValue::new("messaging.system", "rabbitmq"),
                 KeyValue::new("messaging.operation.type", "process"),
                 KeyValue::new("messaging.operation.name", "process"),
-                KeyValue::new(
-                    "messaging.destination.name",
-                    original(X_ORIGINAL_EXCHANGE, delivery.exchange.as_str()),
-                ),
+                // Where it was first published, also for a message back from a delay queue or the DLQ.
+                KeyValue::new("messaging.destination.name", origin.exchange.clone()),
                 KeyValue::new(
                     "messaging.rabbitmq.destination.routing_key",
-                    original(X_ORIGINAL_ROUTING_KEY, delivery.routing_key.as_str()),
+                    origin.routing_key.clone(),
                 ),
                 KeyValue::new(
                     "messaging.rabbitmq.message.delivery_tag",

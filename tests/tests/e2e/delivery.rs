@@ -355,7 +355,7 @@ async fn dead_letters_are_listed_redriven_with_their_original_id_and_purged() {
         open()
             .await
             .expect("open")
-            .redrive(&Selection::Id(event_id.clone()))
+            .redrive(&Selection::Id(letters[0].id.clone()))
             .await
             .expect("redrive")
             .len(),
@@ -478,7 +478,12 @@ async fn a_dead_letter_listed_more_often_than_the_delivery_limit_stays_unchanged
         let letters = dlq.open().await.list().await.expect("list");
 
         assert_eq!(letters.len(), 1, "read {read}: the letter is still there");
-        assert_eq!(letters[0].id, message_id, "read {read}");
+        assert_eq!(letters[0].id, first[0].id, "read {read}");
+        assert_eq!(
+            letters[0].message_id,
+            Some(message_id.clone()),
+            "read {read}"
+        );
         assert_eq!(letters[0].body, b"not an event", "read {read}");
         assert_eq!(letters[0].error, first[0].error, "read {read}");
         assert_eq!(letters[0].position, 1);
@@ -536,7 +541,7 @@ async fn a_message_with_an_expiration_is_dead_lettered_without_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letters_without_message_id_are_shown_and_redriven_by_position_or_generated_id() {
+async fn dead_letters_are_shown_and_redriven_by_position_or_by_the_id_the_runtime_gave_them() {
     let suite = Suite::start_with(Options::default(), &[Which::Billing]).await;
     suite.wait_ready().await;
     let dlq = BillingDeadLetters::of(&suite).await;
@@ -572,7 +577,7 @@ async fn dead_letters_without_message_id_are_shown_and_redriven_by_position_or_g
     assert!(
         listed
             .iter()
-            .all(|l| l.message_id.is_none() && l.id.starts_with("sha256:"))
+            .all(|l| l.message_id.is_none() && l.id.starts_with("dl-"))
     );
     assert_ne!(listed[0].id, listed[1].id);
 
@@ -596,7 +601,7 @@ async fn dead_letters_without_message_id_are_shown_and_redriven_by_position_or_g
     assert!(
         dlq.open()
             .await
-            .redrive(&Selection::Id("sha256:000000000000".into()))
+            .redrive(&Selection::Id("dl-0000000000000000".into()))
             .await
             .expect("redrive")
             .is_empty()
@@ -839,4 +844,218 @@ async fn forged_events_are_dead_lettered_with_the_mismatch_and_refund_nothing() 
     assert_eq!(payments[0]["status"], "captured");
     assert!(payments[0]["refund_id"].is_null());
     assert_eq!(suite.order(id).await["status"], "completed");
+}
+
+/// Headers of a sender's choosing cannot crash a consumer nor swell what it writes: a routing key
+/// or exchange longer than AMQP's 255-byte short strings in `x-original-*` (lapin panics on such a
+/// routing key), headers of the wrong type, and a claimed `source` of 100 KB that the reason
+/// quotes. Each message is dead-lettered once, with its reason, bounded, and where it was really
+/// delivered; the sender's claims are kept under names of their own; billing goes on consuming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_mistyped_headers_are_dead_lettered_once_with_a_bounded_reason_and_consumption_goes_on()
+ {
+    use lapin::types::{AMQPValue, FieldTable};
+    let suite = Suite::start_with(Options::default(), &[Which::Billing]).await;
+    suite.wait_ready().await;
+    let long_key = "k".repeat(300);
+    let mut oversized = FieldTable::default();
+    oversized.insert(
+        "x-original-routing-key".into(),
+        AMQPValue::LongString(long_key.clone().into()),
+    );
+    oversized.insert(
+        "x-original-exchange".into(),
+        AMQPValue::LongString("e".repeat(300).into()),
+    );
+    suite
+        .publish(
+            "orders.events",
+            "order.placed",
+            b"garbage",
+            BasicProperties::default().with_headers(oversized.clone()),
+        )
+        .await;
+    let mut mistyped = FieldTable::default();
+    mistyped.insert(
+        "x-original-routing-key".into(),
+        AMQPValue::FieldTable(oversized),
+    );
+    mistyped.insert("x-original-exchange".into(), AMQPValue::LongLongInt(7));
+    mistyped.insert("x-retry-count".into(), AMQPValue::LongString("many".into()));
+    suite
+        .publish(
+            "orders.events",
+            "order.placed",
+            b"more garbage",
+            BasicProperties::default().with_headers(mistyped),
+        )
+        .await;
+    let mut huge_source = placed_by_the_test("o-huge-source");
+    huge_source.source = "s".repeat(100_000);
+    suite
+        .publish(
+            "orders.events",
+            "order.placed",
+            &huge_source.encode(),
+            properties(&huge_source),
+        )
+        .await;
+
+    let letters = suite.wait_for_messages("billing.dlq", 3).await;
+    for (headers, _) in &letters {
+        let error = header(headers, "x-error").expect("every letter has our reason");
+        assert!(
+            error.len() <= 1_100,
+            "a bounded reason: {} bytes",
+            error.len()
+        );
+        assert_eq!(
+            header(headers, "x-original-routing-key").as_deref(),
+            Some("order.placed"),
+            "where it was really delivered"
+        );
+        assert_eq!(
+            header(headers, "x-original-exchange"),
+            Some(suite.name("orders.events"))
+        );
+    }
+    let (first, _) = letters
+        .iter()
+        .find(|(headers, _)| header(headers, "x-claimed-original-routing-key").is_some())
+        .expect("the oversized claim kept");
+    assert_eq!(
+        header(first, "x-claimed-original-routing-key"),
+        Some(long_key),
+        "the sender's claim, kept under its own name"
+    );
+    let cut = letters
+        .iter()
+        .filter_map(|(headers, _)| header(headers, "x-error"))
+        .find(|error| error.contains("claims source"))
+        .expect("the forged source's reason");
+    assert!(cut.contains("cut from"), "says it was cut: {cut}");
+
+    // Billing still consumes, and dead-lettered nothing else.
+    let honest = placed_by_the_test("o-after-the-hostile-headers");
+    suite
+        .publish(
+            "orders.events",
+            "order.placed",
+            &honest.encode(),
+            properties(&honest),
+        )
+        .await;
+    choreo_e2e::poll("the honest order's payment", || {
+        Box::pin(async {
+            let payments = suite.payments("o-after-the-hostile-headers").await;
+            (!payments.is_empty()).then_some(())
+        })
+    })
+    .await;
+    assert_eq!(suite.ready_messages("billing.dlq").await, 0, "taken above");
+}
+
+/// The attack of issue 19: an `order.placed` body sent as `shipment.failed` on `shipping.events`
+/// (which a publisher of `shipment.failed` may do) with forged `x-original-*` headers naming
+/// `orders.events` and `order.placed`. The dead letter records where it was really delivered and
+/// keeps the claim apart; it cannot be selected by the message id its sender chose; redriven, it
+/// is dead-lettered again; no one is charged and nothing ships.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_dead_letter_keeps_the_truth_and_redriven_is_dead_lettered_again() {
+    use lapin::types::{AMQPValue, FieldTable};
+    let suite = Suite::start().await;
+    suite.wait_ready().await;
+    let forged = placed_by_the_test("o-no-one-placed");
+    let mut forging = FieldTable::default();
+    for (name, value) in [
+        ("x-original-exchange", suite.name("orders.events")),
+        ("x-original-routing-key", "order.placed".to_owned()),
+    ] {
+        forging.insert(name.into(), AMQPValue::LongString(value.into()));
+    }
+    suite
+        .publish(
+            "shipping.events",
+            "shipment.failed",
+            &forged.encode(),
+            properties(&forged).with_headers(forging),
+        )
+        .await;
+    let dlq = BillingDeadLetters::of(&suite).await;
+    let letters = choreo_e2e::poll("billing's dead letter", || {
+        Box::pin(async {
+            dlq.open()
+                .await
+                .list()
+                .await
+                .ok()
+                .filter(|letters| !letters.is_empty())
+        })
+    })
+    .await;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.routing_key.as_deref(), Some("shipment.failed"));
+    assert_eq!(
+        letter.exchange.as_deref(),
+        Some(suite.name("shipping.events").as_str())
+    );
+    assert_eq!(
+        letter.claimed_routing_key.as_deref(),
+        Some("order.placed"),
+        "the forged header, kept for the operator to see"
+    );
+    assert_ne!(letter.id, forged.id, "not the id its sender chose");
+    let shown = choreo_host::cli::details(letter);
+    assert!(
+        shown.contains("routing key: shipment.failed")
+            && shown.contains("claimed routing key: order.placed"),
+        "dlq show prints both:\n{shown}"
+    );
+
+    assert!(
+        dlq.open()
+            .await
+            .redrive(&Selection::Id(forged.id.clone()))
+            .await
+            .expect("redrive")
+            .is_empty(),
+        "the sender's message id selects nothing"
+    );
+    let redriven = dlq
+        .open()
+        .await
+        .redrive(&Selection::Id(letter.id.clone()))
+        .await
+        .expect("redrive");
+    assert_eq!(redriven.len(), 1);
+    let again = choreo_e2e::poll("the forgery dead-lettered again", || {
+        Box::pin(async {
+            dlq.open()
+                .await
+                .list()
+                .await
+                .ok()
+                .and_then(|letters| letters.into_iter().find(|again| again.id != letter.id))
+        })
+    })
+    .await;
+    assert!(
+        again
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("differs from the routing key \"shipment.failed\""),
+        "{:?}",
+        again.error
+    );
+    assert_eq!(again.routing_key.as_deref(), Some("shipment.failed"));
+    assert!(
+        suite.payments("o-no-one-placed").await.is_empty(),
+        "no one charged"
+    );
+    assert!(
+        suite.shipments("o-no-one-placed").await.is_empty(),
+        "nothing shipped"
+    );
 }

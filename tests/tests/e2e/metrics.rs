@@ -274,3 +274,56 @@ async fn one_order_of_each_kind_moves_every_counter_by_exactly_what_it_does() {
         std::fs::write(&file, &scrape.text).expect("metrics written");
     }
 }
+
+/// A client that makes up methods (any token is a valid HTTP method) adds no series: methods are
+/// labelled from a closed set plus `other`, on `/healthz` as on every route, token or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_methods_are_counted_as_other_and_add_no_series() {
+    let suite = Suite::start_with(Options::default(), &[Which::Billing]).await;
+    suite.wait_ready().await;
+    let client = choreo_e2e::http_client().build().expect("client");
+    for i in 0..40 {
+        let method =
+            reqwest::Method::from_bytes(format!("M{i:03}{}", "X".repeat(1_000)).as_bytes())
+                .expect("a token is a method");
+        let path = if i % 2 == 0 { "/healthz" } else { "/payments" };
+        let answer = client
+            .request(method, suite.url(Which::Billing, path))
+            .send()
+            .await
+            .expect("answered");
+        assert!(answer.status().is_client_error(), "{}", answer.status());
+    }
+    let scrape = suite.scrape(Which::Billing).await;
+    let methods: std::collections::BTreeSet<String> = scrape
+        .samples
+        .iter()
+        .filter(|(name, _, _)| name == "choreo_http_requests_total")
+        .filter_map(|(_, labels, _)| {
+            labels
+                .iter()
+                .find(|(k, _)| k == "method")
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    let made_up: Vec<&str> = methods
+        .iter()
+        .filter(|m| m.len() > 7)
+        .map(|m| &m[..m.len().min(8)])
+        .collect();
+    assert!(
+        made_up.is_empty(),
+        "only known methods and other, but {} made-up ones: {made_up:?}",
+        made_up.len()
+    );
+    let other: f64 = scrape
+        .samples
+        .iter()
+        .filter(|(name, labels, _)| {
+            name == "choreo_http_requests_total"
+                && labels.iter().any(|(k, v)| k == "method" && v == "other")
+        })
+        .map(|(_, _, value)| value)
+        .sum();
+    assert_eq!(other, 40.0, "each made-up request counted once, as other");
+}

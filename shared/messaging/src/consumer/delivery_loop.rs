@@ -2,14 +2,13 @@
 //! transaction (holding it while the database is unreachable), publishes the retry and
 //! dead-letter copies, then acks the batch with one `multiple` ack.
 
-use super::copies::original;
 use super::transaction::{Core, Incoming};
 use super::{Handler, HandlerError};
 use crate::backoff::backoff;
 use crate::failpoint::Failpoints;
-use crate::headers::{X_ORIGINAL_EXCHANGE, X_ORIGINAL_ROUTING_KEY};
 use crate::health::BrokerHealth;
 use crate::metrics::RuntimeMetrics;
+use crate::origin::Origin;
 use crate::outbox::OutboxWaker;
 use crate::publisher::Publisher;
 use crate::traces::{Traces, Unit};
@@ -30,6 +29,8 @@ use tracing::Instrument;
 /// One delivery of a batch, from its arrival to its ack.
 struct Received {
     delivery: Delivery,
+    /// Where it was first published, for the provenance check and its copies.
+    origin: Origin,
     span: tracing::Span,
     /// Its `type` label ([`RuntimeMetrics::consumed_type`]).
     kind: usize,
@@ -187,10 +188,12 @@ impl<H: Handler> ConsumerLoop<H> {
                         Ok(())
                     }
                     Some(Outcome::DeadLettered(reason)) => {
-                        self.dead_letter(&one.delivery, publisher, reason).await
+                        self.dead_letter(&one.delivery, &one.origin, publisher, reason)
+                            .await
                     }
                     Some(Outcome::Retried(reason)) => {
-                        self.retry(&one.delivery, publisher, reason).await
+                        self.retry(&one.delivery, &one.origin, publisher, reason)
+                            .await
                     }
                     // Every delivery of a batch has an outcome by now, and never this one.
                     Some(Outcome::Unchanged) | None => Err(Error::ChannelGone),
@@ -225,6 +228,12 @@ impl<H: Handler> ConsumerLoop<H> {
     /// for the batch's transaction; what does not is to be dead-lettered without touching the
     /// database.
     fn receive(&self, delivery: Delivery, incoming: &mut Vec<Incoming>) -> Received {
+        let origin = Origin::of(
+            delivery.exchange.as_str(),
+            delivery.routing_key.as_str(),
+            &delivery.properties,
+            &self.redeliver,
+        );
         let envelope = match Envelope::decode(&delivery.data) {
             Ok(envelope) => envelope,
             Err(error) => {
@@ -234,14 +243,15 @@ impl<H: Handler> ConsumerLoop<H> {
                     trace: Unit::none(),
                     outcome: Some(Outcome::DeadLettered(error.to_string())),
                     delivery,
+                    origin,
                 };
             }
         };
         let span = message_span(&envelope);
         let kind = self.metrics.consumed_type(Some(&envelope.event_type));
-        let trace = self.traces.process(&delivery, &envelope);
+        let trace = self.traces.process(&delivery, &origin, &envelope);
         // A forgery is dead-lettered before it can have any effect.
-        let outcome = match self.provenance(&delivery, &envelope) {
+        let outcome = match self.provenance(&origin, &envelope) {
             Ok(()) => {
                 incoming.push(Incoming {
                     envelope,
@@ -255,6 +265,7 @@ impl<H: Handler> ConsumerLoop<H> {
         };
         Received {
             delivery,
+            origin,
             span,
             kind,
             trace,
@@ -262,29 +273,17 @@ impl<H: Handler> ConsumerLoop<H> {
         }
     }
 
-    /// Whether `envelope` is what its delivery says (see [`choreo_events::provenance`]). A
-    /// message back from a delay queue or redriven from the DLQ (both through the service's own
-    /// redelivery exchange; through the default exchange from a delay queue of an earlier
-    /// version) is checked against the first exchange and key, kept in its headers; those headers
-    /// are believed from nowhere else, so a publisher cannot vouch for its own forgery with them.
-    fn provenance(&self, delivery: &Delivery, envelope: &Envelope) -> Result<(), String> {
-        let redelivered =
-            delivery.exchange.as_str().is_empty() || delivery.exchange.as_str() == self.redeliver;
-        let (exchange, routing_key) = if redelivered {
-            (
-                original(delivery, X_ORIGINAL_EXCHANGE, &delivery.exchange),
-                original(delivery, X_ORIGINAL_ROUTING_KEY, &delivery.routing_key),
-            )
-        } else {
-            (
-                delivery.exchange.as_str().to_owned(),
-                delivery.routing_key.as_str().to_owned(),
-            )
-        };
-        let exchange = exchange
+    /// Whether `envelope` is what its delivery says (see [`choreo_events::provenance`]): checked
+    /// against where it was first published, which for a message back from a delay queue or
+    /// redriven from the DLQ is what the runtime's own copy recorded, and otherwise where the
+    /// broker says it was delivered from ([`Origin`]), so a publisher cannot vouch for its own
+    /// forgery with headers.
+    fn provenance(&self, origin: &Origin, envelope: &Envelope) -> Result<(), String> {
+        let exchange = origin
+            .exchange
             .strip_prefix(self.names.prefix())
-            .unwrap_or(&exchange);
-        choreo_events::provenance::check(envelope, exchange, &routing_key)
+            .unwrap_or(&origin.exchange);
+        choreo_events::provenance::check(envelope, exchange, &origin.routing_key)
     }
 
     /// Runs the batch's transaction; while the database is unreachable, keeps the deliveries and

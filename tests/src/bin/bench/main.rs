@@ -252,6 +252,7 @@ async fn run(plan: Plan, cleanup: Cleanup, progress: Arc<Progress>) -> Results {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         bench_version: env!("CARGO_PKG_VERSION").to_owned(),
+        source: source_commit(),
         machine: procfs::machine(),
         settings: settings(plan),
         ceiling,
@@ -283,4 +284,15 @@ fn settings(plan: &Plan) -> Settings {
         bin_dir: display(&plan.bin_dir),
         baseline_bin_dir: plan.baseline_bin_dir.as_ref().map(display),
     }
+}
+
+/// `git describe --always --dirty --abbrev=12` of the working directory: the commit `make bench`
+/// built the binaries from, `-dirty` if the tree had changes. `None` outside a git checkout.
+fn source_commit() -> Option<String> {
+    let output = std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty", "--abbrev=12"])
+        .output()
+        .ok()?;
+    let commit = String::from_utf8(output.stdout).ok()?.trim().to_owned();
+    (output.status.success() && !commit.is_empty()).then_some(commit)
 }

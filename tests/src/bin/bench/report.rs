@@ -39,6 +39,16 @@ pub fn markdown(results: &Results) -> String {
     let _ = writeln!(out, "- date: {}", results.date);
     let _ = writeln!(
         out,
+        "- source: {} (the commit of the tree the bench ran in; `make bench` builds the binaries \
+         in `{}` from it)",
+        results
+            .source
+            .as_deref()
+            .map_or_else(|| "not a git checkout".to_owned(), |c| format!("`{c}`")),
+        results.settings.bin_dir
+    );
+    let _ = writeln!(
+        out,
         "- machine: {} cores ({}), {:.1} GiB RAM, Linux {}; the broker, PostgreSQL, the services \
          and the load generator all on it, talking over loopback",
         machine.cores, machine.cpu, machine.memory_gib, machine.kernel

@@ -32,6 +32,9 @@ pub struct Results {
     /// UTC, RFC 3339.
     pub date: String,
     pub bench_version: String,
+    /// The commit of the tree the bench ran in (`git describe --always --dirty`): what `make
+    /// bench` built the binaries from. `None` outside a git checkout.
+    pub source: Option<String>,
     pub machine: Machine,
     pub settings: Settings,
     pub ceiling: Option<Ceiling>,

@@ -7,9 +7,14 @@
 //!   never finishing it (slowloris): the server must close each within its header-read timeout;
 //! - **bad bodies**: oversized, not declared JSON, malformed JSON, invalid values, each of which
 //!   must be refused with its 4xx and the contract's JSON error shape, never a 5xx;
+//! - **made-up methods**: requests whose method is a 1,000-character token, each of which must
+//!   be refused with a 4xx and the JSON error shape, and none of which may add a metric series;
 //! - **forgeries**: well-formed events about real orders that lie about their origin (a type
-//!   that differs from the routing key, a foreign `source`, a foreign exchange), each of which
-//!   every queue it reaches must dead-letter without effect.
+//!   that differs from the routing key, a foreign `source`, a foreign exchange, `x-original-*`
+//!   headers that vouch for them), and garbage whose provenance headers are too long to be a
+//!   routing key or of the wrong type, each of which every queue it reaches must dead-letter
+//!   once without effect. After the row's checks, billing's dead letters are all redriven: each
+//!   must be dead-lettered again, and no order's payment may change.
 //!
 //! The row then holds the suite to this: honest orders keep completing at a stated fraction of
 //! the rate they did before the attack ([`MIN_RATE_FRACTION`]), every order still finishes
@@ -76,11 +81,11 @@ impl Plan {
         }
     }
 
-    /// The dead letters the forgeries leave: (service, count). Kinds 1, 2 and 4 reach billing,
-    /// kinds 2 and 3 reach orders (see [`forgeries`]).
+    /// The dead letters the forgeries leave: (service, count). Kinds 1, 2, 4, 5 and 6 reach
+    /// billing, kinds 2 and 3 reach orders (see [`forgeries`]).
     pub fn forged_dead_letters(&self) -> [(&'static str, u32); 3] {
         let n = self.forged_orders as u32;
-        [("orders", 2 * n), ("billing", 3 * n), ("shipping", 0)]
+        [("orders", 2 * n), ("billing", 5 * n), ("shipping", 0)]
     }
 }
 
@@ -91,6 +96,8 @@ pub struct Outcome {
     pub ended: Option<Instant>,
     pub problems: Vec<String>,
     pub summary: String,
+    /// The orders the forgeries were about.
+    pub targets: Vec<String>,
 }
 
 /// Stamps every terminal event (`order.completed`, `order.cancelled`) of the row's suite as it
@@ -186,16 +193,20 @@ pub async fn run(world: &World, plan: Plan) -> Result<Outcome> {
     let (flood, slow, bodies) = (flood?, slow?, bodies?);
     forged.context("publishing the forgeries")?;
     outcome.summary = format!(
-        "{} flood requests ({} shed), {} of {} slow clients cut off by the server, {} bad bodies refused, {} forgeries",
+        "{} flood requests ({} shed), {} of {} slow clients cut off by the server, {} bad bodies and made-up methods refused, {} forgeries",
         flood.answered,
         flood.shed,
         slow.closed,
         plan.slow_clients,
         bodies.refused,
-        4 * targets.len()
+        FORGERY_KINDS * targets.len()
     );
     outcome.problems.extend(flood.problems);
     outcome.problems.extend(bodies.problems);
+    outcome
+        .problems
+        .extend(made_up_method_series(world, &base).await?);
+    outcome.targets = targets;
     if slow.closed < plan.slow_clients {
         outcome.problems.push(format!(
             "{} of {} slow clients were still connected {} ms after their last header line \
@@ -367,7 +378,23 @@ async fn bad_bodies(world: &World, base: &str, deadline: Instant) -> Result<Bodi
         ),
     ];
     let mut bodies = Bodies::default();
+    let made_up = reqwest::Method::from_bytes(format!("M{}", "X".repeat(1_000)).as_bytes())?;
     'attack: while Instant::now() < deadline {
+        if let Ok(response) = world.http.request(made_up.clone(), &url).send().await {
+            let status = response.status().as_u16();
+            let json: Value = response.json().await.unwrap_or_default();
+            if status == 503 {
+                // Shed under the flood.
+            } else if !(400..500).contains(&status) || !json["error"].is_string() {
+                if bodies.problems.len() < 3 {
+                    bodies.problems.push(format!(
+                        "a made-up method was answered {status} {json}, expected a 4xx with an error"
+                    ));
+                }
+            } else {
+                bodies.refused += 1;
+            }
+        }
         for (what, content_type, body, expected) in &cases {
             if Instant::now() >= deadline {
                 break 'attack;
@@ -402,6 +429,39 @@ async fn bad_bodies(world: &World, base: &str, deadline: Instant) -> Result<Bodi
     Ok(bodies)
 }
 
+/// The methods a metric label may name: RFC 9110's, PATCH, and `other` for the rest.
+const METHOD_LABELS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "other",
+];
+
+/// A problem for each `method` label on orders' `/metrics` outside [`METHOD_LABELS`]: a made-up
+/// method that became a series of its own.
+async fn made_up_method_series(world: &World, base: &str) -> Result<Vec<String>> {
+    let text = world
+        .http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let scrape = choreo_e2e::Scrape::parse(&text);
+    let made_up: std::collections::BTreeSet<String> = scrape
+        .samples
+        .iter()
+        .flat_map(|(_, labels, _)| labels.iter())
+        .filter(|(name, value)| name == "method" && !METHOD_LABELS.contains(&value.as_str()))
+        .map(|(_, value)| value.chars().take(12).collect())
+        .collect();
+    Ok(if made_up.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "{} made-up methods became metric series (first characters: {made_up:?})",
+            made_up.len()
+        )]
+    })
+}
+
 /// A well-formed envelope with the given claims.
 fn envelope(event_type: &str, source: &str, order_id: &str, data: Value) -> (String, Vec<u8>) {
     let id = uuid::Uuid::new_v4().to_string();
@@ -414,8 +474,14 @@ fn envelope(event_type: &str, source: &str, order_id: &str, data: Value) -> (Str
     (id, body.to_string().into_bytes())
 }
 
-/// The four kinds of forgery, each about every order of `targets` (exchange, routing key,
-/// type, source, data): what a holder of a broker login could try.
+/// How many kinds of forgery [`forgeries`] makes about each order.
+pub const FORGERY_KINDS: usize = 6;
+
+/// One forgery: exchange, routing key, message id, body, headers.
+type Forgery = (String, String, String, Vec<u8>, FieldTable);
+
+/// The six kinds of forgery, each about every order of `targets` (exchange, routing key,
+/// type, source, data, headers): what a holder of a broker login could try.
 ///
 /// 1. a refund trigger smuggled through orders' exchange under orders' key: billing binds
 ///    `order.placed`, and dead-letters it for a type that is not its routing key;
@@ -424,8 +490,15 @@ fn envelope(event_type: &str, source: &str, order_id: &str, data: Value) -> (Str
 /// 3. a `payment.refunded` through billing's exchange that says it comes from shipping: orders
 ///    dead-letters it for its source;
 /// 4. an honest-looking `shipment.failed` sent straight into billing's queue through the
-///    default exchange: billing dead-letters it for the exchange it came through.
-fn forgeries(prefix: &str, order_id: &str) -> Vec<(String, String, String, Vec<u8>)> {
+///    default exchange: billing dead-letters it for the exchange it came through;
+/// 5. kind 1 vouching for itself with the `x-original-*` headers a redelivery carries (naming
+///    shipping's exchange and `shipment.failed`): believed only on billing's own redelivery
+///    exchange, so billing dead-letters it as kind 1, and its letter keeps the claim apart;
+/// 6. garbage under `order.placed` whose `x-original-routing-key` is 300 bytes (no routing key
+///    can be) and whose `x-original-exchange` is a table: billing dead-letters it once as
+///    undecodable, and neither header becomes a name.
+fn forgeries(prefix: &str, order_id: &str) -> Vec<Forgery> {
+    use lapin::types::{AMQPValue, LongString};
     let [order_placed, payment_refunded, shipment_failed] = [
         EventType::OrderPlaced,
         EventType::PaymentRefunded,
@@ -437,31 +510,66 @@ fn forgeries(prefix: &str, order_id: &str) -> Vec<(String, String, String, Vec<u
         "order_id": order_id, "payment_id": "forged", "refund_id": "forged",
         "amount_cents": 1, "currency": "EUR", "reason": "shipping_failed",
     });
+    let text = |value: String| AMQPValue::LongString(LongString::from(value));
+    let mut vouching = FieldTable::default();
+    vouching.insert(
+        "x-original-exchange".into(),
+        text(format!("{prefix}shipping.events")),
+    );
+    vouching.insert(
+        "x-original-routing-key".into(),
+        text(shipment_failed.into()),
+    );
+    let mut hostile = FieldTable::default();
+    hostile.insert("x-original-routing-key".into(), text("k".repeat(300)));
+    hostile.insert(
+        "x-original-exchange".into(),
+        AMQPValue::FieldTable(vouching.clone()),
+    );
     let kinds = [
         (
             format!("{prefix}orders.events"),
             order_placed.to_owned(),
             envelope(shipment_failed, "shipping", order_id, failed.clone()),
+            FieldTable::default(),
         ),
         (
             format!("{prefix}shipping.events"),
             shipment_failed.to_owned(),
             envelope(shipment_failed, "billing", order_id, failed.clone()),
+            FieldTable::default(),
         ),
         (
             format!("{prefix}billing.events"),
             payment_refunded.to_owned(),
             envelope(payment_refunded, "shipping", order_id, refunded),
+            FieldTable::default(),
         ),
         (
             String::new(),
             format!("{prefix}billing"),
+            envelope(shipment_failed, "shipping", order_id, failed.clone()),
+            FieldTable::default(),
+        ),
+        (
+            format!("{prefix}orders.events"),
+            order_placed.to_owned(),
             envelope(shipment_failed, "shipping", order_id, failed),
+            vouching,
+        ),
+        (
+            format!("{prefix}orders.events"),
+            order_placed.to_owned(),
+            (
+                uuid::Uuid::new_v4().to_string(),
+                format!("not an event about {order_id}").into_bytes(),
+            ),
+            hostile,
         ),
     ];
     kinds
         .into_iter()
-        .map(|(exchange, key, (id, body))| (exchange, key, id, body))
+        .map(|(exchange, key, (id, body), headers)| (exchange, key, id, body, headers))
         .collect()
 }
 
@@ -474,9 +582,10 @@ async fn forge(prefix: &str, targets: &[String]) -> Result<()> {
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     for order_id in targets {
-        for (exchange, key, id, body) in forgeries(prefix, order_id) {
-            let event: Value = serde_json::from_slice(&body)?;
+        for (exchange, key, id, body, headers) in forgeries(prefix, order_id) {
+            let event: Value = serde_json::from_slice(&body).unwrap_or_default();
             let properties = BasicProperties::default()
+                .with_headers(headers)
                 .with_delivery_mode(2)
                 .with_message_id(id.as_str().into())
                 .with_type(event["type"].as_str().unwrap_or_default().into())

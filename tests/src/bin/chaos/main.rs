@@ -769,6 +769,7 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
         tokio::join!(load, inject, watch, attack)
     };
     let mut expected_forged = [0u32; 3];
+    let mut forged_about = Vec::new();
     if let (Some(attacked), Some(probe)) = (attacked, &probe) {
         let attacked = attacked.context("the attack")?;
         let (started, ended) = (
@@ -791,6 +792,7 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
             ));
         }
         row.problems.extend(attacked.problems);
+        forged_about = attacked.targets;
         for (slot, (_, forged)) in expected_forged.iter_mut().zip(plan.forged_dead_letters()) {
             *slot = forged;
         }
@@ -952,8 +954,73 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
                 .push(format!("{service}.dlq holds {found}, expected {expected}"));
         }
     }
+    if fault == Fault::Attack && row.problems.is_empty() {
+        row.problems
+            .extend(redrive_the_forgeries(world, &forged_about, expected_dead[1].1).await?);
+    }
     row.problems.extend(world.stop_all().await);
     Ok(row)
+}
+
+/// Redrives every one of billing's dead letters (the attack row's forgeries, laundered or not):
+/// each must come back dead-lettered again, `letters` of them, and no payment of the orders the
+/// forgeries were about may change. A problem for anything else.
+async fn redrive_the_forgeries(
+    world: &World,
+    about: &[String],
+    letters: u32,
+) -> Result<Vec<String>> {
+    use choreo_messaging::dead_letter::{DeadLetterQueue, Selection};
+    let mut problems = Vec::new();
+    let payments = |order_id: String| async move {
+        get_list(
+            world,
+            "billing",
+            &format!("/payments?order_id={order_id}"),
+            "payments",
+        )
+        .await
+    };
+    let mut before = Vec::new();
+    for order_id in about {
+        before.push(payments(order_id.clone()).await?);
+    }
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
+    let names = choreo_messaging::Names::new(world.prefix.clone());
+    let redriven = DeadLetterQueue::open(&connection, &names, &choreo_events::topology::BILLING)
+        .await?
+        .redrive(&Selection::All)
+        .await?;
+    let _ = connection.close(200, "redriven".into()).await;
+    if redriven.len() != letters as usize {
+        problems.push(format!(
+            "redrove {} of billing's dead letters, expected {letters}",
+            redriven.len()
+        ));
+    }
+    let started = Instant::now();
+    let mut found = 0;
+    while started.elapsed() < Duration::from_secs(30) {
+        found = count_dead_letters(world).await?[1].1;
+        if found == letters {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if found != letters {
+        problems.push(format!(
+            "billing.dlq holds {found} after redriving the forgeries, expected all {letters} back"
+        ));
+    }
+    for (order_id, before) in about.iter().zip(before) {
+        let after = payments(order_id.clone()).await?;
+        if after != before {
+            problems.push(format!(
+                "order {order_id}: a redriven forgery changed its payments: {before:?} -> {after:?}"
+            ));
+        }
+    }
+    Ok(problems)
 }
 
 async fn get_list(world: &World, service: &str, path: &str, key: &str) -> Result<Vec<Value>> {
