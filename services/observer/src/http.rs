@@ -17,7 +17,7 @@ use choreo_events::topology::{OBSERVER, SERVICES};
 use choreo_host::http::{ApiError, Routes};
 use choreo_host::openapi::OpenApi;
 use choreo_store::Database;
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -48,6 +48,23 @@ pub struct Live {
     pub feed: broadcast::Sender<Arc<str>>,
     /// Cancelled when the observer stops, ending every stream so the HTTP server can stop.
     pub stop: CancellationToken,
+    /// One permit per stream open ([`Live::streams_for`]): one more is refused with 503.
+    pub streams: Arc<tokio::sync::Semaphore>,
+    /// How long one stream lasts; the page opens the next a second after it ends.
+    pub lifetime: std::time::Duration,
+}
+
+/// How long a live stream lasts before the server ends it (the page reconnects by itself).
+pub const LIVE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl Live {
+    /// The most live streams open at once for a server that keeps at most `max_connections`
+    /// connections: 16, and never more than a quarter of them, so streams cannot take the
+    /// connections health checks and the API need (each stream holds one for its lifetime,
+    /// outside the concurrency limit and the request timeout).
+    pub fn streams_for(max_connections: usize) -> usize {
+        (max_connections / 4).clamp(1, 16)
+    }
 }
 
 /// The bounded routes, with their state.
@@ -379,7 +396,19 @@ fn node(event: &ObservedEvent, events: &[ObservedEvent], depth: usize) -> Causat
     }
 }
 
-async fn live(State(live): State<Live>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+async fn live(State(live): State<Live>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    // Held by the stream for as long as it lasts.
+    let Ok(permit) = live.streams.clone().try_acquire_owned() else {
+        return (
+            [(axum::http::header::RETRY_AFTER, "5")],
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "too many live streams, retry later",
+            ),
+        )
+            .into_response();
+    };
     let updates = futures_util::stream::unfold(live.feed.subscribe(), |mut receiver| async move {
         let event = match receiver.recv().await {
             Ok(update) => SseEvent::default().event("update").data(&*update),
@@ -389,12 +418,28 @@ async fn live(State(live): State<Live>) -> Sse<impl Stream<Item = Result<SseEven
             }
             Err(broadcast::error::RecvError::Closed) => return None,
         };
-        Some((Ok(event), receiver))
+        Some((Ok::<_, Infallible>(event), receiver))
     });
     let hello =
         futures_util::stream::once(async { Ok(SseEvent::default().event("hello").data("{}")) });
-    Sse::new(hello.chain(updates).take_until(live.stop.cancelled_owned()))
+    let ended = {
+        let stop = live.stop.clone();
+        let lifetime = live.lifetime;
+        async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(lifetime) => {}
+            }
+        }
+    };
+    let stream = hello.chain(updates).take_until(ended).map(move |item| {
+        // The permit goes when the stream is dropped: when it ends or its client goes.
+        let _held = &permit;
+        item
+    });
+    Sse::new(stream)
         .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 #[cfg(test)]
@@ -456,5 +501,88 @@ mod tests {
         assert_eq!(detail.services, ["orders", "billing", "shipping"]);
         assert_eq!(detail.causation.len(), 1);
         assert_eq!(detail.causation[0].children[0].event_id, "c");
+    }
+}
+
+#[cfg(test)]
+mod live_tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    fn router(streams: usize, lifetime: Duration) -> (Router, broadcast::Sender<Arc<str>>) {
+        let (feed, _) = broadcast::channel(16);
+        let live = Live {
+            feed: feed.clone(),
+            stop: CancellationToken::new(),
+            streams: Arc::new(tokio::sync::Semaphore::new(streams)),
+            lifetime,
+        };
+        (live_routing().with_state(live), feed)
+    }
+
+    async fn open(router: &Router) -> axum::response::Response {
+        router
+            .clone()
+            .oneshot(Request::get("/live").body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible")
+    }
+
+    /// A client that opens stream after stream (the flood of the issue) gets at most the cap,
+    /// then a 503 in JSON with Retry-After; a stream that ends, or whose client goes, frees its
+    /// place; and no stream outlives its lifetime.
+    #[tokio::test]
+    async fn live_streams_are_capped_freed_when_they_go_and_end_after_their_lifetime() {
+        let (router, _feed) = router(2, Duration::from_millis(300));
+        let first = open(&router).await;
+        let second = open(&router).await;
+        assert_eq!(first.status(), StatusCode::OK);
+        assert_eq!(second.status(), StatusCode::OK);
+
+        let refused = open(&router).await;
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            refused
+                .headers()
+                .get(axum::http::header::RETRY_AFTER)
+                .map(|v| v.to_str().unwrap_or_default()),
+            Some("5")
+        );
+        let body = axum::body::to_bytes(refused.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        assert!(
+            String::from_utf8_lossy(&body).contains("too many live streams"),
+            "{body:?}"
+        );
+
+        drop(first);
+        assert_eq!(
+            open(&router).await.status(),
+            StatusCode::OK,
+            "a client gone frees its place"
+        );
+
+        let started = std::time::Instant::now();
+        let whole = tokio::time::timeout(
+            Duration::from_secs(5),
+            axum::body::to_bytes(second.into_body(), 1 << 20),
+        )
+        .await
+        .expect("the stream ends by itself")
+        .expect("read");
+        assert!(String::from_utf8_lossy(&whole).contains("event: hello"));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn streams_never_take_more_than_a_quarter_of_the_connections() {
+        assert_eq!(Live::streams_for(1024), 16);
+        assert_eq!(Live::streams_for(40), 10);
+        assert_eq!(Live::streams_for(4), 1);
+        assert_eq!(Live::streams_for(1), 1);
     }
 }

@@ -26,6 +26,7 @@ use choreo_store::Migrations;
 use serde::Deserialize;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -158,6 +159,10 @@ pub async fn build(settings: Settings) -> choreo_host::Result<Observer> {
         .with_state(http::Live {
             feed: feed.clone(),
             stop: live_stop.clone(),
+            streams: Arc::new(tokio::sync::Semaphore::new(http::Live::streams_for(
+                settings.common.http_max_connections,
+            ))),
+            lifetime: http::LIVE_LIFETIME,
         })
         // Merged after the conventions were applied, so it needs their JSON 405 of its own.
         .method_not_allowed_fallback(choreo_host::http::method_not_allowed);

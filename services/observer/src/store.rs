@@ -405,26 +405,30 @@ pub fn counts(tx: &mut dyn Tx) -> Result<Counts> {
     Ok(counts)
 }
 
-/// Deletes at most `limit` finished sagas (completed or failed) whose first and last events are
-/// both older than `cutoff`, with their events, oldest first by `sagas_state`; a saga still
-/// running or stuck is kept whatever its age. Returns how many sagas went.
-pub fn prune_finished_sagas(tx: &mut dyn Tx, cutoff: &str, limit: i64) -> Result<u64> {
+/// Deletes at most `limit` sagas whose first and last events are both older than `cutoff`, with
+/// their events, oldest first by `sagas_state` (one index range per state). Finished or not: a
+/// saga that heard nothing for the whole retention is abandoned (it has shown as stuck on the
+/// page and in `choreo_observer_sagas` for that long), and an event replayed long after its
+/// saga was pruned starts a saga that can never finish, which must not stay for good. Returns
+/// how many sagas went.
+pub fn prune_sagas(tx: &mut dyn Tx, cutoff: &str, limit: i64) -> Result<u64> {
     serialize_counts(tx)?;
-    let mut finished = Vec::new();
+    let mut quiet = Vec::new();
     let mut changes = Vec::new();
     for mut row in tx.query(
-        "SELECT state, anomalies, order_id FROM sagas WHERE state IN ('completed', 'failed')
+        "SELECT state, anomalies, order_id FROM sagas
+         WHERE state IN ('completed', 'failed', 'running', 'stuck')
          AND started_at < $1 AND last_event_at < $1 ORDER BY state, started_at LIMIT $2",
         &[cutoff.into(), limit.into()],
     )? {
-        finished.push(row.take::<String>(2)?);
+        quiet.push(row.take::<String>(2)?);
         recount(&mut changes, Some(&tally_of(row)?), None);
     }
-    if finished.is_empty() {
+    if quiet.is_empty() {
         return Ok(0);
     }
     apply(tx, &changes)?;
-    let ids: Vec<choreo_store::Param<'_>> = finished.iter().map(|id| id.as_str().into()).collect();
+    let ids: Vec<choreo_store::Param<'_>> = quiet.iter().map(|id| id.as_str().into()).collect();
     let list = choreo_store::placeholders(1, ids.len());
     tx.execute(
         &format!("DELETE FROM observed_events WHERE order_id IN ({list})"),
@@ -439,7 +443,7 @@ pub fn prune_finished_sagas(tx: &mut dyn Tx, cutoff: &str, limit: i64) -> Result
 /// The observer's own expiring rows, for [`choreo_messaging::Retention::also`].
 pub const EXPIRING_SAGAS: choreo_messaging::Expiring = choreo_messaging::Expiring {
     name: "sagas",
-    prune: prune_finished_sagas,
+    prune: prune_sagas,
 };
 
 #[cfg(test)]
@@ -480,12 +484,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_finished_sagas_older_than_the_cutoff_go_with_their_events() {
+    async fn sagas_quiet_since_before_the_cutoff_go_with_their_events_finished_or_not() {
         let db = database().await;
         db.write(|tx| {
             saga(tx, "old-completed", "completed", "2026-01-01T00:00:00.000Z")?;
             saga(tx, "old-failed", "failed", "2026-01-02T00:00:00.000Z")?;
             saga(tx, "old-stuck", "stuck", "2026-01-01T00:00:00.000Z")?;
+            saga(tx, "old-running", "running", "2026-01-03T00:00:00.000Z")?;
+            saga(tx, "young-stuck", "stuck", "2026-03-01T00:00:00.000Z")?;
             saga(
                 tx,
                 "young-completed",
@@ -497,7 +503,7 @@ mod tests {
         .expect("written");
 
         let pruned = db
-            .write(|tx| super::prune_finished_sagas(tx, "2026-02-01T00:00:00.000Z", 10))
+            .write(|tx| super::prune_sagas(tx, "2026-02-01T00:00:00.000Z", 10))
             .await
             .expect("pruned");
 
@@ -522,9 +528,9 @@ mod tests {
             })
             .await
             .expect("read");
-        assert_eq!(pruned, 2);
-        assert_eq!(sagas, ["old-stuck", "young-completed"]);
-        assert_eq!(events, ["old-stuck", "young-completed"]);
+        assert_eq!(pruned, 4, "abandoned ones too: they would stay for good");
+        assert_eq!(sagas, ["young-completed", "young-stuck"]);
+        assert_eq!(events, ["young-completed", "young-stuck"]);
     }
 
     /// `(name, count)` pairs without the zeros, sorted: what two ways of counting must agree on.
@@ -655,10 +661,13 @@ mod tests {
 
         let cutoff = crate::saga::timestamp(start + chrono::Duration::hours(1));
         let pruned = db
-            .write(move |tx| super::prune_finished_sagas(tx, &cutoff, 100))
+            .write(move |tx| super::prune_sagas(tx, &cutoff, 100))
             .await
             .expect("pruned");
-        assert_eq!(pruned, 5, "every finished saga but the one still waiting");
+        assert_eq!(
+            pruned, 5,
+            "every saga but the one whose event is younger than the cutoff"
+        );
         let (kept, slow) = db.read(kept_and_recounted).await.expect("counted");
         assert_eq!(nonzero(&kept.states), nonzero(&slow.states));
         assert_eq!(nonzero(&kept.states), [("running".to_owned(), 1)]);

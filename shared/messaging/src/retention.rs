@@ -1,6 +1,6 @@
 //! Retention: rows that only guard against duplicates are deleted once they are older than the
 //! retention (`CHOREO_RETENTION_HOURS`, a week by default), so the inbox, the sent outbox rows
-//! and a service's own such tables (orders' idempotency keys, the observer's finished sagas) do
+//! and a service's own such tables (orders' idempotency keys, the observer's sagas quiet for that long) do
 //! not grow without bound.
 //!
 //! A sweep runs every `CHOREO_RETENTION_SWEEP_SECS` beside the consumer and the relay. It

@@ -4,7 +4,8 @@
 //!
 //! - **flooders** ask `GET /orders?limit=500` (the most expensive read there is) back to back;
 //! - **slow clients** open connections and trickle a request head a header line at a time,
-//!   never finishing it (slowloris): the server must close each within its header-read timeout;
+//!   never finishing it (slowloris), or send a whole head and trickle the body a byte at a time:
+//!   the server must close or answer each within its header-read or body timeout;
 //! - **bad bodies**: oversized, not declared JSON, malformed JSON, invalid values, each of which
 //!   must be refused with its 4xx and the contract's JSON error shape, never a 5xx;
 //! - **made-up methods**: requests whose method is a 1,000-character token, each of which must
@@ -40,6 +41,8 @@ use tokio::net::TcpStream;
 
 /// The header-read timeout the services run with in this row, short so the row stays short.
 pub const HEADER_TIMEOUT_MS: u64 = 1_000;
+/// The body timeout the services run with in this row, likewise.
+pub const BODY_TIMEOUT_MS: u64 = 1_000;
 /// The least share of the pre-attack completion rate the suite must keep during the attack.
 /// The attackers run on the same two cores as the broker and the services, so part of the
 /// capacity they take is the machine's, not the suite's.
@@ -209,8 +212,9 @@ pub async fn run(world: &World, plan: Plan) -> Result<Outcome> {
     outcome.targets = targets;
     if slow.closed < plan.slow_clients {
         outcome.problems.push(format!(
-            "{} of {} slow clients were still connected {} ms after their last header line \
-             (header-read timeout {HEADER_TIMEOUT_MS} ms)",
+            "{} of {} slow clients were still connected {} ms after their last byte, or a slow \
+             body was not answered 408 (header-read and body timeouts {HEADER_TIMEOUT_MS} and \
+             {BODY_TIMEOUT_MS} ms)",
             plan.slow_clients - slow.closed,
             plan.slow_clients,
             slow.waited_ms
@@ -310,11 +314,15 @@ async fn slow_clients(port: u16, count: usize, deadline: Instant) -> Result<Slow
             // Refused at once: the server bounds its connections; nothing is held open.
             return true;
         };
-        if stream
-            .write_all(b"GET /orders HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-            .await
-            .is_err()
-        {
+        // Every other one sends a whole head, then trickles its body (a slow body must not
+        // hold a concurrency slot, and is answered 408 after the body timeout).
+        let trickles_body = i % 2 == 1;
+        let head: &[u8] = if trickles_body {
+            b"POST /orders HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        } else {
+            b"GET /orders HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        };
+        if stream.write_all(head).await.is_err() {
             return true;
         }
         let mut line = 0u64;
@@ -328,14 +336,21 @@ async fn slow_clients(port: u16, count: usize, deadline: Instant) -> Result<Slow
             // The server's answer (a 408, say) or its close both end the connection.
             match tokio::time::timeout(wait, stream.read(&mut buffer)).await {
                 Ok(Ok(0) | Err(_)) => return true,
+                // A slow body is answered 408 by the body timeout, not left to hold a slot until
+                // the request timeout answers 503.
+                Ok(Ok(n)) if trickles_body => return buffer[..n].starts_with(b"HTTP/1.1 408"),
                 Ok(Ok(_)) => continue,
                 Err(_) if Instant::now() >= deadline + patience => return false,
                 Err(_) if Instant::now() >= deadline => continue,
                 Err(_) => {}
             }
             line += 1;
-            let header = format!("X-Slow-{i}-{line}: a\r\n");
-            if stream.write_all(header.as_bytes()).await.is_err() {
+            let next = if trickles_body {
+                " ".to_owned()
+            } else {
+                format!("X-Slow-{i}-{line}: a\r\n")
+            };
+            if stream.write_all(next.as_bytes()).await.is_err() {
                 return true;
             }
         }

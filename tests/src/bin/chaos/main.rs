@@ -710,6 +710,10 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
                     "CHOREO_HTTP_HEADER_TIMEOUT_MS".to_owned(),
                     attack::HEADER_TIMEOUT_MS.to_string(),
                 ));
+                proc.env.push((
+                    "CHOREO_HTTP_BODY_TIMEOUT_MS".to_owned(),
+                    attack::BODY_TIMEOUT_MS.to_string(),
+                ));
             }
         }
         world.start_all(bin_dir, failpoint)?;
