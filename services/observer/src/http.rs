@@ -127,11 +127,13 @@ pub fn openapi() -> serde_json::Value {
             "responses": {"200": detail, "400": invalid_id, "404": missing},
         }),
     );
+    let too_many =
+        api.error_response("Every live stream place is taken: try again after `Retry-After`.");
     let stream = json!({"description": "`update` events, each a JSON object `{\"events\": [...], \"sagas\": [...]}` of what changed.", "content": {"text/event-stream": {"schema": {"type": "string"}}}});
     api.operation(
         "get",
         "/live",
-        json!({"operationId": "getLive", "summary": "Server-sent events for the live page (not bounded by the request timeout)", "tags": ["page"], "responses": {"200": stream}}),
+        json!({"operationId": "getLive", "summary": "Server-sent events for the live page (not bounded by the request timeout)", "description": "At most 16 streams at once, and never more than a quarter of `CHOREO_HTTP_MAX_CONNECTIONS`; each ends after 5 minutes (the page opens the next).", "tags": ["page"], "responses": {"200": stream, "503": too_many}}),
     );
     api.finish()
 }

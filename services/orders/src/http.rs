@@ -63,6 +63,7 @@ pub fn openapi() -> serde_json::Value {
         },
         "200": replayed,
         "400": api.error_response("Malformed JSON."),
+        "408": api.error_response("The body did not arrive within `CHOREO_HTTP_BODY_TIMEOUT_MS` of the request head."),
         "409": api.error_response("The `Idempotency-Key` was used with a different body."),
         "413": api.error_response(&format!("The body is over {BODY_LIMIT} bytes.")),
         "415": api.error_response("The `Content-Type` is not JSON."),
