@@ -59,7 +59,7 @@ pub const LIVE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30
 
 impl Live {
     /// The most live streams open at once for a server that keeps at most `max_connections`
-    /// connections: 16, and never more than a quarter of them, so streams cannot take the
+    /// connections: 16, and at most a quarter of them (but one), so streams cannot take the
     /// connections health checks and the API need (each stream holds one for its lifetime,
     /// outside the concurrency limit and the request timeout).
     pub fn streams_for(max_connections: usize) -> usize {
@@ -133,7 +133,7 @@ pub fn openapi() -> serde_json::Value {
     api.operation(
         "get",
         "/live",
-        json!({"operationId": "getLive", "summary": "Server-sent events for the live page (not bounded by the request timeout)", "description": "At most 16 streams at once, and never more than a quarter of `CHOREO_HTTP_MAX_CONNECTIONS`; each ends after 5 minutes (the page opens the next).", "tags": ["page"], "responses": {"200": stream, "503": too_many}}),
+        json!({"operationId": "getLive", "summary": "Server-sent events for the live page (not bounded by the request timeout)", "description": "At most 16 streams at once, and at most a quarter of `CHOREO_HTTP_MAX_CONNECTIONS` (but one); each ends after 5 minutes (the page opens the next).", "tags": ["page"], "responses": {"200": stream, "503": too_many}}),
     );
     api.finish()
 }
@@ -581,7 +581,7 @@ mod live_tests {
     }
 
     #[test]
-    fn streams_never_take_more_than_a_quarter_of_the_connections() {
+    fn streams_take_at_most_a_quarter_of_the_connections_but_one() {
         assert_eq!(Live::streams_for(1024), 16);
         assert_eq!(Live::streams_for(40), 10);
         assert_eq!(Live::streams_for(4), 1);

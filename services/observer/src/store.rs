@@ -405,8 +405,8 @@ pub fn counts(tx: &mut dyn Tx) -> Result<Counts> {
     Ok(counts)
 }
 
-/// Deletes at most `limit` sagas whose first and last events are both older than `cutoff`, with
-/// their events, oldest first by `sagas_state` (one index range per state). Finished or not: a
+/// Deletes at most `limit` sagas whose first and last events are both older than `cutoff`, and
+/// were observed before it too (an event's own `time` is its sender's clock), with their events, oldest first by `sagas_state` (one index range per state). Finished or not: a
 /// saga that heard nothing for the whole retention is abandoned (it has shown as stuck on the
 /// page and in `choreo_observer_sagas` for that long), and an event replayed long after its
 /// saga was pruned starts a saga that can never finish, which must not stay for good. Returns
@@ -418,7 +418,10 @@ pub fn prune_sagas(tx: &mut dyn Tx, cutoff: &str, limit: i64) -> Result<u64> {
     for mut row in tx.query(
         "SELECT state, anomalies, order_id FROM sagas
          WHERE state IN ('completed', 'failed', 'running', 'stuck')
-         AND started_at < $1 AND last_event_at < $1 ORDER BY state, started_at LIMIT $2",
+         AND started_at < $1 AND last_event_at < $1
+         AND NOT EXISTS (SELECT 1 FROM observed_events e
+                         WHERE e.order_id = sagas.order_id AND e.observed_at >= $1)
+         ORDER BY state, started_at LIMIT $2",
         &[cutoff.into(), limit.into()],
     )? {
         quiet.push(row.take::<String>(2)?);
@@ -492,6 +495,18 @@ mod tests {
             saga(tx, "old-stuck", "stuck", "2026-01-01T00:00:00.000Z")?;
             saga(tx, "old-running", "running", "2026-01-03T00:00:00.000Z")?;
             saga(tx, "young-stuck", "stuck", "2026-03-01T00:00:00.000Z")?;
+            // Sent with an old time, but seen after the cutoff: alive.
+            saga(
+                tx,
+                "old-time-seen-late",
+                "running",
+                "2026-01-01T00:00:00.000Z",
+            )?;
+            tx.execute(
+                "UPDATE observed_events SET observed_at = '2026-03-01T00:00:00.000Z'
+                 WHERE order_id = 'old-time-seen-late'",
+                &[],
+            )?;
             saga(
                 tx,
                 "young-completed",
@@ -529,8 +544,14 @@ mod tests {
             .await
             .expect("read");
         assert_eq!(pruned, 4, "abandoned ones too: they would stay for good");
-        assert_eq!(sagas, ["young-completed", "young-stuck"]);
-        assert_eq!(events, ["young-completed", "young-stuck"]);
+        assert_eq!(
+            sagas,
+            ["old-time-seen-late", "young-completed", "young-stuck"]
+        );
+        assert_eq!(
+            events,
+            ["old-time-seen-late", "young-completed", "young-stuck"]
+        );
     }
 
     /// `(name, count)` pairs without the zeros, sorted: what two ways of counting must agree on.
@@ -659,6 +680,10 @@ mod tests {
             "{before:?}"
         );
 
+        // As if each had been observed when it was sent (they were stored just now).
+        db.write(|tx| tx.execute("UPDATE observed_events SET observed_at = occurred_at", &[]))
+            .await
+            .expect("backdated");
         let cutoff = crate::saga::timestamp(start + chrono::Duration::hours(1));
         let pruned = db
             .write(move |tx| super::prune_sagas(tx, &cutoff, 100))

@@ -14,6 +14,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const DATA_CONTENT_TYPE: &str = "application/json";
 /// The AMQP `content_type` of every message.
 pub const AMQP_CONTENT_TYPE: &str = "application/cloudevents+json";
+/// The longest `id`, `type`, `source` and `correlationid`: an AMQP short string's 255 bytes.
+pub const MAX_ATTRIBUTE_BYTES: usize = 255;
 
 /// Why a message could not be turned into an [`Event`]. Every variant is permanent: the same bytes
 /// will fail the same way, so the consumer dead-letters them with this error as `x-error`.
@@ -163,6 +165,15 @@ impl Envelope {
             if value.trim().is_empty() {
                 return Err(DecodeError::Undecodable(format!(
                     "attribute {name} is empty"
+                )));
+            }
+            // They travel as AMQP short strings (message id, type, app id, correlation id),
+            // and `correlationid` is copied onto every event this one causes: a longer one
+            // could never be published.
+            if value.len() > MAX_ATTRIBUTE_BYTES {
+                return Err(DecodeError::Undecodable(format!(
+                    "attribute {name} is {} bytes, over {MAX_ATTRIBUTE_BYTES}",
+                    value.len()
                 )));
             }
         }
@@ -320,6 +331,31 @@ mod tests {
         json["data"]["loyalty_tier"] = "gold".into();
         let envelope = Envelope::decode(json.to_string().as_bytes()).expect("decodes");
         assert!(envelope.event().is_ok());
+    }
+
+    /// A `correlationid` is copied onto the events this one causes, as an AMQP short string: one
+    /// over 255 bytes would stop the relay of whoever handled it, so it is refused here.
+    #[test]
+    fn attributes_that_cannot_be_amqp_short_strings_are_undecodable() {
+        for attribute in ["id", "source", "correlationid"] {
+            let mut json: serde_json::Value =
+                serde_json::from_slice(&Envelope::root("orders", &placed()).encode())
+                    .expect("json");
+            json[attribute] = "c".repeat(MAX_ATTRIBUTE_BYTES).into();
+            assert!(
+                Envelope::decode(json.to_string().as_bytes()).is_ok(),
+                "{attribute}"
+            );
+            json[attribute] = "c".repeat(MAX_ATTRIBUTE_BYTES + 1).into();
+            let Err(DecodeError::Undecodable(why)) = Envelope::decode(json.to_string().as_bytes())
+            else {
+                panic!("{attribute} over 255 bytes decoded");
+            };
+            assert!(
+                why.contains(attribute) && why.contains("256 bytes"),
+                "{why}"
+            );
+        }
     }
 
     #[test]

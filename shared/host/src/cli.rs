@@ -522,6 +522,7 @@ mod tests {
             routing_key: Some("order.placed".into()),
             claimed_exchange: None,
             claimed_routing_key: Some("order\x1b[2J".into()),
+            by_the_broker: false,
             error: Some("bad\x1b[2J".into()),
             dead_lettered_at: None,
             properties: lapin::BasicProperties::default().with_headers(headers),

@@ -99,10 +99,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok());
         if !content_type.is_some_and(is_json) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Content-Type must be application/json",
-            ));
+            return Err(not_json());
         }
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
@@ -173,7 +170,20 @@ async fn read_body_first(
             next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
                 .await
         }
-        Ok(Err(rejection)) => body_rejection(rejection).into_response(),
+        Ok(Err(rejection)) => {
+            let json = parts
+                .headers
+                .get(axum::http::header::CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok())
+                .is_some_and(is_json);
+            match body_rejection(rejection) {
+                // As JsonBody answers it: the Content-Type is judged before the size.
+                too_large if too_large.status == StatusCode::PAYLOAD_TOO_LARGE && !json => {
+                    not_json().into_response()
+                }
+                other => other.into_response(),
+            }
+        }
         Err(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, "request body too slow")
             .with_details(vec![format!(
                 "the body must arrive within {} ms of the request head",
@@ -181,6 +191,14 @@ async fn read_body_first(
             )])
             .into_response(),
     }
+}
+
+/// The 415 of a body that is not declared JSON.
+fn not_json() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "Content-Type must be application/json",
+    )
 }
 
 /// The contract's answer to a body that could not be read: 413 over [`BODY_LIMIT`].

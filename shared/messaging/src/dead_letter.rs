@@ -37,8 +37,8 @@
 use crate::headers::{
     X_CLAIMED_ORIGINAL_EXCHANGE, X_CLAIMED_ORIGINAL_ROUTING_KEY, X_DEAD_LETTER_ID,
     X_DEAD_LETTERED_AT, X_ERROR, X_LAST_ERROR, X_ORIGINAL_EXCHANGE, X_ORIGINAL_ROUTING_KEY,
-    X_RETRY_COUNT, first_death, for_keeping, header_text, properties_json, short_text, table_json,
-    text,
+    X_RETRY_COUNT, for_keeping, header_text, newest_death_queue, properties_json, short_text,
+    table_json, text,
 };
 use crate::publisher::{Outgoing, Publisher};
 use lapin::BasicProperties;
@@ -59,14 +59,20 @@ pub struct DeadLetter {
     pub message_id: Option<String>,
     pub event_type: Option<String>,
     /// The exchange it was first published to, as the runtime knew it (never a header its
-    /// sender wrote: [`crate::origin`]).
+    /// sender wrote: [`crate::origin`]); for a letter the broker dead-lettered by itself, the
+    /// exchange of the event type its routing key names, if it names one.
     pub exchange: Option<String>,
-    /// The routing key it was first published with, likewise.
+    /// The routing key it was first published with, likewise; for a letter the broker
+    /// dead-lettered by itself, the routing key the broker dead-lettered it with.
     pub routing_key: Option<String>,
     /// What its sender claimed in an `x-original-exchange` header of its own, not believed.
     pub claimed_exchange: Option<String>,
     /// What its sender claimed in an `x-original-routing-key` header of its own, not believed.
     pub claimed_routing_key: Option<String>,
+    /// Whether the broker dead-lettered it by itself out of the service's queue (a per-message
+    /// TTL, the delivery limit, an overflow), rather than the runtime with its reason: then no
+    /// header on it was written by the runtime, and none is believed.
+    pub by_the_broker: bool,
     pub error: Option<String>,
     pub dead_lettered_at: Option<String>,
     pub properties: BasicProperties,
@@ -74,21 +80,26 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    fn read(position: usize, delivery: &Delivery) -> Self {
+    fn read(position: usize, delivery: &Delivery, queue: &DeadLetterQueue) -> Self {
         Self::from_parts(
             position,
             &delivery.properties,
             delivery.routing_key.as_str(),
             &delivery.data,
+            &queue.home,
+            &queue.names,
         )
     }
 
-    /// The letter stored with `delivered` properties, under `routing_key`, with `body`.
+    /// The letter stored with `delivered` properties, under `routing_key`, with `body`, in the
+    /// DLQ of the service whose own queue is `home`.
     fn from_parts(
         position: usize,
         delivered: &BasicProperties,
         routing_key: &str,
         body: &[u8],
+        home: &str,
+        names: &crate::Names,
     ) -> Self {
         // What is hashed and shown is what a read keeps: without the broker's delivery counts.
         let properties = for_keeping(delivered);
@@ -96,24 +107,48 @@ impl DeadLetter {
             .message_id()
             .as_ref()
             .map(|id| id.as_str().to_owned());
-        let first_death = first_death(&properties);
+        let by_the_broker = newest_death_queue(&properties).as_deref() == Some(home);
+        let claimed = |ours: &str, theirs: &str| {
+            header_text(&properties, theirs).or_else(|| {
+                by_the_broker
+                    .then(|| header_text(&properties, ours))
+                    .flatten()
+            })
+        };
+        let (id, exchange, first_key) = if by_the_broker {
+            // Every header is as its sender wrote it; the routing key is the broker's.
+            (
+                generated_id(&properties, body),
+                choreo_events::EventType::from_routing_key(routing_key)
+                    .map(|event_type| names.of(event_type.exchange())),
+                Some(routing_key.to_owned()),
+            )
+        } else {
+            (
+                short_text(&properties, X_DEAD_LETTER_ID)
+                    .unwrap_or_else(|| generated_id(&properties, body)),
+                header_text(&properties, X_ORIGINAL_EXCHANGE),
+                header_text(&properties, X_ORIGINAL_ROUTING_KEY)
+                    .or_else(|| Some(routing_key.to_owned())),
+            )
+        };
         DeadLetter {
             position,
-            id: short_text(&properties, X_DEAD_LETTER_ID)
-                .unwrap_or_else(|| generated_id(&properties, body)),
+            id,
             message_id,
             event_type: properties.kind().as_ref().map(|t| t.as_str().to_owned()),
-            exchange: header_text(&properties, X_ORIGINAL_EXCHANGE)
-                .or_else(|| first_death.as_ref().map(|(exchange, _)| exchange.clone())),
-            routing_key: header_text(&properties, X_ORIGINAL_ROUTING_KEY)
-                .or_else(|| Some(routing_key.to_owned())),
-            claimed_exchange: header_text(&properties, X_CLAIMED_ORIGINAL_EXCHANGE),
-            claimed_routing_key: header_text(&properties, X_CLAIMED_ORIGINAL_ROUTING_KEY),
-            // Dead-lettered by the broker itself (delivery limit): the reason is in x-death.
-            error: header_text(&properties, X_ERROR).or_else(|| {
+            exchange,
+            routing_key: first_key,
+            claimed_exchange: claimed(X_ORIGINAL_EXCHANGE, X_CLAIMED_ORIGINAL_EXCHANGE),
+            claimed_routing_key: claimed(X_ORIGINAL_ROUTING_KEY, X_CLAIMED_ORIGINAL_ROUTING_KEY),
+            by_the_broker,
+            // Dead-lettered by the broker itself: the reason is in x-death.
+            error: if by_the_broker {
                 header_text(&properties, "x-death")
                     .map(|d| format!("dead-lettered by the broker: {d}"))
-            }),
+            } else {
+                header_text(&properties, X_ERROR)
+            },
             dead_lettered_at: header_text(&properties, X_DEAD_LETTERED_AT),
             properties,
             body: body.to_vec(),
@@ -187,6 +222,7 @@ pub struct DeadLetterQueue {
     pub home: String,
     /// The service's redelivery exchange, through which they go.
     pub redeliver: String,
+    names: crate::Names,
 }
 
 /// Which dead letters a command applies to.
@@ -217,6 +253,7 @@ impl DeadLetterQueue {
             exchange: names.of(&service.dead_letter_exchange()),
             home: names.of(service.name),
             redeliver: names.of(&service.redeliver_exchange()),
+            names: names.clone(),
         })
     }
 
@@ -227,7 +264,7 @@ impl DeadLetterQueue {
             let Some(delivery) = self.take().await? else {
                 break;
             };
-            letters.push(DeadLetter::read(position, &delivery));
+            letters.push(DeadLetter::read(position, &delivery, &self));
             self.keep(&delivery).await?;
         }
         self.close("listed").await?;
@@ -287,7 +324,7 @@ impl DeadLetterQueue {
             let Some(delivery) = self.take().await? else {
                 break;
             };
-            let letter = DeadLetter::read(position, &delivery);
+            let letter = DeadLetter::read(position, &delivery, &self);
             if !letter.is(selection) {
                 self.keep(&delivery).await?;
                 continue;
@@ -297,7 +334,7 @@ impl DeadLetterQueue {
                     exchange: self.redeliver.clone(),
                     routing_key: self.home.clone(),
                     body: delivery.data.clone(),
-                    properties: redriven_properties(&delivery.properties),
+                    properties: redriven_properties(&delivery.properties, &letter),
                 })
                 .await?;
             ack(&delivery, false).await?;
@@ -335,7 +372,7 @@ impl DeadLetterQueue {
             let Some(delivery) = self.take().await? else {
                 break;
             };
-            letters.push(DeadLetter::read(position, &delivery));
+            letters.push(DeadLetter::read(position, &delivery, &self));
             deliveries.push(delivery);
         }
         if let Err(error) = export(&letters) {
@@ -364,8 +401,12 @@ async fn ack(delivery: &Delivery, multiple: bool) -> crate::Result<()> {
 
 /// The properties a redriven dead letter goes back with: those it was kept with, minus the
 /// dead-letter headers (so it looks as it did when first published), plus the `x-original-*`
-/// headers that let its provenance be checked when it comes back through the redelivery exchange.
-fn redriven_properties(delivered: &BasicProperties) -> BasicProperties {
+/// headers that let its provenance be checked when it comes back through the redelivery exchange:
+/// the ones the runtime wrote on its letter, or, for a letter the broker dead-lettered by itself,
+/// the exchange of the event type its routing key names and that key (none if it names no event
+/// type: it is then dead-lettered again). A sender's own `x-original-*` on such a letter travel
+/// as claims.
+fn redriven_properties(delivered: &BasicProperties, letter: &DeadLetter) -> BasicProperties {
     let kept = for_keeping(delivered);
     let mut headers = FieldTable::default();
     for (name, value) in kept.headers().clone().unwrap_or_default().inner() {
@@ -375,6 +416,8 @@ fn redriven_properties(delivered: &BasicProperties) -> BasicProperties {
             X_DEAD_LETTER_ID,
             X_RETRY_COUNT,
             X_LAST_ERROR,
+            X_ORIGINAL_EXCHANGE,
+            X_ORIGINAL_ROUTING_KEY,
             "x-death",
             "x-first-death-exchange",
             "x-first-death-queue",
@@ -385,13 +428,21 @@ fn redriven_properties(delivered: &BasicProperties) -> BasicProperties {
             headers.insert(name.clone(), value.clone());
         }
     }
-    // One the broker dead-lettered by itself has no x-original-* headers of ours: take them from
-    // its x-death (stripped above).
-    if header_text(&kept, X_ORIGINAL_EXCHANGE).is_none()
-        && let Some((exchange, routing_key)) = first_death(&kept)
-    {
-        headers.insert(X_ORIGINAL_EXCHANGE.into(), text(exchange));
-        headers.insert(X_ORIGINAL_ROUTING_KEY.into(), text(routing_key));
+    if letter.by_the_broker {
+        for (theirs, kept_as) in [
+            (X_ORIGINAL_EXCHANGE, X_CLAIMED_ORIGINAL_EXCHANGE),
+            (X_ORIGINAL_ROUTING_KEY, X_CLAIMED_ORIGINAL_ROUTING_KEY),
+        ] {
+            if let Some(value) = kept.headers().as_ref().and_then(|h| h.inner().get(theirs))
+                && !headers.contains_key(kept_as)
+            {
+                headers.insert(kept_as.into(), value.clone());
+            }
+        }
+    }
+    if let (Some(exchange), Some(routing_key)) = (&letter.exchange, &letter.routing_key) {
+        headers.insert(X_ORIGINAL_EXCHANGE.into(), text(exchange.as_str()));
+        headers.insert(X_ORIGINAL_ROUTING_KEY.into(), text(routing_key.as_str()));
     }
     kept.with_headers(headers)
 }
@@ -405,7 +456,14 @@ mod tests {
         if let Some(id) = message_id {
             properties = properties.with_message_id(id.into());
         }
-        DeadLetter::from_parts(1, &properties, "order.placed", body)
+        DeadLetter::from_parts(
+            1,
+            &properties,
+            "order.placed",
+            body,
+            "p.billing",
+            &crate::Names::new("p."),
+        )
     }
 
     #[test]
@@ -513,7 +571,15 @@ mod tests {
             .with_expiration("1000".into())
             .with_headers(headers);
 
-        let redriven = redriven_properties(&delivered);
+        let letter = DeadLetter::from_parts(
+            1,
+            &delivered,
+            "order.placed",
+            b"{}",
+            "p.billing",
+            &crate::Names::new("p."),
+        );
+        let redriven = redriven_properties(&delivered, &letter);
 
         assert_eq!(redriven.expiration(), &None);
         assert_eq!(header_text(&redriven, X_ERROR), None);
@@ -532,5 +598,86 @@ mod tests {
             Some("00-abc-def-01")
         );
         assert_eq!(redriven.message_id(), delivered.message_id());
+    }
+
+    /// A letter the broker dead-lettered by itself out of the service's queue (a sender can make
+    /// that happen with a per-message TTL) carries every header as its sender wrote it: the
+    /// runtime's names on it are claims, its id is a hash, its origin is the routing key the
+    /// broker used, and a redrive sends it back checked against that.
+    #[test]
+    fn a_letter_the_broker_made_believes_none_of_its_headers() {
+        let mut headers = FieldTable::default();
+        headers.insert(X_ORIGINAL_EXCHANGE.into(), text("p.shipping.events"));
+        headers.insert(X_ORIGINAL_ROUTING_KEY.into(), text("shipment.failed"));
+        headers.insert(X_DEAD_LETTER_ID.into(), text("dl-00000000000000a1"));
+        let mut death = FieldTable::default();
+        death.insert("queue".into(), text("p.billing"));
+        death.insert("reason".into(), text("expired"));
+        death.insert("exchange".into(), text("p.shipping.events"));
+        headers.insert(
+            "x-death".into(),
+            lapin::types::AMQPValue::FieldArray(
+                vec![lapin::types::AMQPValue::FieldTable(death)].into(),
+            ),
+        );
+        let delivered = BasicProperties::default().with_headers(headers);
+        let names = crate::Names::new("p.");
+
+        let letter =
+            DeadLetter::from_parts(1, &delivered, "order.placed", b"{}", "p.billing", &names);
+
+        assert!(letter.by_the_broker);
+        assert!(
+            letter.id.starts_with("sha256:"),
+            "not the sender's: {}",
+            letter.id
+        );
+        assert_eq!(letter.routing_key.as_deref(), Some("order.placed"));
+        assert_eq!(letter.exchange.as_deref(), Some("p.orders.events"));
+        assert_eq!(
+            letter.claimed_exchange.as_deref(),
+            Some("p.shipping.events")
+        );
+        assert_eq!(
+            letter.claimed_routing_key.as_deref(),
+            Some("shipment.failed")
+        );
+        let redriven = redriven_properties(&delivered, &letter);
+        assert_eq!(
+            header_text(&redriven, X_ORIGINAL_ROUTING_KEY).as_deref(),
+            Some("order.placed")
+        );
+        assert_eq!(
+            header_text(&redriven, X_ORIGINAL_EXCHANGE).as_deref(),
+            Some("p.orders.events")
+        );
+        assert_eq!(
+            header_text(&redriven, X_CLAIMED_ORIGINAL_ROUTING_KEY).as_deref(),
+            Some("shipment.failed")
+        );
+
+        // Dead-lettered by the broker out of another queue (a delay queue's TTL, before the
+        // runtime dead-lettered it with its reason): the runtime's letter, believed.
+        let mut other = FieldTable::default();
+        other.insert(X_ORIGINAL_ROUTING_KEY.into(), text("shipment.failed"));
+        other.insert(X_DEAD_LETTER_ID.into(), text("dl-00000000000000a1"));
+        let mut delay = FieldTable::default();
+        delay.insert("queue".into(), text("p.billing.delay.1000ms"));
+        other.insert(
+            "x-death".into(),
+            lapin::types::AMQPValue::FieldArray(
+                vec![lapin::types::AMQPValue::FieldTable(delay)].into(),
+            ),
+        );
+        let ours = DeadLetter::from_parts(
+            1,
+            &BasicProperties::default().with_headers(other),
+            "shipment.failed",
+            b"{}",
+            "p.billing",
+            &names,
+        );
+        assert!(!ours.by_the_broker);
+        assert_eq!(ours.id, "dl-00000000000000a1");
     }
 }

@@ -226,29 +226,24 @@ pub fn text(value: impl Into<String>) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value.into()))
 }
 
-/// Where a message the broker dead-lettered by itself (a queue's delivery limit) was first
-/// published: the exchange and routing key of the oldest entry of RabbitMQ's `x-death` header.
-/// Such a message carries no `x-original-*` headers of ours.
-pub fn first_death(properties: &BasicProperties) -> Option<(String, String)> {
+/// The queue named by the newest entry of RabbitMQ's `x-death` header: for a message the broker
+/// dead-lettered by itself (a per-message TTL, a delivery limit, an overflow), the queue it was
+/// dead-lettered from. The broker writes that entry (or moves the one it updates to the front)
+/// whenever it dead-letters, so it is the one entry a sender cannot place; every other field of
+/// the header, older entries included, can be the sender's.
+pub fn newest_death_queue(properties: &BasicProperties) -> Option<String> {
     let headers = properties.headers().as_ref()?;
     let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else {
         return None;
     };
-    // Newest first: the last entry is the first time it was dead-lettered.
-    let AMQPValue::FieldTable(death) = deaths.as_slice().last()? else {
+    let AMQPValue::FieldTable(death) = deaths.as_slice().first()? else {
         return None;
     };
-    let text = |value: &AMQPValue| match value {
+    match death.inner().get("queue")? {
         AMQPValue::LongString(s) => Some(s.to_string()),
         AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
         _ => None,
-    };
-    let exchange = text(death.inner().get("exchange")?)?;
-    let AMQPValue::FieldArray(keys) = death.inner().get("routing-keys")? else {
-        return None;
-    };
-    let routing_key = text(keys.as_slice().first()?)?;
-    Some((exchange, routing_key))
+    }
 }
 
 #[cfg(test)]
@@ -321,34 +316,25 @@ mod tests {
     }
 
     #[test]
-    fn the_first_death_gives_where_the_broker_dead_lettered_message_was_published() {
-        let death = |exchange: &str, key: &str| {
+    fn the_newest_death_names_the_queue_the_broker_dead_lettered_from() {
+        let death = |queue: &str| {
             let mut table = FieldTable::default();
-            table.insert("exchange".into(), text(exchange));
-            table.insert(
-                "routing-keys".into(),
-                AMQPValue::FieldArray(vec![text(key)].into()),
-            );
+            table.insert("queue".into(), text(queue));
+            table.insert("exchange".into(), text("forged.events"));
             AMQPValue::FieldTable(table)
         };
         let mut headers = FieldTable::default();
         headers.insert(
             "x-death".into(),
-            AMQPValue::FieldArray(
-                vec![
-                    death("", "billing.retry.1000ms"),
-                    death("orders.events", "order.placed"),
-                ]
-                .into(),
-            ),
+            AMQPValue::FieldArray(vec![death("p.billing"), death("p.billing.delay.1000ms")].into()),
         );
         let properties = BasicProperties::default().with_headers(headers);
 
         assert_eq!(
-            first_death(&properties),
-            Some(("orders.events".to_owned(), "order.placed".to_owned()))
+            newest_death_queue(&properties).as_deref(),
+            Some("p.billing")
         );
-        assert_eq!(first_death(&BasicProperties::default()), None);
+        assert_eq!(newest_death_queue(&BasicProperties::default()), None);
     }
 
     #[test]

@@ -848,8 +848,8 @@ async fn forged_events_are_dead_lettered_with_the_mismatch_and_refund_nothing() 
 
 /// Headers of a sender's choosing cannot crash a consumer nor swell what it writes: a routing key
 /// or exchange longer than AMQP's 255-byte short strings in `x-original-*` (lapin panics on such a
-/// routing key), headers of the wrong type, and a claimed `source` of 100 KB that the reason
-/// quotes. Each message is dead-lettered once, with its reason, bounded, and where it was really
+/// routing key), headers of the wrong type, and a currency of 100 KB that the reason quotes.
+/// Each message is dead-lettered once, with its reason, bounded, and where it was really
 /// delivered; the sender's claims are kept under names of their own; billing goes on consuming.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_and_mistyped_headers_are_dead_lettered_once_with_a_bounded_reason_and_consumption_goes_on()
@@ -890,14 +890,14 @@ async fn oversized_and_mistyped_headers_are_dead_lettered_once_with_a_bounded_re
             BasicProperties::default().with_headers(mistyped),
         )
         .await;
-    let mut huge_source = placed_by_the_test("o-huge-source");
-    huge_source.source = "s".repeat(100_000);
+    let mut huge_currency = placed_by_the_test("o-huge-currency");
+    huge_currency.data["currency"] = "E".repeat(100_000).into();
     suite
         .publish(
             "orders.events",
             "order.placed",
-            &huge_source.encode(),
-            properties(&huge_source),
+            &huge_currency.encode(),
+            properties(&huge_currency),
         )
         .await;
 
@@ -931,8 +931,8 @@ async fn oversized_and_mistyped_headers_are_dead_lettered_once_with_a_bounded_re
     let cut = letters
         .iter()
         .filter_map(|(headers, _)| header(headers, "x-error"))
-        .find(|error| error.contains("claims source"))
-        .expect("the forged source's reason");
+        .find(|error| error.contains("currency must be"))
+        .expect("the invalid currency's reason, which quotes it");
     assert!(cut.contains("cut from"), "says it was cut: {cut}");
 
     // Billing still consumes, and dead-lettered nothing else.
@@ -959,7 +959,7 @@ async fn oversized_and_mistyped_headers_are_dead_lettered_once_with_a_bounded_re
 /// (which a publisher of `shipment.failed` may do) with forged `x-original-*` headers naming
 /// `orders.events` and `order.placed`. The dead letter records where it was really delivered and
 /// keeps the claim apart; it cannot be selected by the message id its sender chose; redriven, it
-/// is dead-lettered again; no one is charged and nothing ships.
+/// is dead-lettered again; no one is charged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_dead_letter_keeps_the_truth_and_redriven_is_dead_lettered_again() {
     use lapin::types::{AMQPValue, FieldTable};
@@ -1050,12 +1050,94 @@ async fn a_forged_dead_letter_keeps_the_truth_and_redriven_is_dead_lettered_agai
         again.error
     );
     assert_eq!(again.routing_key.as_deref(), Some("shipment.failed"));
+    // Believed, it would have charged an order no one placed, and shipping would have shipped it.
     assert!(
         suite.payments("o-no-one-placed").await.is_empty(),
         "no one charged"
     );
+}
+
+/// The same forgery, made to be dead-lettered by the broker itself rather than by billing: sent
+/// with a per-message TTL of 1 ms while billing is stopped, it expires in billing's queue and the
+/// broker dead-letters it with every header its sender wrote (RabbitMQ 3.10 quorum queues honour
+/// per-message TTL). Its letter believes none of them, and redriven it is dead-lettered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgery_the_broker_dead_lettered_by_itself_is_believed_no_more_when_redriven() {
+    use lapin::types::{AMQPValue, FieldTable};
+    let mut suite = Suite::start_with(Options::default(), &[Which::Billing]).await;
+    suite.wait_ready().await;
+    suite.take(Which::Billing).stop().await;
+    let forged = placed_by_the_test("o-expired-forgery");
+    let mut forging = FieldTable::default();
+    for (name, value) in [
+        ("x-original-exchange", suite.name("orders.events")),
+        ("x-original-routing-key", "order.placed".to_owned()),
+        ("x-dead-letter-id", "dl-00000000000000a1".to_owned()),
+    ] {
+        forging.insert(name.into(), AMQPValue::LongString(value.into()));
+    }
+    suite
+        .publish(
+            "shipping.events",
+            "shipment.failed",
+            &forged.encode(),
+            properties(&forged)
+                .with_headers(forging)
+                .with_expiration("1".into()),
+        )
+        .await;
+    let dlq = BillingDeadLetters::of(&suite).await;
+    let letters = choreo_e2e::poll("the broker's dead letter", || {
+        Box::pin(async {
+            dlq.open()
+                .await
+                .list()
+                .await
+                .ok()
+                .filter(|letters| !letters.is_empty())
+        })
+    })
+    .await;
+    let letter = &letters[0];
+    assert!(letter.by_the_broker, "{:?}", letter.error);
+    assert_ne!(
+        letter.id, "dl-00000000000000a1",
+        "not the id its sender wrote"
+    );
+    assert_eq!(letter.routing_key.as_deref(), Some("shipment.failed"));
+    assert_eq!(letter.claimed_routing_key.as_deref(), Some("order.placed"));
+
+    suite.start_service(Which::Billing).await;
+    suite.wait_ready().await;
+    let redriven = dlq
+        .open()
+        .await
+        .redrive(&Selection::Id(letter.id.clone()))
+        .await
+        .expect("redrive");
+    assert_eq!(redriven.len(), 1);
+    let again = choreo_e2e::poll("the forgery dead-lettered again", || {
+        Box::pin(async {
+            dlq.open()
+                .await
+                .list()
+                .await
+                .ok()
+                .and_then(|letters| letters.into_iter().find(|l| !l.by_the_broker))
+        })
+    })
+    .await;
     assert!(
-        suite.shipments("o-no-one-placed").await.is_empty(),
-        "nothing shipped"
+        again
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("differs from the routing key \"shipment.failed\""),
+        "{:?}",
+        again.error
+    );
+    assert!(
+        suite.payments("o-expired-forgery").await.is_empty(),
+        "no one charged"
     );
 }

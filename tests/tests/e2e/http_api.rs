@@ -473,6 +473,15 @@ async fn every_rejection_of_every_service_is_the_contracts_json_error() {
         ),
         (orders, Method::POST, "/orders", json, "[1, 2]", 422),
         (orders, Method::POST, "/orders", json, too_big.as_str(), 413),
+        // The Content-Type is judged before the size, though the body is read first.
+        (
+            orders,
+            Method::POST,
+            "/orders",
+            Some("text/plain"),
+            too_big.as_str(),
+            415,
+        ),
         // Found nothing.
         (orders, Method::GET, "/orders/some-order", None, "", 404),
         (observer, Method::GET, "/sagas/some-order", None, "", 404),

@@ -3,8 +3,9 @@
 //!
 //! A copy records where the message was first published ([`Origin`]: never a header the sender
 //! could have forged) and keeps the sender's claims apart; a reason is bounded
-//! ([`headers::reason`]). So no header a sender chooses can become a routing key, nor swell a
-//! copy past what the broker takes.
+//! ([`headers::reason`]). So no header a sender chooses can become a routing key, and a copy adds
+//! at most about 1.8 KB of headers to what its sender sent. (A sender whose own headers already
+//! fill the broker's frame to within that would still see its copies refused: not handled.)
 
 use super::{ConsumerLoop, Handler};
 use crate::Result;
