@@ -94,12 +94,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = request
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok());
-        if !content_type.is_some_and(is_json) {
-            return Err(not_json());
+        if !declares_json(&request) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/json",
+            ));
         }
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
@@ -130,9 +129,10 @@ pub struct Limits {
     /// commits (only its answer is lost); on PostgreSQL the dropped transaction rolls back.
     /// Either way a client retrying with its `Idempotency-Key` gets exactly one order.
     pub request_timeout: std::time::Duration,
-    /// How long a request's body may take to arrive once its head is in. It is read in whole
-    /// (up to [`BODY_LIMIT`]) before the request takes a concurrency slot, so a body sent a
-    /// byte at a time holds a connection, never a slot; past this it is answered 408.
+    /// How long a request's body may take to arrive once its head is in. A body declared JSON
+    /// is read in whole (up to [`BODY_LIMIT`]) before the request takes a concurrency slot, so
+    /// a body sent a byte at a time holds a connection, never a slot; past this it is answered
+    /// 408. Any other body is never read.
     pub body_timeout: std::time::Duration,
 }
 
@@ -156,13 +156,18 @@ pub fn bounded(router: Router, limits: Limits) -> Router {
         ))
 }
 
-/// Reads the request's body in whole within `timeout` (and within the body limit of
-/// [`with_conventions`]), then hands the request on with the body in memory.
+/// Reads a body declared JSON in whole within `timeout` (and within the body limit of
+/// [`with_conventions`]), then hands the request on with the body in memory. Any other body is
+/// handed on unread: no route reads one ([`JsonBody`] answers 415 before reading), so it holds
+/// no slot for longer than the answer takes.
 async fn read_body_first(
     State(timeout): State<std::time::Duration>,
     request: Request,
     next: axum::middleware::Next,
 ) -> Response {
+    if !declares_json(&request) {
+        return next.run(request).await;
+    }
     let (parts, body) = request.into_parts();
     let reading = axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), &());
     match tokio::time::timeout(timeout, reading).await {
@@ -170,20 +175,7 @@ async fn read_body_first(
             next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
                 .await
         }
-        Ok(Err(rejection)) => {
-            let json = parts
-                .headers
-                .get(axum::http::header::CONTENT_TYPE)
-                .and_then(|value| value.to_str().ok())
-                .is_some_and(is_json);
-            match body_rejection(rejection) {
-                // As JsonBody answers it: the Content-Type is judged before the size.
-                too_large if too_large.status == StatusCode::PAYLOAD_TOO_LARGE && !json => {
-                    not_json().into_response()
-                }
-                other => other.into_response(),
-            }
-        }
+        Ok(Err(rejection)) => body_rejection(rejection).into_response(),
         Err(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, "request body too slow")
             .with_details(vec![format!(
                 "the body must arrive within {} ms of the request head",
@@ -193,12 +185,13 @@ async fn read_body_first(
     }
 }
 
-/// The 415 of a body that is not declared JSON.
-fn not_json() -> ApiError {
-    ApiError::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "Content-Type must be application/json",
-    )
+/// Whether `request`'s `Content-Type` says JSON ([`is_json`]).
+fn declares_json(request: &Request) -> bool {
+    request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(is_json)
 }
 
 /// The contract's answer to a body that could not be read: 413 over [`BODY_LIMIT`].
@@ -478,14 +471,14 @@ mod tests {
             .headers()
             .get(axum::http::header::RETRY_AFTER)
             .map(|v| v.to_str().unwrap_or_default().to_owned());
+        (status, retry_after, text_of(response).await)
+    }
+
+    async fn text_of(response: Response) -> String {
         let body = axum::body::to_bytes(response.into_body(), 1 << 16)
             .await
             .expect("body");
-        (
-            status,
-            retry_after,
-            String::from_utf8_lossy(&body).into_owned(),
-        )
+        String::from_utf8_lossy(&body).into_owned()
     }
 
     #[tokio::test]
@@ -574,14 +567,7 @@ mod tests {
                 let started = std::time::Instant::now();
                 let response = router.oneshot(request).await.expect("infallible");
                 let status = response.status();
-                let body = axum::body::to_bytes(response.into_body(), 1 << 16)
-                    .await
-                    .expect("body");
-                (
-                    status,
-                    String::from_utf8_lossy(&body).into_owned(),
-                    started.elapsed(),
-                )
+                (status, text_of(response).await, started.elapsed())
             }
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -601,20 +587,18 @@ mod tests {
         assert!(took >= Duration::from_millis(300), "{took:?}");
         assert_eq!(handled.load(std::sync::atomic::Ordering::SeqCst), 0);
 
-        // A whole body is handed on as it came.
+        // A whole body, read first, is handed on as it came.
         let whole = router
             .clone()
             .oneshot(
                 Request::post("/orders")
+                    .header("content-type", "application/json")
                     .body(Body::from("{\"a\":1}"))
                     .expect("request"),
             )
             .await
             .expect("infallible");
-        let text = axum::body::to_bytes(whole.into_body(), 1 << 16)
-            .await
-            .expect("body");
-        assert_eq!(&text[..], b"7 bytes");
+        assert_eq!(text_of(whole).await, "7 bytes");
     }
 
     #[tokio::test]

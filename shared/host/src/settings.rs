@@ -327,7 +327,7 @@ pub struct CommonSettings {
     /// last answer) before its connection is closed.
     pub http_header_timeout_ms: u64,
     /// How long a client may take to send a request's body, once its head is in; the body is
-    /// read in whole before the request takes a concurrency slot.
+    /// read in whole (when declared JSON) before the request takes a concurrency slot.
     pub http_body_timeout_ms: u64,
     /// HTTP connections open at once; one more is closed as soon as it is accepted.
     pub http_max_connections: usize,

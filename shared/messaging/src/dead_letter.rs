@@ -466,11 +466,31 @@ mod tests {
         )
     }
 
+    /// A header table of text values.
+    fn texts(entries: &[(&str, &str)]) -> FieldTable {
+        let mut table = FieldTable::default();
+        for (name, value) in entries {
+            table.insert((*name).into(), text(*value));
+        }
+        table
+    }
+
+    /// `headers` with an `x-death` header whose one entry is `death`.
+    fn with_death(mut headers: FieldTable, death: FieldTable) -> FieldTable {
+        use lapin::types::AMQPValue;
+        headers.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()),
+        );
+        headers
+    }
+
     #[test]
     fn a_letter_is_known_by_the_id_the_runtime_gave_it_never_by_its_message_id() {
-        let mut headers = FieldTable::default();
-        headers.insert(X_ERROR.into(), text("provenance"));
-        headers.insert(X_DEAD_LETTER_ID.into(), text("dl-00000000000000a1"));
+        let headers = texts(&[
+            (X_ERROR, "provenance"),
+            (X_DEAD_LETTER_ID, "dl-00000000000000a1"),
+        ]);
         let ours = letter(b"{}", headers, Some("m-1"));
         assert_eq!(ours.id, "dl-00000000000000a1");
         assert_eq!(ours.message_id.as_deref(), Some("m-1"));
@@ -488,11 +508,12 @@ mod tests {
 
     #[test]
     fn a_letter_shows_where_it_was_delivered_and_what_its_sender_claimed_apart() {
-        let mut headers = FieldTable::default();
-        headers.insert(X_ORIGINAL_EXCHANGE.into(), text("p.shipping.events"));
-        headers.insert(X_ORIGINAL_ROUTING_KEY.into(), text("shipment.failed"));
-        headers.insert(X_CLAIMED_ORIGINAL_EXCHANGE.into(), text("p.orders.events"));
-        headers.insert(X_CLAIMED_ORIGINAL_ROUTING_KEY.into(), text("order.placed"));
+        let headers = texts(&[
+            (X_ORIGINAL_EXCHANGE, "p.shipping.events"),
+            (X_ORIGINAL_ROUTING_KEY, "shipment.failed"),
+            (X_CLAIMED_ORIGINAL_EXCHANGE, "p.orders.events"),
+            (X_CLAIMED_ORIGINAL_ROUTING_KEY, "order.placed"),
+        ]);
         let forged = letter(b"{}", headers, Some("m-1"));
         assert_eq!(forged.exchange.as_deref(), Some("p.shipping.events"));
         assert_eq!(forged.routing_key.as_deref(), Some("shipment.failed"));
@@ -606,19 +627,17 @@ mod tests {
     /// broker used, and a redrive sends it back checked against that.
     #[test]
     fn a_letter_the_broker_made_believes_none_of_its_headers() {
-        let mut headers = FieldTable::default();
-        headers.insert(X_ORIGINAL_EXCHANGE.into(), text("p.shipping.events"));
-        headers.insert(X_ORIGINAL_ROUTING_KEY.into(), text("shipment.failed"));
-        headers.insert(X_DEAD_LETTER_ID.into(), text("dl-00000000000000a1"));
-        let mut death = FieldTable::default();
-        death.insert("queue".into(), text("p.billing"));
-        death.insert("reason".into(), text("expired"));
-        death.insert("exchange".into(), text("p.shipping.events"));
-        headers.insert(
-            "x-death".into(),
-            lapin::types::AMQPValue::FieldArray(
-                vec![lapin::types::AMQPValue::FieldTable(death)].into(),
-            ),
+        let headers = with_death(
+            texts(&[
+                (X_ORIGINAL_EXCHANGE, "p.shipping.events"),
+                (X_ORIGINAL_ROUTING_KEY, "shipment.failed"),
+                (X_DEAD_LETTER_ID, "dl-00000000000000a1"),
+            ]),
+            texts(&[
+                ("queue", "p.billing"),
+                ("reason", "expired"),
+                ("exchange", "p.shipping.events"),
+            ]),
         );
         let delivered = BasicProperties::default().with_headers(headers);
         let names = crate::Names::new("p.");
@@ -658,16 +677,12 @@ mod tests {
 
         // Dead-lettered by the broker out of another queue (a delay queue's TTL, before the
         // runtime dead-lettered it with its reason): the runtime's letter, believed.
-        let mut other = FieldTable::default();
-        other.insert(X_ORIGINAL_ROUTING_KEY.into(), text("shipment.failed"));
-        other.insert(X_DEAD_LETTER_ID.into(), text("dl-00000000000000a1"));
-        let mut delay = FieldTable::default();
-        delay.insert("queue".into(), text("p.billing.delay.1000ms"));
-        other.insert(
-            "x-death".into(),
-            lapin::types::AMQPValue::FieldArray(
-                vec![lapin::types::AMQPValue::FieldTable(delay)].into(),
-            ),
+        let other = with_death(
+            texts(&[
+                (X_ORIGINAL_ROUTING_KEY, "shipment.failed"),
+                (X_DEAD_LETTER_ID, "dl-00000000000000a1"),
+            ]),
+            texts(&[("queue", "p.billing.delay.1000ms")]),
         );
         let ours = DeadLetter::from_parts(
             1,

@@ -27,6 +27,18 @@ fn properties(envelope: &Envelope) -> BasicProperties {
         .with_content_type("application/cloudevents+json".into())
 }
 
+/// Headers of text values, as a sender writes them.
+fn text_headers(headers: &[(&str, String)]) -> lapin::types::FieldTable {
+    let mut table = lapin::types::FieldTable::default();
+    for (name, value) in headers {
+        table.insert(
+            (*name).into(),
+            lapin::types::AMQPValue::LongString(value.clone().into()),
+        );
+    }
+    table
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_redelivered_events_has_exactly_one_effect() {
     let suite = Suite::start_with(
@@ -420,6 +432,44 @@ impl BillingDeadLetters {
             connection,
             names: choreo_messaging::Names::new(suite.prefix.clone()),
         }
+    }
+
+    /// The letters, once there is at least one.
+    async fn wait_for_any(&self) -> Vec<choreo_messaging::dead_letter::DeadLetter> {
+        choreo_e2e::poll("a dead letter in billing's DLQ", || {
+            Box::pin(async {
+                self.open()
+                    .await
+                    .list()
+                    .await
+                    .ok()
+                    .filter(|letters| !letters.is_empty())
+            })
+        })
+        .await
+    }
+
+    /// The first letter `which` picks, once there is one.
+    async fn wait_for(
+        &self,
+        what: &str,
+        which: impl Fn(&choreo_messaging::dead_letter::DeadLetter) -> bool + Sync,
+    ) -> choreo_messaging::dead_letter::DeadLetter {
+        choreo_e2e::poll(what, || {
+            Box::pin(async {
+                let letters = self.open().await.list().await.ok()?;
+                letters.into_iter().find(|letter| which(letter))
+            })
+        })
+        .await
+    }
+
+    /// Redrives the letters `selection` picks; returns them.
+    async fn redrive(
+        &self,
+        selection: &Selection,
+    ) -> Vec<choreo_messaging::dead_letter::DeadLetter> {
+        self.open().await.redrive(selection).await.expect("redrive")
     }
 
     async fn open(&self) -> choreo_messaging::dead_letter::DeadLetterQueue {
@@ -962,17 +1012,13 @@ async fn oversized_and_mistyped_headers_are_dead_lettered_once_with_a_bounded_re
 /// is dead-lettered again; no one is charged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_dead_letter_keeps_the_truth_and_redriven_is_dead_lettered_again() {
-    use lapin::types::{AMQPValue, FieldTable};
     let suite = Suite::start().await;
     suite.wait_ready().await;
     let forged = placed_by_the_test("o-no-one-placed");
-    let mut forging = FieldTable::default();
-    for (name, value) in [
+    let forging = text_headers(&[
         ("x-original-exchange", suite.name("orders.events")),
         ("x-original-routing-key", "order.placed".to_owned()),
-    ] {
-        forging.insert(name.into(), AMQPValue::LongString(value.into()));
-    }
+    ]);
     suite
         .publish(
             "shipping.events",
@@ -982,17 +1028,7 @@ async fn a_forged_dead_letter_keeps_the_truth_and_redriven_is_dead_lettered_agai
         )
         .await;
     let dlq = BillingDeadLetters::of(&suite).await;
-    let letters = choreo_e2e::poll("billing's dead letter", || {
-        Box::pin(async {
-            dlq.open()
-                .await
-                .list()
-                .await
-                .ok()
-                .filter(|letters| !letters.is_empty())
-        })
-    })
-    .await;
+    let letters = dlq.wait_for_any().await;
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
     assert_eq!(letter.routing_key.as_deref(), Some("shipment.failed"));
@@ -1014,32 +1050,18 @@ async fn a_forged_dead_letter_keeps_the_truth_and_redriven_is_dead_lettered_agai
     );
 
     assert!(
-        dlq.open()
+        dlq.redrive(&Selection::Id(forged.id.clone()))
             .await
-            .redrive(&Selection::Id(forged.id.clone()))
-            .await
-            .expect("redrive")
             .is_empty(),
         "the sender's message id selects nothing"
     );
-    let redriven = dlq
-        .open()
-        .await
-        .redrive(&Selection::Id(letter.id.clone()))
-        .await
-        .expect("redrive");
+    let redriven = dlq.redrive(&Selection::Id(letter.id.clone())).await;
     assert_eq!(redriven.len(), 1);
-    let again = choreo_e2e::poll("the forgery dead-lettered again", || {
-        Box::pin(async {
-            dlq.open()
-                .await
-                .list()
-                .await
-                .ok()
-                .and_then(|letters| letters.into_iter().find(|again| again.id != letter.id))
+    let again = dlq
+        .wait_for("the forgery dead-lettered again", |again| {
+            again.id != letter.id
         })
-    })
-    .await;
+        .await;
     assert!(
         again
             .error
@@ -1063,19 +1085,15 @@ async fn a_forged_dead_letter_keeps_the_truth_and_redriven_is_dead_lettered_agai
 /// per-message TTL). Its letter believes none of them, and redriven it is dead-lettered again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forgery_the_broker_dead_lettered_by_itself_is_believed_no_more_when_redriven() {
-    use lapin::types::{AMQPValue, FieldTable};
     let mut suite = Suite::start_with(Options::default(), &[Which::Billing]).await;
     suite.wait_ready().await;
     suite.take(Which::Billing).stop().await;
     let forged = placed_by_the_test("o-expired-forgery");
-    let mut forging = FieldTable::default();
-    for (name, value) in [
+    let forging = text_headers(&[
         ("x-original-exchange", suite.name("orders.events")),
         ("x-original-routing-key", "order.placed".to_owned()),
         ("x-dead-letter-id", "dl-00000000000000a1".to_owned()),
-    ] {
-        forging.insert(name.into(), AMQPValue::LongString(value.into()));
-    }
+    ]);
     suite
         .publish(
             "shipping.events",
@@ -1087,17 +1105,7 @@ async fn a_forgery_the_broker_dead_lettered_by_itself_is_believed_no_more_when_r
         )
         .await;
     let dlq = BillingDeadLetters::of(&suite).await;
-    let letters = choreo_e2e::poll("the broker's dead letter", || {
-        Box::pin(async {
-            dlq.open()
-                .await
-                .list()
-                .await
-                .ok()
-                .filter(|letters| !letters.is_empty())
-        })
-    })
-    .await;
+    let letters = dlq.wait_for_any().await;
     let letter = &letters[0];
     assert!(letter.by_the_broker, "{:?}", letter.error);
     assert_ne!(
@@ -1109,24 +1117,11 @@ async fn a_forgery_the_broker_dead_lettered_by_itself_is_believed_no_more_when_r
 
     suite.start_service(Which::Billing).await;
     suite.wait_ready().await;
-    let redriven = dlq
-        .open()
-        .await
-        .redrive(&Selection::Id(letter.id.clone()))
-        .await
-        .expect("redrive");
+    let redriven = dlq.redrive(&Selection::Id(letter.id.clone())).await;
     assert_eq!(redriven.len(), 1);
-    let again = choreo_e2e::poll("the forgery dead-lettered again", || {
-        Box::pin(async {
-            dlq.open()
-                .await
-                .list()
-                .await
-                .ok()
-                .and_then(|letters| letters.into_iter().find(|l| !l.by_the_broker))
-        })
-    })
-    .await;
+    let again = dlq
+        .wait_for("the forgery dead-lettered again", |l| !l.by_the_broker)
+        .await;
     assert!(
         again
             .error
