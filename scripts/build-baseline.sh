@@ -8,7 +8,10 @@ rev="${1:?usage: build-baseline.sh REV}"
 src="target/baseline/src"
 rm -rf "$src"
 mkdir -p "$src"
-git archive "$rev" | tar -x -C "$src"
+# -m: the files get the time of extraction, not the commit's. With the commit's, a revision
+# older than the last one built here looked older than its build artifacts, and cargo reused
+# them (an earlier revision's choreo-store linked into a later one's services).
+git archive "$rev" | tar -x -m -C "$src"
 echo "building the services of $rev ($(git rev-parse --short "$rev")) in target/baseline"
 CARGO_TARGET_DIR="$PWD/target/baseline" cargo build --release --manifest-path "$src/Cargo.toml" \
   --bin orders --bin billing --bin shipping \
