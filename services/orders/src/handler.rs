@@ -24,16 +24,22 @@ impl Handler for OrdersHandler {
         tx: &mut dyn Tx,
     ) -> Result<Vec<Event>, HandlerError> {
         let order_id = event.order_id();
-        let status = store::load_status(tx, order_id)?
+        let facts = store::load_facts(tx, order_id)?
             .ok_or_else(|| HandlerError::Permanent(format!("no order {order_id}")))?;
-        let decision = lifecycle::decide(status, event).map_err(|unexpected| {
+        let status = facts.status;
+        let known = lifecycle::Known {
+            status,
+            total_cents: facts.total_cents,
+            currency: &facts.currency,
+        };
+        let decision = lifecycle::decide(known, event).map_err(|unexpected| {
             HandlerError::Permanent(format!("orders does not consume {}", unexpected.0))
         })?;
         match decision {
             Decision::Move { to, emit } => {
                 let now = choreo_store::now_text();
                 if !store::set_status(tx, order_id, status, to, &now)? {
-                    // Only without the row lock (which PostgreSQL takes in load_status) could
+                    // Only without the row lock (which PostgreSQL takes in load_facts) could
                     // another replica have moved the order since we read it: decide again later.
                     return Err(HandlerError::Transient(format!(
                         "order {order_id} changed concurrently"
@@ -53,6 +59,8 @@ impl Handler for OrdersHandler {
                 tracing::info!(%status, why, "event ignored");
                 Ok(Vec::new())
             }
+            // Dead-lettered with the reason, before anything is written.
+            Decision::Contradicts(why) => Err(HandlerError::Permanent(why)),
         }
     }
 

@@ -111,14 +111,24 @@ pub fn insert_history(tx: &mut dyn Tx, order_id: &str, entry: &HistoryEntry) -> 
     Ok(())
 }
 
-/// The status of an order, or `None` if there is no such order. On PostgreSQL the row stays
-/// locked until the transaction ends, so replicas handling two events of one order take turns
-/// instead of one of them losing the guarded update below.
-pub fn load_status(tx: &mut dyn Tx, id: &str) -> Result<Option<OrderStatus>> {
+/// What the handler needs of an order: its status and what its payment must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderFacts {
+    pub status: OrderStatus,
+    pub total_cents: i64,
+    pub currency: String,
+}
+
+/// The status and amount of an order, or `None` if there is no such order. On PostgreSQL the
+/// row stays locked until the transaction ends, so replicas handling two events of one order
+/// take turns instead of one of them losing the guarded update below.
+pub fn load_facts(tx: &mut dyn Tx, id: &str) -> Result<Option<OrderFacts>> {
     let sql = match tx.backend() {
-        Backend::Sqlite => "SELECT status, cancellation_reason FROM orders WHERE id = $1",
+        Backend::Sqlite => {
+            "SELECT status, cancellation_reason, total_cents, currency FROM orders WHERE id = $1"
+        }
         Backend::Postgres => {
-            "SELECT status, cancellation_reason FROM orders WHERE id = $1 FOR UPDATE"
+            "SELECT status, cancellation_reason, total_cents, currency FROM orders WHERE id = $1 FOR UPDATE"
         }
     };
     let Some(mut row) = tx.query_opt(sql, &[id.into()])? else {
@@ -126,13 +136,16 @@ pub fn load_status(tx: &mut dyn Tx, id: &str) -> Result<Option<OrderStatus>> {
     };
     let status: String = row.take(0)?;
     let reason: Option<String> = row.take(1)?;
-    OrderStatus::from_columns(&status, reason.as_deref())
-        .map(Some)
-        .ok_or_else(|| {
-            Error::Failed(format!(
-                "order {id} has an impossible status {status}/{reason:?}"
-            ))
-        })
+    let status = OrderStatus::from_columns(&status, reason.as_deref()).ok_or_else(|| {
+        Error::Failed(format!(
+            "order {id} has an impossible status {status}/{reason:?}"
+        ))
+    })?;
+    Ok(Some(OrderFacts {
+        status,
+        total_cents: row.take(2)?,
+        currency: row.take(3)?,
+    }))
 }
 
 /// Moves an order from `from` to `to`. Returns `false` if the order was not in `from` any more

@@ -254,6 +254,76 @@ async fn an_event_that_contradicts_what_a_service_knows_is_dead_lettered_not_dro
     );
 }
 
+/// Billing's events, from the right exchange and source, that contradict what orders knows of
+/// the order (docs/contract-notes.md): a decline after the capture, a capture after the decline.
+/// Each is dead-lettered with the contradiction; neither moves its order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_dead_letters_a_payment_event_that_contradicts_the_order() {
+    use choreo_events::Event;
+    use choreo_events::payloads::{PaymentCaptured, PaymentDeclined};
+    let suite = Suite::start().await;
+    suite.wait_ready().await;
+    let paid = suite.place_order(&order_request(1500, 2, "AT")).await;
+    let paid = paid["id"].as_str().expect("id").to_owned();
+    // Over billing's limit (100000): declined.
+    let declined = suite.place_order(&order_request(60_000, 2, "AT")).await;
+    let declined = declined["id"].as_str().expect("id").to_owned();
+    suite.wait_for_status(&paid, "completed").await;
+    suite.wait_for_status(&declined, "cancelled").await;
+
+    let contradictions = [
+        Event::PaymentDeclined(PaymentDeclined {
+            order_id: paid.clone(),
+            amount_cents: 3000,
+            currency: "EUR".into(),
+            reason: "limit_exceeded".into(),
+        }),
+        // No address: shipping dead-letters its copy too, and ships nothing.
+        Event::PaymentCaptured(PaymentCaptured {
+            order_id: declined.clone(),
+            payment_id: "a-payment-billing-never-took".into(),
+            amount_cents: 120_000,
+            currency: "EUR".into(),
+            shipping_address: None,
+        }),
+    ];
+    for event in &contradictions {
+        let envelope = Envelope::root("billing", event);
+        suite
+            .publish(
+                "billing.events",
+                event.event_type().routing_key(),
+                &envelope.encode(),
+                properties(&envelope),
+            )
+            .await;
+    }
+
+    let at_orders = suite.wait_for_messages("orders.dlq", 2).await;
+    let reasons: Vec<String> = at_orders
+        .iter()
+        .map(|(headers, _)| header(headers, "x-error").expect("x-error"))
+        .collect();
+    let named = |needle: &str| reasons.iter().any(|reason| reason.contains(needle));
+    assert!(
+        named(&format!(
+            "payment.declined contradicts order {paid}, which is completed"
+        )),
+        "{reasons:?}"
+    );
+    assert!(
+        named(&format!(
+            "payment.captured contradicts order {declined}, which is cancelled (payment_declined)"
+        )),
+        "{reasons:?}"
+    );
+    assert_eq!(suite.order(&paid).await["status"], "completed");
+    let still = suite.order(&declined).await;
+    assert_eq!(still["status"], "cancelled");
+    assert_eq!(still["cancellation_reason"], "payment_declined");
+    assert!(suite.shipments(&declined).await.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_failure_is_retried_through_the_delay_queues_and_the_saga_completes() {
     let failing = Options {
