@@ -2,7 +2,7 @@
 # `make` alone lists the targets.
 
 .DEFAULT_GOAL := help
-.PHONY: help up down test observer-browser-test build fmt lint logs clean chaos chaos-cluster bench cluster cluster-down container-base container-test k8s-validate api-docs check-api-docs check-metrics users tls-test mutants
+.PHONY: help up down test observer-browser-test build fmt lint logs clean chaos chaos-cluster bench cluster cluster-down container-base container-test k8s-validate api-docs check-api-docs check-metrics users up-test tls-test mutants
 
 SERVICES := orders billing shipping
 # Where cargo puts binaries (CARGO_TARGET_DIR moves it).
@@ -17,11 +17,14 @@ help: ## List the targets
 	@echo
 	@echo "Ports: ORDERS_PORT, BILLING_PORT, SHIPPING_PORT, OBSERVER_PORT (8080 to 8083); broker: CHOREO_AMQP_URL."
 
-up: ## Build, make sure RabbitMQ runs, start the three services and the observer (run/; OBSERVER=0: not it), run the demo
+up: ## Build, make sure RabbitMQ runs, start the three services and the observer (run/; OBSERVER=0: not it), each on its own broker user (BROKER_USERS=guest: as guest), run the demo
 	@bash scripts/up.sh
 
-users: ## Load deploy/rabbitmq/definitions.json (vhost choreo, a user per service) into the local RabbitMQ; prints how to `make up` with them
+users: ## Load deploy/rabbitmq/definitions.json (vhost choreo, a user per process) with generated passwords (run/broker/) into the local RabbitMQ; `make up` does it by default
 	@bash scripts/users.sh
+
+up-test: ## `make up` in both broker modes (own users, BROKER_USERS=guest): the demo and each connection's user; stops what it started
+	@bash scripts/up-test.sh
 
 tls-test: ## Start a TLS-only RabbitMQ node (scripts/tls-broker.sh), run the TLS tests against it, stop it
 	@bash scripts/tls-broker.sh up >/dev/null

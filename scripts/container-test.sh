@@ -256,6 +256,8 @@ if [[ -z "$PODMAN_COMPOSE" ]]; then
   warn "podman-compose is missing: the compose file was not checked (scripts/container-tools.sh installs it)"
 else
   step "docker-compose.yml: podman-compose config"
+  # The files it reads from run/broker/ (generated passwords; the host's broker does not use them).
+  python3 scripts/broker-users.py local run/broker
   "$PODMAN_COMPOSE" -f deploy/docker-compose.yml config >/dev/null
   ok "deploy/docker-compose.yml parses"
   # The base file's `rabbitmq` image cannot be pulled here: bring up the three services from the

@@ -10,16 +10,22 @@
 - The kustomizations list files that exist, and every manifest but secrets.example.yaml is in
   one of them, so `kubectl apply -k` deploys what was validated.
 - The Deployments keep what the README promises: probes on /readyz and /healthz, requests and
-  limits, a non-root read-only container without capabilities, the broker URL from a Secret,
-  and a PodDisruptionBudget that selects their pods.
+  limits, a non-root read-only container without capabilities, the broker URL and the API
+  tokens from Secrets, a PodDisruptionBudget that selects their pods, and a NetworkPolicy that
+  lets something in to them, behind one that denies everything else in the namespace.
+- The Secrets that scripts/broker-users.py generates for a deployment are valid too, and the
+  definitions the broker loads hold no administrator and no password.
 
 Exit status 0 when everything passes; each problem is printed as `path: resource: message`.
 """
 
 import argparse
+import json
 import pathlib
 import re
+import subprocess
 import sys
+import tempfile
 
 try:
     import jsonschema
@@ -29,7 +35,8 @@ except ImportError as missing:
     sys.exit(f"{missing}: run this with a Python that has kubernetes-validate "
              "(pip install kubernetes-validate; .ci/run keeps one in a virtualenv)")
 
-K8S_DIR = pathlib.Path(__file__).resolve().parent.parent / "deploy" / "k8s"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+K8S_DIR = ROOT / "deploy" / "k8s"
 NOT_APPLIED = {"secrets.example.yaml"}  # applied by hand, once: see its header
 
 # RabbitmqCluster v1beta1 `spec` fields (RabbitMQ Cluster Operator 2.x API reference).
@@ -116,7 +123,7 @@ def check_rabbitmq_cluster(path, resource, version, problems):
             problems.add(path, name, f"spec.tolerations[{i}]: {error.message}")
 
 
-def check_deployment(path, resource, budgets, problems):
+def check_deployment(path, resource, budgets, policies, problems):
     name = name_of(resource)
     template = resource["spec"]["template"]
     pod = template["spec"]
@@ -146,11 +153,69 @@ def check_deployment(path, resource, budgets, problems):
         if "ALL" not in ((security.get("capabilities") or {}).get("drop") or []):
             problems.add(path, where, "capabilities are not all dropped")
         env = {e["name"]: e for e in container.get("env") or []}
-        amqp = env.get("CHOREO_AMQP_URL", {})
-        if "secretKeyRef" not in (amqp.get("valueFrom") or {}):
-            problems.add(path, where, "CHOREO_AMQP_URL must come from a Secret")
+        for variable in ("CHOREO_AMQP_URL", "CHOREO_API_TOKENS"):
+            reference = (env.get(variable, {}).get("valueFrom") or {}).get("secretKeyRef")
+            if not reference:
+                problems.add(path, where, f"{variable} must come from a Secret")
+            elif reference.get("optional"):
+                problems.add(path, where, f"{variable}'s Secret must not be optional")
     if not any(all(labels.get(k) == v for k, v in selector.items()) for selector in budgets):
         problems.add(path, name, "no PodDisruptionBudget selects its pods")
+    if not any(selects(policy["spec"]["podSelector"], labels) and policy["spec"].get("ingress")
+               for policy in policies):
+        problems.add(path, name, "no NetworkPolicy lets anything in to its pods")
+
+
+def selects(selector, labels):
+    """Whether a label selector (matchLabels and In expressions) selects these labels."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        if expression["operator"] != "In" or labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def check_network_policies(policies, problems):
+    denies = [p for p in policies
+              if p["spec"].get("podSelector") == {}
+              and set(p["spec"].get("policyTypes") or []) == {"Ingress", "Egress"}
+              and not p["spec"].get("ingress") and not p["spec"].get("egress")]
+    if not denies:
+        problems.add("network-policies.yaml", "NetworkPolicy",
+                     "no policy denies all ingress and egress in the namespace by default")
+
+
+def generated_secrets(problems):
+    """The Secrets scripts/broker-users.py makes for a deployment, in a throwaway directory."""
+    with tempfile.TemporaryDirectory() as directory:
+        made = subprocess.run([sys.executable, str(ROOT / "scripts" / "broker-users.py"), "k8s", directory],
+                              capture_output=True, text=True)
+    if made.returncode != 0:
+        problems.add("scripts/broker-users.py", "k8s", made.stderr.strip())
+        return []
+    secrets = [doc for doc in yaml.safe_load_all(made.stdout) if doc]
+    names = {name_of(doc) for doc in secrets}
+    wanted = {"Secret/choreo-rabbitmq-definitions", "Secret/choreo-api-tokens",
+              "Secret/choreo-orders-broker", "Secret/choreo-billing-broker", "Secret/choreo-shipping-broker"}
+    if names != wanted:
+        problems.add("scripts/broker-users.py", "k8s", f"makes {sorted(names)}, not {sorted(wanted)}")
+    for doc in secrets:
+        if doc.get("metadata", {}).get("name") == "choreo-rabbitmq-definitions":
+            loaded = json.loads(doc["stringData"]["definitions.json"])
+            for user in loaded["users"]:
+                if not user.get("password_hash"):
+                    problems.add("scripts/broker-users.py", "k8s", f"user {user['name']} has no password")
+    return secrets
+
+
+def check_definitions(problems):
+    definitions = json.loads((ROOT / "deploy" / "rabbitmq" / "definitions.json").read_text())
+    for user in definitions["users"]:
+        if "administrator" in user.get("tags") or []:
+            problems.add("deploy/rabbitmq/definitions.json", user["name"], "an administrator in the services' definitions")
+        if user.get("password") or user.get("password_hash"):
+            problems.add("deploy/rabbitmq/definitions.json", user["name"], "a password in the repository")
 
 
 def main():
@@ -185,12 +250,16 @@ def main():
 
     budgets = [r["spec"]["selector"].get("matchLabels") or {}
                for _, r in resources if r.get("kind") == "PodDisruptionBudget"]
+    policies = [r for _, r in resources if r.get("kind") == "NetworkPolicy"]
+    check_network_policies(policies, problems)
+    check_definitions(problems)
+    resources += [(pathlib.Path("(scripts/broker-users.py k8s)"), doc) for doc in generated_secrets(problems)]
     counts = {}
     for path, resource in resources:
         kind = resource.get("kind", "?")
         counts[kind] = counts.get(kind, 0) + 1
         if kind == "Deployment":
-            check_deployment(path, resource, budgets, problems)
+            check_deployment(path, resource, budgets, policies, problems)
         elif kind == "RabbitmqCluster":
             check_rabbitmq_cluster(path, resource, versions[0], problems)
     for version in versions:

@@ -8,6 +8,8 @@ RUN_DIR="$ROOT/run"
 LOG_DIR="$RUN_DIR/logs"
 PID_DIR="$RUN_DIR/pids"
 DATA_DIR="$RUN_DIR/data"
+# The broker users' generated passwords and what is made from them (scripts/broker-users.py).
+BROKER_USERS_DIR="$RUN_DIR/broker"
 
 # The saga's services (what the containers and the demo cover), and every process `make up`
 # runs: the saga's services and the observer, which watches the saga and takes part in nothing
@@ -44,6 +46,16 @@ port_of() {
     observer) echo "$OBSERVER_PORT" ;;
     *) die "unknown service '$1'" ;;
   esac
+}
+
+# Runs a command as root when we are not root and password-less sudo works; the Debian
+# rabbitmq-server and rabbitmqctl wrappers refuse other users.
+as_admin() {
+  if [[ $EUID -ne 0 ]] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    sudo -n -E "$@"
+  else
+    "$@"
+  fi
 }
 
 pid_file() { echo "$PID_DIR/$1.pid"; }

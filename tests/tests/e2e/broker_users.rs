@@ -1,9 +1,11 @@
 //! One broker user per service, from `deploy/rabbitmq/definitions.json`: the saga completes with
 //! each service on its own user, and a user is refused what belongs to another service.
 //!
-//! The file is loaded into the local broker with `rabbitmqctl import_definitions`, in a vhost of
-//! the test's own and with user names of its own (users are not per vhost), both deleted
-//! afterwards. Needs `rabbitmqctl` allowed to manage the local node (root, as in CI).
+//! The file holds no password: `scripts/broker-users.py` generates them and the definitions with
+//! their hashes, as `make up` does. Those are loaded into the local broker with `rabbitmqctl
+//! import_definitions`, in a vhost of the test's own and with user names of its own (users are
+//! not per vhost), both deleted afterwards. Needs `rabbitmqctl` allowed to manage the local node
+//! (root, as in CI).
 
 use choreo_e2e::{Options, Suite, Which, order_request};
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
@@ -17,6 +19,8 @@ struct LoadedDefinitions {
     users: Vec<String>,
     /// Prepended to each user name of the file.
     prefix: String,
+    /// Each user's generated password, by its name in the file.
+    passwords: std::collections::HashMap<String, String>,
 }
 
 fn rabbitmqctl(args: &[&str]) -> std::process::Output {
@@ -31,9 +35,30 @@ impl LoadedDefinitions {
     fn load() -> Self {
         let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
         let (vhost, prefix) = (format!("choreo-e2e-{id}"), format!("e2e-{id}-"));
+        let generated = tempfile::tempdir().expect("temp dir");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/broker-users.py");
+        let made = std::process::Command::new("python3")
+            .arg(script)
+            .arg("local")
+            .arg(generated.path())
+            .output()
+            .expect("python3 runs");
+        assert!(
+            made.status.success(),
+            "broker-users.py: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let read = |name: &str| {
+            std::fs::read_to_string(generated.path().join(name)).expect("a generated file")
+        };
+        let passwords = read("passwords")
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split_once('='))
+            .map(|(user, password)| (user.to_owned(), password.to_owned()))
+            .collect();
         let mut definitions: Value =
-            serde_json::from_str(include_str!("../../../deploy/rabbitmq/definitions.json"))
-                .expect("definitions.json");
+            serde_json::from_str(&read("definitions.json")).expect("definitions.json");
         let mut users = Vec::new();
         for section in [
             "users",
@@ -68,6 +93,7 @@ impl LoadedDefinitions {
             vhost,
             users,
             prefix,
+            passwords,
         };
         let file = tempfile::NamedTempFile::new().expect("temp file");
         std::fs::write(file.path(), definitions.to_string()).expect("writes");
@@ -85,12 +111,12 @@ impl LoadedDefinitions {
         loaded
     }
 
-    /// The URL of `which`'s user, with the demo password of the definitions file.
+    /// The URL of `which`'s user, with the password generated for it.
     fn url(&self, which: Which) -> String {
         let service = which.topology().name;
         format!(
-            "amqp://{}{service}:{service}-demo@127.0.0.1:5672/{}",
-            self.prefix, self.vhost
+            "amqp://{}{service}:{}@127.0.0.1:5672/{}",
+            self.prefix, self.passwords[service], self.vhost
         )
     }
 }
