@@ -71,12 +71,10 @@ No RabbitMQ answers at $BROKER_HOST:$BROKER_PORT (CHOREO_AMQP_URL).
 Get one in either of these ways:
   * install it locally (Debian/Ubuntu):  sudo apt-get install rabbitmq-server
     then run 'make up' again; it starts a local rabbitmq-server when none answers.
-  * run it in Docker:  docker compose -f deploy/docker-compose.yml up -d rabbitmq
-    and point each service at its own user (see deploy/docker-compose.yml):
-      export CHOREO_DECLARE_TOPOLOGY=own
-      export ORDERS_AMQP_URL='amqp://orders:orders-demo@127.0.0.1:5672/choreo'
-      export BILLING_AMQP_URL='amqp://billing:billing-demo@127.0.0.1:5672/choreo'
-      export SHIPPING_AMQP_URL='amqp://shipping:shipping-demo@127.0.0.1:5672/choreo'
+  * run it in Docker, with a generated password per user (see deploy/docker-compose.yml):
+      python3 scripts/broker-users.py local run/broker
+      docker compose -f deploy/docker-compose.yml up -d rabbitmq
+      source run/broker/urls.env && make up
 EOF
 }
 
