@@ -69,7 +69,7 @@ mutants: ## Mutation testing of the files that carry the guarantees (cargo-mutan
 	@bash scripts/mutants.sh $(GROUPS)
 
 chaos: ## Fault matrix (docs/operations.md): kills the local RabbitMQ, run it alone; ARGS=--ci for the short one; with `make cluster` up, the cluster rows too; REPORT=1 writes docs/chaos-results.md and docs/cluster-chaos-results.md
-	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin chaos
+	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin observer --bin chaos
 	$(BIN_DIR)/chaos --bin-dir $(BIN_DIR) $(if $(REPORT),--report docs/chaos-results.md) $(ARGS)
 	@if bash scripts/cluster.sh running 2>/dev/null; then \
 	  echo "== the cluster is up: its rows (docs/cluster.md)"; \
@@ -79,7 +79,7 @@ chaos: ## Fault matrix (docs/operations.md): kills the local RabbitMQ, run it al
 	fi
 
 chaos-cluster: ## Only the fault matrix's cluster rows (needs `make cluster`); ARGS and REPORT as for chaos
-	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin chaos
+	cargo build --release $(addprefix --bin ,$(SERVICES)) --bin observer --bin chaos
 	AMQP_URL="$$(bash scripts/cluster.sh urls)" $(BIN_DIR)/chaos --bin-dir $(BIN_DIR) --cluster $(if $(REPORT),--report docs/cluster-chaos-results.md) $(ARGS)
 
 cluster: ## Start a three-node RabbitMQ cluster on 127.0.0.1:5681-5683 (docs/cluster.md) and print its CHOREO_AMQP_URL

@@ -10,6 +10,11 @@
 //!   must be refused with its 4xx and the contract's JSON error shape, never a 5xx;
 //! - **made-up methods**: requests whose method is a 1,000-character token, each of which must
 //!   be refused with a 4xx and the JSON error shape, and none of which may add a metric series;
+//! - **a stream flood**: three times as many `GET /live` streams of the observer (which runs in
+//!   this row, with [`OBSERVER_MAX_CONNECTIONS`]) as it has places for, held open for the whole
+//!   attack: exactly its places are granted, every other one is refused 503 with `Retry-After`,
+//!   its `/healthz` and `/sagas` answer 200 all along, and once the streams go a new one is
+//!   granted;
 //! - **forgeries**: well-formed events about real orders that lie about their origin (a type
 //!   that differs from the routing key, a foreign `source`, a foreign exchange, `x-original-*`
 //!   headers that vouch for them), and garbage whose provenance headers are too long to be a
@@ -43,6 +48,8 @@ use tokio::net::TcpStream;
 pub const HEADER_TIMEOUT_MS: u64 = 1_000;
 /// The body timeout the services run with in this row, likewise.
 pub const BODY_TIMEOUT_MS: u64 = 1_000;
+/// The connection limit of the observer in this row: a quarter of it are stream places.
+pub const OBSERVER_MAX_CONNECTIONS: usize = 16;
 /// The least share of the pre-attack completion rate the suite must keep during the attack.
 /// The attackers run on the same two cores as the broker and the services, so part of the
 /// capacity they take is the machine's, not the suite's.
@@ -186,26 +193,31 @@ pub async fn run(world: &World, plan: Plan) -> Result<Outcome> {
         ..Outcome::default()
     };
     let targets = newest_orders(world, &base, plan.forged_orders).await?;
-    let (flood, slow, bodies, forged) = tokio::join!(
+    let (flood, slow, bodies, forged, streams) = tokio::join!(
         flood(world, &base, plan.flooders, deadline),
         slow_clients(port, plan.slow_clients, deadline),
         bad_bodies(world, &base, deadline),
         forge(&world.prefix, &targets),
+        stream_flood(world, deadline),
     );
     outcome.ended = Some(Instant::now());
-    let (flood, slow, bodies) = (flood?, slow?, bodies?);
+    let (flood, slow, bodies, streams) = (flood?, slow?, bodies?, streams?);
     forged.context("publishing the forgeries")?;
     outcome.summary = format!(
-        "{} flood requests ({} shed), {} of {} slow clients cut off by the server, {} bad bodies and made-up methods refused, {} forgeries",
+        "{} flood requests ({} shed), {} of {} slow clients cut off by the server, {} bad bodies and made-up methods refused, {} forgeries, {} observer streams granted and {} refused with {} health and API checks answered",
         flood.answered,
         flood.shed,
         slow.closed,
         plan.slow_clients,
         bodies.refused,
-        FORGERY_KINDS * targets.len()
+        FORGERY_KINDS * targets.len(),
+        streams.granted,
+        streams.refused,
+        streams.checks,
     );
     outcome.problems.extend(flood.problems);
     outcome.problems.extend(bodies.problems);
+    outcome.problems.extend(streams.problems);
     outcome
         .problems
         .extend(made_up_method_series(world, &base).await?);
@@ -221,6 +233,93 @@ pub async fn run(world: &World, plan: Plan) -> Result<Outcome> {
         ));
     }
     Ok(outcome)
+}
+
+#[derive(Debug, Default)]
+struct Streams {
+    granted: usize,
+    refused: usize,
+    /// `/healthz` and `/sagas` requests answered 200 while the streams were held.
+    checks: usize,
+    problems: Vec<String>,
+}
+
+/// Opens three times as many live streams of the observer as it has places for and holds them
+/// until `deadline`, while asking its health check and its API; then lets them go and opens one
+/// more, which must be granted.
+async fn stream_flood(world: &World, deadline: Instant) -> Result<Streams> {
+    let observer = world.first("observer");
+    let places = observer::http::Live::streams_for(OBSERVER_MAX_CONNECTIONS);
+    // One connection per request, none kept idle: an idle connection of ours would hold one of
+    // the observer's few connection places, and it is the streams' cap under test.
+    let client = choreo_e2e::http_client()
+        .pool_max_idle_per_host(0)
+        .connect_timeout(Duration::from_secs(5))
+        .build()?;
+    let mut out = Streams::default();
+    let mut held = Vec::new();
+    for _ in 0..3 * places {
+        let response = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.get(observer.url("/live")).send(),
+        )
+        .await
+        .context("GET /live: no answer within 5 s")??;
+        match response.status().as_u16() {
+            200 => {
+                out.granted += 1;
+                held.push(response);
+            }
+            503 if response.headers().contains_key("retry-after") => out.refused += 1,
+            other => out.problems.push(format!(
+                "GET /live answered {other}, not 200 or 503 with Retry-After"
+            )),
+        }
+    }
+    if out.granted != places {
+        out.problems.push(format!(
+            "{} observer streams granted, not its {places} places",
+            out.granted
+        ));
+    }
+    while Instant::now() < deadline {
+        for path in ["/healthz", "/sagas?limit=5"] {
+            let answered = tokio::time::timeout(
+                Duration::from_secs(2),
+                client.get(observer.url(path)).send(),
+            )
+            .await;
+            match answered {
+                Ok(Ok(response)) if response.status() == 200 => out.checks += 1,
+                Ok(Ok(response)) => out.problems.push(format!(
+                    "the observer answered {path} {} while streams filled their places",
+                    response.status()
+                )),
+                _ => out.problems.push(format!(
+                    "the observer did not answer {path} within 2 s while streams filled their places"
+                )),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(held);
+    // The places come back once the streams' connections close.
+    let mut again = None;
+    for _ in 0..50 {
+        let status = client.get(observer.url("/live")).send().await?.status();
+        again = Some(status);
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if again != Some(reqwest::StatusCode::OK) {
+        out.problems.push(format!(
+            "a new observer stream was answered {again:?} after the flood's streams closed"
+        ));
+    }
+    out.problems.dedup();
+    Ok(out)
 }
 
 /// The ids of the newest `count` orders: the forgeries are about real orders.

@@ -440,6 +440,25 @@ impl World {
         Ok(world)
     }
 
+    /// Adds the observer to the processes, on its own SQLite file, keeping at most
+    /// `max_connections` HTTP connections.
+    fn add_observer(&mut self, max_connections: usize) -> Result<()> {
+        let port = free_port()?;
+        let mut env = service_env(&self.prefix, port, self.dir.path(), "");
+        env.push((
+            "CHOREO_HTTP_MAX_CONNECTIONS".to_owned(),
+            max_connections.to_string(),
+        ));
+        self.procs.push(Proc {
+            service: "observer",
+            port,
+            env,
+            log: self.dir.path().join("observer-0.log"),
+            child: None,
+        });
+        Ok(())
+    }
+
     fn start_all(&mut self, bin_dir: &Path, failpoint: Option<(&str, &str)>) -> Result<()> {
         for proc in &mut self.procs {
             let extra: Vec<(&str, &str)> = match failpoint {
@@ -715,6 +734,8 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
                     attack::BODY_TIMEOUT_MS.to_string(),
                 ));
             }
+            // The observer, for the stream flood: a bystander with a few connection places.
+            world.add_observer(attack::OBSERVER_MAX_CONNECTIONS)?;
         }
         world.start_all(bin_dir, failpoint)?;
         world
