@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Starts the whole suite on this machine: builds the release binaries, makes sure RabbitMQ is
-# reachable (starting a locally installed one if needed), starts orders, billing, shipping and
+# Starts the whole suite on this machine: makes sure RabbitMQ is reachable (starting a locally
+# installed one if needed), builds the release binaries, starts orders, billing, shipping and
 # the observer (its live page on OBSERVER_PORT; OBSERVER=0 leaves it out) in the background (logs in run/logs, pids in run/pids, SQLite files in run/data), waits until each
 # /readyz answers 200, then runs scripts/demo.sh.
 #
@@ -245,16 +245,17 @@ step "Checking that the suite is not already running"
 refuse_if_running
 ok "no running services, ports $(for s in "${PROCESSES[@]}"; do printf '%s ' "$(port_of "$s")"; done)free"
 
+# The broker first: without one, there is no point in a build that takes minutes the first time.
+ensure_broker
+
 if [[ "${SKIP_BUILD:-0}" == 1 ]]; then
   step "Using the binaries already built (SKIP_BUILD=1)"
 else
-  step "Building the release binaries"
+  step "Building the release binaries (the first build takes several minutes)"
   # shellcheck disable=SC2046 # one --bin per process
   cargo build --release $(printf -- '--bin %s ' "${PROCESSES[@]}")
 fi
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-
-ensure_broker
 
 # use_own_users: loads the users into the local broker and points each process at its own.
 use_own_users() {

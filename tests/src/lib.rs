@@ -404,6 +404,25 @@ impl Suite {
         which: Which,
         failpoints: &str,
     ) -> tokio::process::Child {
+        self.spawn_process_with(
+            binary,
+            which,
+            failpoints,
+            &[],
+            std::process::Stdio::inherit(),
+        )
+    }
+
+    /// [`Suite::spawn_process`] with `extra` variables over its settings (`RUST_LOG`,
+    /// `CHOREO_HTTP_ADDR`, ...) and its standard error sent to `stderr`.
+    pub fn spawn_process_with(
+        &self,
+        binary: &str,
+        which: Which,
+        failpoints: &str,
+        extra: &[(&str, String)],
+        stderr: std::process::Stdio,
+    ) -> tokio::process::Child {
         let common = self.settings_for(which);
         let list = |values: &[u64]| {
             values
@@ -462,7 +481,9 @@ impl Suite {
                     .chain(rules)
                     .filter(|(_, value)| !value.is_empty()),
             )
+            .envs(extra.iter().map(|(name, value)| (*name, value.as_str())))
             .stdin(std::process::Stdio::null())
+            .stderr(stderr)
             .kill_on_drop(true);
         command.spawn().expect("the e2e-service binary starts")
     }

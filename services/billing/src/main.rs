@@ -9,7 +9,7 @@ fn main() -> anyhow::Result<()> {
     // clap prints `--help`, `--version` and usage errors, and exits, before any setting is read.
     let command = Command::from_env(topology.name);
     let settings = billing::Settings::load()?;
-    choreo_host::telemetry::init(&settings.common.log_format, std::io::stderr);
+    choreo_host::telemetry::init_stderr(&settings.common.log_format);
     choreo_host::runtime::build(&settings.common)?.block_on(async move {
         if let Command::Dlq(dlq) = command {
             return Ok(dlq.run(&settings.common, topology).await?);

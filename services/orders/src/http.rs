@@ -23,6 +23,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 /// The routes of the orders API; `POST /orders` asks `admission` first.
 pub fn routes(parts: &Parts, admission: Arc<Admission>) -> Router {
@@ -223,7 +224,19 @@ async fn place_order(
 ) -> Result<Response, ApiError> {
     let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
     let trace = parts.traces.request("POST", "/orders", traceparent);
-    let answer = place_order_traced(&parts, &admission, &headers, request, &trace).await;
+    // Every log line of the request carries its trace id (with traces off and no
+    // `traceparent`, the new order's event's) and, with traces on, its span id.
+    let span = tracing::info_span!(
+        "request",
+        method = "POST",
+        route = "/orders",
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    trace.record_ids(&span, None);
+    let answer = place_order_traced(&parts, &admission, &headers, request, &trace)
+        .instrument(span)
+        .await;
     let status = answer.as_ref().map_or_else(|e| e.status, Response::status);
     trace.set_http_status(status.as_u16());
     trace.end(&match status {
@@ -258,6 +271,7 @@ async fn place_order_traced(
         shipping_address: request.shipping_address.clone(),
     });
     let envelope = trace.stamp(Envelope::root(ORDERS.name, &event));
+    trace.record_ids(&tracing::Span::current(), envelope.traceparent.as_deref());
     // The order as it will be committed: the answer needs no read-back.
     let order = OrderView {
         history: vec![HistoryEntry {

@@ -47,3 +47,36 @@ fn a_purge_without_yes_is_refused_before_anything_connects() {
     let text = String::from_utf8_lossy(&refused.stderr);
     assert!(text.contains("dlq purge --yes"), "{text}");
 }
+
+/// A log written to a file or a pipe is plain text: colour codes only go to a terminal.
+#[test]
+fn the_log_has_no_colour_codes_when_standard_error_is_not_a_terminal() {
+    use std::io::{BufRead, BufReader};
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut running = Command::new(env!("CARGO_BIN_EXE_orders"))
+        // Nothing listens there: the service starts, then logs its failed broker sessions.
+        .env("CHOREO_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .env("CHOREO_HTTP_ADDR", "127.0.0.1:0")
+        .env("CHOREO_DATA_DIR", data.path())
+        .env("CHOREO_LOG_FORMAT", "pretty")
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the orders binary runs");
+    let mut lines = Vec::new();
+    for line in BufReader::new(running.stderr.take().expect("piped")).lines() {
+        let line = line.expect("a line");
+        let failed = line.contains("broker session failed");
+        lines.push(line);
+        if failed {
+            break;
+        }
+    }
+    let _ = running.kill();
+    let _ = running.wait();
+    let log = lines.join("\n");
+    assert!(log.contains("starting orders"), "{log}");
+    assert!(log.contains("broker session failed"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a pipe:\n{log}");
+}

@@ -94,6 +94,9 @@ impl<H: Handler> Broker<H> {
     pub async fn run(self, stop: CancellationToken) {
         let mut failures: u32 = 0;
         let mut node: usize = 0;
+        // A refused login is said once, loudly; its repeats only at debug, until a session
+        // starts again.
+        let mut login_refused_said = false;
         loop {
             match self.session(&stop, &mut failures, &mut node).await {
                 Ok(()) => return,
@@ -108,7 +111,19 @@ impl<H: Handler> Broker<H> {
                     );
                     failures = failures.saturating_add(1);
                     self.metrics.reconnecting();
-                    tracing::warn!(%error, ?delay, attempt = failures, "broker session failed; reconnecting");
+                    match &error {
+                        Error::LoginRefused { .. } if login_refused_said => {
+                            tracing::debug!(%error, ?delay, attempt = failures, "broker login refused again; retrying");
+                        }
+                        Error::LoginRefused { user, .. } => {
+                            login_refused_said = true;
+                            tracing::error!(%error, %user, "broker login refused; reconnecting quietly, with backoff, until it is accepted");
+                        }
+                        _ => {
+                            login_refused_said = false;
+                            tracing::warn!(%error, ?delay, attempt = failures, "broker session failed; reconnecting");
+                        }
+                    }
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = stop.cancelled() => return,

@@ -31,6 +31,18 @@ pub enum Error {
     /// `CHOREO_AMQP_URL` holds something that is not an AMQP URL (shown with its password redacted).
     #[error("the broker URL {url} is not a valid amqp:// or amqps:// URL")]
     BadUrl { url: String },
+    /// The broker refused the login: a wrong user name or password, or a user that may not use
+    /// the vhost. Retrying will not help until someone changes the settings or the broker's users.
+    #[error(
+        "the broker at {url} refused the login of user {user:?} ({reason}): check the user name \
+         and password of the broker URL (CHOREO_AMQP_URL; with `make up`, run/broker/passwords or \
+         BROKER_USERS=guest) and that this user may use the vhost"
+    )]
+    LoginRefused {
+        url: String,
+        user: String,
+        reason: String,
+    },
     /// A broker node did not complete the AMQP handshake in time (a frozen or overloaded node).
     #[error("the broker at {url} did not answer within {timeout:?}")]
     ConnectTimeout {

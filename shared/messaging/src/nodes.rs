@@ -88,6 +88,11 @@ impl Nodes {
         }
         match tokio::time::timeout(timeout, builder.connect()).await {
             Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(error)) if login_refused(&error) => Err(Error::LoginRefused {
+                url: self.redacted(index),
+                user: uri_user(&self.urls[index % self.urls.len()]),
+                reason: error.to_string(),
+            }),
             Ok(Err(error)) if over_tls => Err(self.tls_failure(index, error)),
             Ok(Err(error)) => Err(error.into()),
             Err(_) => Err(Error::ConnectTimeout {
@@ -156,7 +161,8 @@ impl Nodes {
             match self.connect_to(index, heartbeat, timeout, name).await {
                 Ok(connection) => return Ok((connection, index)),
                 Err(error) => {
-                    if self.urls.len() > 1 {
+                    // A refused login is the supervisor's to report, once.
+                    if self.urls.len() > 1 && !matches!(error, Error::LoginRefused { .. }) {
                         tracing::warn!(%error, node = %self.redacted(index), "broker node unreachable; trying the next");
                     }
                     last = Some(error);
@@ -178,6 +184,20 @@ impl std::fmt::Debug for Nodes {
 
 /// `url` with its heartbeat, parsed here rather than by lapin: lapin's parser quotes a URL it
 /// rejects whole, password included, and the error would be logged at every reconnection.
+/// Whether a connection failed because the broker refused its credentials or its vhost: the
+/// broker answers the handshake with ACCESS_REFUSED (403).
+fn login_refused(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 403)
+}
+
+/// The user name of a broker URL (RabbitMQ's default, guest, when it names none).
+fn uri_user(url: &Secret) -> String {
+    url.expose()
+        .parse::<AMQPUri>()
+        .map(|uri| uri.authority.userinfo.username)
+        .unwrap_or_default()
+}
+
 fn uri(url: &Secret, heartbeat: Duration) -> Result<AMQPUri> {
     with_heartbeat(url.expose(), heartbeat)
         .parse()

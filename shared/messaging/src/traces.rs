@@ -215,6 +215,37 @@ impl Unit {
         envelope
     }
 
+    /// The trace id and span id for this unit's log lines (lowercase hex): its span's while
+    /// traces are on; only the trace id of the request's `traceparent` while they are off; none
+    /// without either.
+    pub fn log_ids(&self) -> (Option<String>, Option<String>) {
+        match self.0.as_deref() {
+            Some(Active::Recording { cx, .. }) => {
+                let span = cx.span();
+                let context = span.span_context();
+                (
+                    Some(context.trace_id().to_string()),
+                    Some(context.span_id().to_string()),
+                )
+            }
+            Some(Active::Parented(parent)) => (Some(parent.trace_id().to_string()), None),
+            None => (None, None),
+        }
+    }
+
+    /// Records this unit's trace id and span id on `span` (declared with `trace_id` and
+    /// `span_id` fields), so that every log line inside it carries them; `fallback` gives the
+    /// trace id when the unit has none (an envelope's `traceparent`).
+    pub fn record_ids(&self, span: &tracing::Span, fallback: Option<&str>) {
+        let (trace_id, span_id) = self.log_ids();
+        if let Some(trace_id) = trace_id.or_else(|| fallback.and_then(trace_id_of)) {
+            span.record("trace_id", trace_id);
+        }
+        if let Some(span_id) = span_id {
+            span.record("span_id", span_id);
+        }
+    }
+
     /// The unit of work starts (again): events stamped by an earlier run, rolled back, are
     /// forgotten.
     pub fn attempt(&self) {
@@ -302,6 +333,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A W3C `traceparent` (version 00, or a later version read as 00), as a remote span context;
 /// `None` when malformed or all-zero.
+/// The trace id of a well-formed `traceparent`, as lowercase hex.
+fn trace_id_of(traceparent: &str) -> Option<String> {
+    parse_traceparent(traceparent).map(|context| context.trace_id().to_string())
+}
+
 fn parse_traceparent(text: &str) -> Option<SpanContext> {
     let mut parts = text.trim().split('-');
     let (version, trace_id, span_id, flags) =

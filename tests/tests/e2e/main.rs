@@ -8,6 +8,7 @@ mod delivery;
 mod guarantees;
 mod harness;
 mod http_api;
+mod logs;
 mod metrics;
 mod observer;
 mod restarts;

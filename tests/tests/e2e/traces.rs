@@ -285,3 +285,110 @@ async fn one_trace_follows_an_order_through_the_three_services_from_the_callers_
         );
     }
 }
+
+/// What an operator reads: orders and billing in processes of their own, writing JSON lines to
+/// a pipe and exporting traces, as a deployment runs them. Every line written while a message
+/// or `POST /orders` is handled carries the caller's trace id and a span id of its own, in the
+/// fields of its span; the pipe gets no colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_of_a_handled_message_or_request_carry_its_trace_and_span_ids() {
+    use tokio::io::AsyncReadExt;
+    let receiver = Receiver::start().await;
+    let suite = Suite::start_with(
+        Options {
+            otlp_endpoint: receiver.endpoint(),
+            ..Options::default()
+        },
+        &[Which::Shipping],
+    )
+    .await;
+    let port = choreo_e2e::processes::free_port().expect("a port");
+    let logged = |which: Which, http_addr: String| {
+        let extra = [
+            ("RUST_LOG", "info".to_owned()),
+            ("CHOREO_OTLP_ENDPOINT", receiver.endpoint()),
+            ("CHOREO_HTTP_ADDR", http_addr),
+        ];
+        suite.spawn_process_with(
+            env!("CARGO_BIN_EXE_e2e-service"),
+            which,
+            "",
+            &extra,
+            std::process::Stdio::piped(),
+        )
+    };
+    let mut orders = logged(Which::Orders, format!("127.0.0.1:{port}"));
+    let mut billing = logged(Which::Billing, "127.0.0.1:0".to_owned());
+    let base = format!("http://127.0.0.1:{port}");
+    choreo_e2e::poll("orders in its process ready", || {
+        let ready = suite.http.get(format!("{base}/readyz")).send();
+        Box::pin(async move { ready.await.ok().filter(|r| r.status() == 200).map(|_| ()) })
+    })
+    .await;
+    let trace_id = random_hex(16);
+
+    let response = suite
+        .http
+        .post(format!("{base}/orders"))
+        .header("traceparent", format!("00-{trace_id}-{}-01", random_hex(8)))
+        .json(&order_request(1500, 2, "AT"))
+        .send()
+        .await
+        .expect("POST /orders");
+    assert_eq!(response.status(), 201);
+    let order: serde_json::Value = response.json().await.expect("order");
+    let url = format!("{base}/orders/{}", order["id"].as_str().expect("id"));
+    choreo_e2e::poll("the order completed", || {
+        let got = suite.http.get(&url).send();
+        Box::pin(async move {
+            let order: serde_json::Value = got.await.ok()?.json().await.ok()?;
+            (order["status"] == "completed").then_some(())
+        })
+    })
+    .await;
+    let mut logs = Vec::new();
+    for (name, child) in [("orders", &mut orders), ("billing", &mut billing)] {
+        child.start_kill().expect("kill");
+        let mut text = String::new();
+        child
+            .stderr
+            .take()
+            .expect("piped")
+            .read_to_string(&mut text)
+            .await
+            .expect("the log");
+        logs.push((name, text));
+    }
+
+    let mut spans_seen = Vec::new();
+    for (name, text) in &logs {
+        assert!(
+            !text.contains('\u{1b}'),
+            "{name} wrote colour codes to a pipe:\n{text}"
+        );
+        for line in text.lines() {
+            let line: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: {e}: {line}"));
+            let Some(span) = line.get("span") else {
+                continue;
+            };
+            let span_name = span["name"].as_str().unwrap_or_default();
+            if span_name != "message" && span_name != "request" {
+                continue;
+            }
+            assert_eq!(span["trace_id"], trace_id.as_str(), "{name}: {line}");
+            let span_id = span["span_id"].as_str().unwrap_or_default();
+            assert!(
+                span_id.len() == 16 && span_id.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{name}: {line}"
+            );
+            spans_seen.push(format!("{name} {span_name}"));
+        }
+    }
+    for wanted in ["orders request", "orders message", "billing message"] {
+        assert!(
+            spans_seen.iter().any(|seen| seen == wanted),
+            "no log line inside a {wanted} span: {spans_seen:?}\n{logs:#?}"
+        );
+    }
+}

@@ -250,6 +250,7 @@ impl<H: Handler> ConsumerLoop<H> {
         let span = message_span(&envelope);
         let kind = self.metrics.consumed_type(Some(&envelope.event_type));
         let trace = self.traces.process(&delivery, &origin, &envelope);
+        trace.record_ids(&span, envelope.traceparent.as_deref());
         // A forgery is dead-lettered before it can have any effect.
         let outcome = match self.provenance(&origin, &envelope) {
             Ok(()) => {
@@ -361,6 +362,9 @@ fn message_span(envelope: &Envelope) -> tracing::Span {
         event_type = %envelope.event_type,
         order_id = envelope.order_id_hint().unwrap_or_default(),
         correlation_id = %envelope.correlationid,
+        // Recorded once the message's trace unit exists (`Unit::record_ids`).
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
     )
 }
 
