@@ -31,13 +31,16 @@ pub struct Settings {
     pub rules: rules::BillingRules,
 }
 
+/// The settings of `billing` beyond the common ones, with their defaults.
+pub const SETTINGS: &[(&str, Setting)] = &[
+    ("http_addr", Setting::Text("127.0.0.1:8081")),
+    ("max_charge_cents", Setting::Number(100_000)),
+];
+
 impl Settings {
     /// Defaults, then `CHOREO_CONFIG_FILE`, then `CHOREO_*` variables.
     pub fn load() -> choreo_host::Result<Self> {
-        let config = choreo_host::settings::layered(&[
-            ("http_addr", Setting::Text("127.0.0.1:8081")),
-            ("max_charge_cents", Setting::Number(100_000)),
-        ])?;
+        let config = choreo_host::settings::layered(SETTINGS)?;
         Ok(Settings {
             common: choreo_host::settings::part(&config)?,
             rules: choreo_host::settings::part(&config)?,

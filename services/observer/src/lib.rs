@@ -101,17 +101,21 @@ pub struct Settings {
     pub watching: Watching,
 }
 
+/// The settings of `observer` beyond the common ones (and its own default of a common one),
+/// with their defaults.
+pub const SETTINGS: &[(&str, Setting)] = &[
+    ("http_addr", Setting::Text("127.0.0.1:8083")),
+    // A bystander could wait for more events per batch (docs/benchmarks.md, "The
+    // observer"); 0 until `make bench` has measured what a linger buys it.
+    ("consumer_linger_ms", Setting::Number(OBSERVER_LINGER_MS)),
+    ("observer_step_deadline_ms", Setting::Text("")),
+    ("observer_sweep_ms", Setting::Number(250)),
+];
+
 impl Settings {
     /// Defaults, then `CHOREO_CONFIG_FILE`, then `CHOREO_*` variables.
     pub fn load() -> choreo_host::Result<Self> {
-        let config = choreo_host::settings::layered(&[
-            ("http_addr", Setting::Text("127.0.0.1:8083")),
-            // A bystander could wait for more events per batch (docs/benchmarks.md, "The
-            // observer"); 0 until `make bench` has measured what a linger buys it.
-            ("consumer_linger_ms", Setting::Number(OBSERVER_LINGER_MS)),
-            ("observer_step_deadline_ms", Setting::Text("")),
-            ("observer_sweep_ms", Setting::Number(250)),
-        ])?;
+        let config = choreo_host::settings::layered(SETTINGS)?;
         let raw: RawWatching = choreo_host::settings::part(&config)?;
         Ok(Settings {
             common: choreo_host::settings::part(&config)?,

@@ -46,16 +46,19 @@ struct Own {
     max_unfinished_orders: u64,
 }
 
+/// The settings of `orders` beyond the common ones, with their defaults.
+pub const SETTINGS: &[(&str, Setting)] = &[
+    ("http_addr", Setting::Text("127.0.0.1:8080")),
+    (
+        "max_unfinished_orders",
+        Setting::Number(DEFAULT_MAX_UNFINISHED_ORDERS as i64),
+    ),
+];
+
 impl Settings {
     /// Defaults, then `CHOREO_CONFIG_FILE`, then `CHOREO_*` variables.
     pub fn load() -> choreo_host::Result<Self> {
-        let config = choreo_host::settings::layered(&[
-            ("http_addr", Setting::Text("127.0.0.1:8080")),
-            (
-                "max_unfinished_orders",
-                Setting::Number(DEFAULT_MAX_UNFINISHED_ORDERS as i64),
-            ),
-        ])?;
+        let config = choreo_host::settings::layered(SETTINGS)?;
         let own: Own = choreo_host::settings::part(&config)?;
         Ok(Settings {
             common: choreo_host::settings::part(&config)?,

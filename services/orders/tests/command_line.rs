@@ -80,3 +80,23 @@ fn the_log_has_no_colour_codes_when_standard_error_is_not_a_terminal() {
     assert!(log.contains("broker session failed"), "{log}");
     assert!(!log.contains('\u{1b}'), "colour codes in a pipe:\n{log}");
 }
+
+/// A misspelt setting stops the binary before it does anything, naming the variable and the
+/// setting it was near; `orders` accepts another service's setting (one environment serves them
+/// all under `make up`).
+#[test]
+fn a_misspelt_setting_stops_the_binary_naming_it_and_the_setting_it_was_near() {
+    let refused = Command::new(env!("CARGO_BIN_EXE_orders"))
+        .env("CHOREO_AMQP_URL", "amqp://nobody:nothing@127.0.0.1:1/%2f")
+        .env("CHOREO_PREFECTH", "5")
+        .env("CHOREO_MAX_CHARGE_CENTS", "5")
+        .output()
+        .expect("the orders binary runs");
+
+    assert!(!refused.status.success(), "{refused:?}");
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        text.contains("unknown setting: CHOREO_PREFECTH (did you mean CHOREO_PREFETCH?)"),
+        "{text}"
+    );
+}

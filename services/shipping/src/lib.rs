@@ -32,6 +32,13 @@ pub struct Settings {
     pub rules: rules::ShippingRules,
 }
 
+/// The settings of `shipping` beyond the common ones, with their defaults.
+pub const SETTINGS: &[(&str, Setting)] = &[
+    ("http_addr", Setting::Text("127.0.0.1:8082")),
+    ("countries", Setting::Words(rules::DEFAULT_COUNTRIES)),
+    ("carrier", Setting::Text(rules::DEFAULT_CARRIER)),
+];
+
 impl Settings {
     /// Defaults, then `CHOREO_CONFIG_FILE`, then `CHOREO_*` variables.
     pub fn load() -> choreo_host::Result<Self> {
@@ -40,14 +47,7 @@ impl Settings {
 
     /// The same from `variables` instead of the process's environment.
     pub fn load_from(variables: &HashMap<String, String>) -> choreo_host::Result<Self> {
-        let config = choreo_host::settings::layered_from(
-            &[
-                ("http_addr", Setting::Text("127.0.0.1:8082")),
-                ("countries", Setting::Words(rules::DEFAULT_COUNTRIES)),
-                ("carrier", Setting::Text(rules::DEFAULT_CARRIER)),
-            ],
-            variables,
-        )?;
+        let config = choreo_host::settings::layered_from(SETTINGS, variables)?;
         let rules: rules::ShippingRules = choreo_host::settings::part(&config)?;
         Ok(Settings {
             common: choreo_host::settings::part(&config)?,

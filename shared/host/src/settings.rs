@@ -80,9 +80,15 @@ pub fn layered_from(
     defaults: &[(&str, Setting)],
     variables: &HashMap<String, String>,
 ) -> crate::Result<Config> {
+    refuse_unknown_variables(variables, defaults)?;
     let mut builder = with_defaults(defaults)?;
     if let Some(path) = variables.get("CHOREO_CONFIG_FILE") {
-        builder = builder.add_source(File::with_name(path).required(true));
+        // Read once: its keys are checked, then it is a layer.
+        let file = Config::builder()
+            .add_source(File::with_name(path).required(true))
+            .build()?;
+        refuse_unknown_keys(path, &file, defaults)?;
+        builder = builder.add_source(file);
     }
     let settings: Vec<(String, Setting)> = COMMON_DEFAULTS
         .iter()
@@ -96,6 +102,144 @@ pub fn layered_from(
         })
         .build()?;
     Ok(config)
+}
+
+/// The keys of the suite's processes beyond the common ones. A process reads its own and
+/// accepts the others' without reading them, because one environment often serves them all
+/// (`make up` passes every `CHOREO_*` variable to every process; Compose shares a block); any
+/// other key is refused. The end-to-end crate's `settings` tests keep this list equal to the
+/// services' own `SETTINGS`.
+pub const SERVICE_KEYS: &[&str] = &[
+    "http_addr",
+    "max_unfinished_orders",
+    "max_charge_cents",
+    "countries",
+    "carrier",
+    "observer_step_deadline_ms",
+    "observer_sweep_ms",
+];
+
+/// `CHOREO_*` variables that are not settings: the settings file's name, the service an image
+/// runs (deploy/Dockerfile), and the variables of the project's scripts (`make cluster`,
+/// `make tls-test`, the images), which a shell that ran them may still export.
+pub const NOT_SETTINGS: &[&str] = &[
+    "CHOREO_CONFIG_FILE",
+    "CHOREO_SERVICE",
+    "CHOREO_CLUSTER_DIR",
+    "CHOREO_IMAGE_PREFIX",
+    "CHOREO_IMAGE_TAG",
+    "CHOREO_TLS_DIR",
+    "CHOREO_TLS_DIST_PORT",
+    "CHOREO_TLS_PORT",
+    "CHOREO_TOOLS_DIR",
+];
+
+/// Every settings key a process of the suite knows, `defaults`' included.
+fn known_keys<'a>(defaults: &'a [(&'a str, Setting)]) -> Vec<&'a str> {
+    COMMON_DEFAULTS
+        .iter()
+        .chain(defaults)
+        .map(|(key, _)| *key)
+        .chain(SERVICE_KEYS.iter().copied())
+        .collect()
+}
+
+/// Refuses a `CHOREO_*` variable that is no setting of the suite (a typo such as
+/// `CHOREO_PREFECTH` would otherwise leave the default in force, silently), naming the closest
+/// setting when one is near.
+fn refuse_unknown_variables(
+    variables: &HashMap<String, String>,
+    defaults: &[(&str, Setting)],
+) -> crate::Result<()> {
+    let known = known_keys(defaults);
+    let mut unknown: Vec<String> = variables
+        .keys()
+        .filter(|name| !NOT_SETTINGS.contains(&name.as_str()))
+        .filter_map(|name| {
+            let key = name.strip_prefix("CHOREO_")?.to_ascii_lowercase();
+            (!known.contains(&key.as_str())).then(|| {
+                let hint = closest(&key, &known)
+                    .map(|near| format!(" (did you mean {}?)", variable(near)))
+                    .unwrap_or_default();
+                format!("{name}{hint}")
+            })
+        })
+        .collect();
+    unknown.sort();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(crate::Error::Usage(format!(
+        "unknown setting{}: {}; the settings are listed in the README (\"Settings\")",
+        if unknown.len() == 1 { "" } else { "s" },
+        unknown.join(", ")
+    )))
+}
+
+/// Refuses a key of the settings file that is no setting of the suite.
+fn refuse_unknown_keys(
+    path: &str,
+    file: &Config,
+    defaults: &[(&str, Setting)],
+) -> crate::Result<()> {
+    let known = known_keys(defaults);
+    let mut unknown: Vec<String> = file
+        .collect()?
+        .into_keys()
+        .filter(|key| !known.contains(&key.as_str()))
+        .map(|key| {
+            let hint = closest(&key, &known)
+                .map(|near| format!(" (did you mean `{near}`?)"))
+                .unwrap_or_default();
+            format!("`{key}`{hint}")
+        })
+        .collect();
+    unknown.sort();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(crate::Error::Usage(format!(
+        "unknown setting{} in the settings file {path} (CHOREO_CONFIG_FILE): {}",
+        if unknown.len() == 1 { "" } else { "s" },
+        unknown.join(", ")
+    )))
+}
+
+/// The known key nearest to `key`, if it is near enough to be a typo of it: at most two
+/// single-character edits (a swap of two neighbours counts as one), and fewer than a third of
+/// its length.
+fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|candidate| (edits(key, candidate), *candidate))
+        .filter(|(distance, _)| *distance <= 2 && *distance * 3 < key.len().max(1))
+        .min()
+        .map(|(_, candidate)| candidate)
+}
+
+/// Edits between `a` and `b`: insertions, deletions, substitutions and swaps of two neighbouring
+/// characters (optimal string alignment distance).
+fn edits(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// The built-in defaults alone, with `defaults` on top: what tests start from, so that a
@@ -229,7 +373,8 @@ fn read_again(
     })
 }
 
-const COMMON_DEFAULTS: &[(&str, Setting)] = &[
+/// The settings every process of the suite has, with their defaults.
+pub const COMMON_DEFAULTS: &[(&str, Setting)] = &[
     (
         "amqp_url",
         Setting::Text("amqp://guest:guest@127.0.0.1:5672/%2f"),
@@ -377,6 +522,16 @@ impl CommonSettings {
     pub fn validate(&self) -> crate::Result<()> {
         self.broker_nodes()?;
         self.declare_scope()?;
+        if !["pretty", "json"]
+            .iter()
+            .any(|format| self.log_format.trim().eq_ignore_ascii_case(format))
+        {
+            return Err(crate::Error::Usage(format!(
+                "CHOREO_LOG_FORMAT (`log_format` in the settings file) is {:?}: it must be \
+                 `pretty` or `json`",
+                self.log_format
+            )));
+        }
         self.failpoints()?;
         let ranges: [(&str, i128, i128, i128); 17] = [
             (
@@ -699,6 +854,69 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_variable_stops_the_service_naming_it_and_the_setting_it_was_near() {
+        let message = load(&[("CHOREO_PREFECTH", "5")]).expect_err("a typo");
+        assert!(
+            message.contains("unknown setting: CHOREO_PREFECTH (did you mean CHOREO_PREFETCH?)"),
+            "{message}"
+        );
+        let message = load(&[("CHOREO_LOG_FROMAT", "json"), ("CHOREO_SPEED", "11")])
+            .expect_err("two unknowns");
+        assert!(
+            message.contains(
+                "unknown settings: CHOREO_LOG_FROMAT (did you mean CHOREO_LOG_FORMAT?), CHOREO_SPEED;"
+            ),
+            "{message}"
+        );
+        // Another service's setting, the settings file's name and a script's variable are fine.
+        let fine = load(&[
+            ("CHOREO_MAX_CHARGE_CENTS", "5"),
+            ("CHOREO_COUNTRIES", "DE"),
+            ("CHOREO_IMAGE_TAG", "local"),
+        ]);
+        assert!(fine.is_ok(), "{fine:?}");
+    }
+
+    #[test]
+    fn an_unknown_key_of_the_settings_file_stops_the_service_naming_it() {
+        let mut file = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile()
+            .expect("temp file");
+        std::io::Write::write_all(&mut file, b"prefetch = 8\nretry_delay_ms = [10]\n")
+            .expect("written");
+        let path = file.path().display().to_string();
+        let message = load(&[("CHOREO_CONFIG_FILE", &path)]).expect_err("a typo in the file");
+        assert!(
+            message.contains(&format!(
+                "unknown setting in the settings file {path} (CHOREO_CONFIG_FILE): \
+                 `retry_delay_ms` (did you mean `retry_delays_ms`?)"
+            )),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_log_format_that_is_neither_pretty_nor_json_stops_the_service() {
+        let message = load(&[("CHOREO_LOG_FORMAT", "jsno")]).expect_err("a typo");
+        assert!(
+            message.contains("CHOREO_LOG_FORMAT (`log_format` in the settings file) is \"jsno\""),
+            "{message}"
+        );
+        assert!(load(&[("CHOREO_LOG_FORMAT", "JSON")]).is_ok());
+    }
+
+    #[test]
+    fn near_misses_are_named_and_far_ones_are_not() {
+        let known = ["prefetch", "prefix", "carrier", "log_format"];
+        assert_eq!(closest("prefecth", &known), Some("prefetch"));
+        assert_eq!(closest("prefx", &known), Some("prefix"));
+        assert_eq!(closest("carier", &known), Some("carrier"));
+        assert_eq!(closest("speed", &known), None);
+        assert_eq!(closest("x", &known), None);
+    }
+
+    #[test]
     fn lists_parse_with_spaces_and_empties() {
         assert_eq!(
             parse_list::<u64>("100, 200,,300").expect("parses"),
@@ -801,14 +1019,14 @@ mod tests {
         let settings = load(&[
             ("CHOREO_PREFIX", "007"),
             ("CHOREO_DATA_DIR", "1e3"),
-            ("CHOREO_LOG_FORMAT", "TRUE"),
+            ("CHOREO_CONSUME_QUEUE", "TRUE"),
             ("CHOREO_OTLP_ENDPOINT", "1.50"),
         ])
         .expect("loads");
 
         assert_eq!(settings.prefix, "007");
         assert_eq!(settings.data_dir, "1e3");
-        assert_eq!(settings.log_format, "TRUE");
+        assert_eq!(settings.consume_queue, "TRUE");
         assert_eq!(settings.otlp_endpoint, "1.50");
     }
 

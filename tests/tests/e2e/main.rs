@@ -16,5 +16,6 @@ mod retention;
 mod saga;
 mod scale;
 mod secrets;
+mod settings;
 mod tls;
 mod traces;
