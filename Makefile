@@ -52,7 +52,7 @@ api-docs: ## Regenerate docs/api/ (AsyncAPI, JSON Schemas, examples, OpenAPI) fr
 check-api-docs: ## Check docs/api/ is up to date, then validate it (asyncapi, check-jsonschema, redocly; installs them once)
 	@bash scripts/check-api-docs.sh
 
-check-metrics: ## Run the metrics end-to-end test and check each service's live /metrics with `promtool check metrics`
+check-metrics: ## Run the metrics end-to-end test and check each service's live /metrics with `promtool check metrics`; check and test deploy/prometheus/alerts.yml
 	@bash scripts/check-metrics.sh
 
 lint: ## Check formatting and run clippy with warnings as errors

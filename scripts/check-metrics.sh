@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Checks the live /metrics text of the three services with `promtool check metrics` (the
 # Prometheus text format and its naming conventions: HELP on every metric, `_total` counters,
-# units in names). The text comes from the end-to-end test that runs one order of each kind and
+# units in names), then the alert rules of deploy/prometheus/alerts.yml (`promtool check rules`,
+# `promtool test rules` on alerts.test.yml), and that every metric the rules name is one the
+# services export. The text comes from the end-to-end test that runs one order of each kind and
 # a duplicate (`metrics::one_order_of_each_kind_...`), which writes each service's scrape to
 # target/tmp/metrics/<service>.prom; it is run here again so the text is from this build.
 # Needs the broker the tests need, and promtool (Debian: `apt-get install prometheus`).
@@ -22,3 +24,19 @@ for service in orders billing shipping; do
   promtool check metrics <"$file"
   echo "promtool check metrics: ok"
 done
+
+rules=deploy/prometheus/alerts.yml
+promtool check rules "$rules"
+promtool test rules deploy/prometheus/alerts.test.yml
+# Every choreo_* metric the rules name (a histogram's _bucket series by its family) appears in a
+# scrape: a renamed metric must not leave an alert that can never fire.
+exported="$(cat "$dir"/*.prom | sed -n 's/^# TYPE \([a-z_:]*\) .*/\1/p' | sort -u)"
+missing=0
+for name in $(grep -o 'choreo_[a-z_]*' "$rules" | sed 's/_bucket$//' | sort -u); do
+  if ! grep -qx "$name" <<<"$exported"; then
+    echo "$rules names $name, which no service exports" >&2
+    missing=1
+  fi
+done
+((missing == 0)) || exit 1
+echo "$rules: every metric it names is exported"

@@ -39,6 +39,8 @@ pub const INBOX_ROWS: &str = "choreo_inbox_rows";
 pub const BROKER_CONNECTED: &str = "choreo_broker_connected";
 /// `choreo_consumer_consuming`.
 pub const CONSUMER_CONSUMING: &str = "choreo_consumer_consuming";
+/// `choreo_build_info{version}`: always 1, for joining the version onto other series.
+pub const BUILD_INFO: &str = "choreo_build_info";
 
 /// The `route` label of a request no route matched (a 404): one value, whatever the path.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -63,6 +65,8 @@ pub const UPKEEP_PERIOD: Duration = Duration::from_secs(5);
 /// The metrics of one service instance.
 #[derive(Debug, Clone)]
 pub struct ServiceMetrics {
+    /// The `service` label of every series.
+    service: &'static str,
     recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
     /// What the messaging runtime counts.
@@ -92,6 +96,7 @@ impl ServiceMetrics {
         let runtime = Arc::new(RuntimeMetrics::register(&*recorder, service));
         let http = Arc::new(HttpMetrics::new(&recorder));
         ServiceMetrics {
+            service: service.name,
             recorder,
             handle,
             runtime,
@@ -121,7 +126,17 @@ impl ServiceMetrics {
                 .register_gauge(&Key::from_static_name(name), &METADATA)
         };
         describe_gauges(&*self.recorder);
+        self.recorder
+            .register_gauge(
+                &Key::from_parts(
+                    BUILD_INFO,
+                    vec![Label::new("version", env!("CARGO_PKG_VERSION"))],
+                ),
+                &METADATA,
+            )
+            .set(1.0);
         Endpoint {
+            service: self.service,
             handle: self.handle.clone(),
             database,
             broker,
@@ -145,6 +160,11 @@ impl ServiceMetrics {
 
 fn describe_gauges(recorder: &dyn Recorder) {
     for (name, unit, help) in [
+        (
+            BUILD_INFO,
+            None,
+            "Always 1; its `version` label is the version of the running binary.",
+        ),
         (
             OUTBOX_BACKLOG,
             None,
@@ -304,6 +324,7 @@ async fn track(State(metrics): State<Arc<HttpMetrics>>, request: Request, next: 
 /// What `GET /metrics` reads: the recorder, and what is measured when scraped.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
+    service: &'static str,
     handle: PrometheusHandle,
     database: Database,
     broker: Arc<BrokerHealth>,
@@ -356,6 +377,106 @@ pub async fn scrape(State(endpoint): State<Endpoint>) -> Response {
     let flag = |on: bool| if on { 1.0 } else { 0.0 };
     endpoint.connected.set(flag(endpoint.broker.connected()));
     endpoint.consuming.set(flag(endpoint.broker.consuming()));
-    let body = endpoint.handle.render();
+    let mut body = endpoint.handle.render();
+    body.push_str(&process_metrics(endpoint.service));
     ([(header::CONTENT_TYPE, TEXT_FORMAT)], body).into_response()
+}
+
+/// The standard `process_*` series of Prometheus's client libraries, read from `/proc/self` when
+/// scraped (Linux; empty elsewhere, or for what cannot be read). Appended as text, since
+/// `process_cpu_seconds_total` is a counter of fractional seconds, which the `metrics` crate's
+/// counters (whole numbers) cannot hold.
+fn process_metrics(service: &str) -> String {
+    /// The kernel's clock ticks per second in `/proc` (USER_HZ): 100 on every Linux port.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let mut series: Vec<(&str, &str, &str, f64)> = Vec::new();
+    // Fields after the command name, which may hold spaces: the 3rd field (state) is first.
+    if let Some(stat) = read("/proc/self/stat")
+        && let Some((_, after)) = stat.rsplit_once(')')
+    {
+        let fields: Vec<f64> = after
+            .split_whitespace()
+            .map(|field| field.parse().unwrap_or(f64::NAN))
+            .collect();
+        let field = |number: usize| fields.get(number - 3).copied().filter(|v| v.is_finite());
+        if let (Some(user), Some(system)) = (field(14), field(15)) {
+            series.push((
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                (user + system) / TICKS_PER_SECOND,
+            ));
+        }
+        let boot = read("/proc/stat").and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("btime "))
+                .and_then(|value| value.trim().parse::<f64>().ok())
+        });
+        if let (Some(boot), Some(start)) = (boot, field(22)) {
+            series.push((
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+                boot + start / TICKS_PER_SECOND,
+            ));
+        }
+        if let Some(virtual_bytes) = field(23) {
+            series.push((
+                "process_virtual_memory_bytes",
+                "gauge",
+                "Virtual memory size in bytes.",
+                virtual_bytes,
+            ));
+        }
+    }
+    let resident = read("/proc/self/status").and_then(|text| {
+        text.lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+    });
+    if let Some(kib) = resident {
+        series.push((
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            kib * 1024.0,
+        ));
+    }
+    if let Ok(open) = std::fs::read_dir("/proc/self/fd") {
+        series.push((
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            open.count() as f64,
+        ));
+    }
+    let max_fds = read("/proc/self/limits").and_then(|text| {
+        text.lines()
+            .find(|line| line.starts_with("Max open files"))
+            .and_then(|line| line.split_whitespace().nth(3))
+            .and_then(|soft| soft.parse::<f64>().ok())
+    });
+    if let Some(max) = max_fds {
+        series.push((
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max,
+        ));
+    }
+    let mut text = String::new();
+    for (name, kind, help, value) in series {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{service=\"{service}\"}} {value}\n\n"
+        ));
+    }
+    text
 }

@@ -327,3 +327,38 @@ async fn made_up_methods_are_counted_as_other_and_add_no_series() {
         .sum();
     assert_eq!(other, 40.0, "each made-up request counted once, as other");
 }
+
+/// What an operator joins and graphs beside the suite's own series: the binary's version, and
+/// the process's CPU, memory and file descriptors as Prometheus's client libraries name them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_service_exports_its_build_info_and_its_process_metrics() {
+    let suite = Suite::start_with(Options::default(), &[Which::Billing]).await;
+
+    let scrape = suite.scrape(Which::Billing).await;
+
+    let version = [
+        ("version", env!("CARGO_PKG_VERSION")),
+        ("service", "billing"),
+    ];
+    assert_eq!(scrape.value("choreo_build_info", &version), 1.0);
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        let value = scrape.value(name, &[("service", "billing")]);
+        assert!(value > 0.0, "{name} is {value}:\n{}", scrape.text);
+    }
+    let started = scrape.value("process_start_time_seconds", &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    assert!(
+        started <= now + 1.0 && started > now - 3_600.0,
+        "started {started}, now {now}"
+    );
+}
