@@ -36,9 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
 VHOST = "choreo"
-# The services that read a broker URL from a Secret on Kubernetes (the observer is not deployed
-# there yet).
-K8S_SERVICES = ("orders", "billing", "shipping")
+# The processes that read a broker URL from a Secret on Kubernetes.
+K8S_SERVICES = ("orders", "billing", "shipping", "observer")
 ALPHABET = string.ascii_letters + string.digits
 
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The suite in containers, for real, with Podman and no image registry:
 #   1. the base image (scripts/container-base.sh: debootstrap + podman import; cached);
-#   2. the three service images from deploy/Dockerfile, on that base, with the release binaries
+#   2. the images of the three services and the observer from deploy/Dockerfile, on that base, with the release binaries
 #      built on this host (`--target prebuilt`: no Rust toolchain image is needed);
-#   3. one container per service, as `podman run` would run it in production: non-root, read-only
+#   3. one container per process, as `podman run` would run it in production: non-root, read-only
 #      root file system, no capabilities, its data on a named volume. Checked: uid/gid 10001,
 #      the root file system refuses writes, no capabilities, health check `healthy`;
 #   4. the three saga paths through them (scripts/demo.sh: completed, payment declined, shipment
-#      failed and refunded), then `podman stop` (SIGTERM): each must exit 0;
+#      failed and refunded), which the observer's container must show finished, then `podman
+#      stop` (SIGTERM): each must exit 0;
 #   5. docker-compose.yml: `podman-compose config`, then brought up for real with
 #      docker-compose.host.yml (local images, host broker), the saga again, stop, exit codes.
 #
@@ -19,14 +20,14 @@
 #
 # Needs root (or a rabbitmqctl that works), podman, runc, debootstrap, curl, python3; and
 # podman-compose for step 5 (skipped with a warning when missing, unless REQUIRE_COMPOSE=1).
-# Environment: ORDERS_PORT, BILLING_PORT, SHIPPING_PORT (18080, 18081, 18082), BROKER_PORT (5672),
+# Environment: ORDERS_PORT, BILLING_PORT, SHIPPING_PORT, OBSERVER_PORT (18080 to 18083), BROKER_PORT (5672),
 # HEALTHY_TIMEOUT (60 s), STOP_TIMEOUT (30 s), SKIP_BUILD=1 (use the binaries already built),
 # CONTAINER_ENV (more settings for the containers of step 3, `NAME=VALUE ...`),
 # PODMAN_RUNTIME (runc: crun fails on this kernel's cgroup layout), PODMAN_ULIMITS (the lowered
 # limits runc needs here), BASE_IMAGE, CHOREO_IMAGE_PREFIX, CHOREO_IMAGE_TAG, PODMAN_COMPOSE,
 # TOOLS_VENV.
 set -euo pipefail
-export ORDERS_PORT="${ORDERS_PORT:-18080}" BILLING_PORT="${BILLING_PORT:-18081}" SHIPPING_PORT="${SHIPPING_PORT:-18082}"
+export ORDERS_PORT="${ORDERS_PORT:-18080}" BILLING_PORT="${BILLING_PORT:-18081}" SHIPPING_PORT="${SHIPPING_PORT:-18082}" OBSERVER_PORT="${OBSERVER_PORT:-18083}"
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -167,6 +168,21 @@ stop_and_check() {
   info "stopped in $((SECONDS - started))s"
 }
 
+# observer_saw_them: the observer's container lists the demo's three sagas, each finished.
+observer_saw_them() {
+  [[ " ${PROCESSES[*]} " == *" observer "* ]] || return 0
+  local deadline=$((SECONDS + 30)) url="http://127.0.0.1:$OBSERVER_PORT/sagas?limit=50" finished
+  until finished="$(curl -sS --max-time 2 "$url" | python3 -c '
+import json, sys
+sagas = json.load(sys.stdin)["sagas"]
+print(sum(1 for saga in sagas if saga["state"] in ("completed", "failed", "cancelled")))
+' 2>/dev/null)" && ((finished >= 3)); do
+    ((SECONDS < deadline)) || die "the observer shows ${finished:-no} finished sagas after 30s, not the demo's 3 ($url)"
+    sleep 1
+  done
+  ok "the observer shows the demo's sagas finished ($finished)"
+}
+
 run_saga() {
   step "The three saga paths through the containers (scripts/demo.sh)"
   if ! DEMO_TIMEOUT="${DEMO_TIMEOUT:-30}" NO_COLOR=1 bash scripts/demo.sh | sed 's/^/    /'; then
@@ -177,7 +193,7 @@ run_saga() {
 # ---- 1. base image, 2. service images -----------------------------------------------------------
 
 START=$SECONDS
-for service in "${SERVICES[@]}"; do
+for service in "${PROCESSES[@]}"; do
   port="$(port_of "$service")"
   ! tcp_open 127.0.0.1 "$port" || die "port $port ($service) is in use; pick others with ${service^^}_PORT"
 done
@@ -187,19 +203,19 @@ bash scripts/container-base.sh
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
   step "Release binaries (cargo build --release)"
-  cargo build --release --bin orders --bin billing --bin shipping
+  cargo build --release --bin orders --bin billing --bin shipping --bin observer
 fi
 step "Service images from deploy/Dockerfile (--target prebuilt, RUNTIME_IMAGE=$BASE_IMAGE)"
-# The build context is a directory with just the three binaries: the repository's context would
+# The build context is a directory with just the four binaries: the repository's context would
 # leave them out (.dockerignore excludes target/), and nothing else is needed.
 CONTEXT_DIR="$(mktemp -d /var/tmp/choreo-context.XXXXXX)"
-for service in "${SERVICES[@]}"; do
+for service in "${PROCESSES[@]}"; do
   cp "$TARGET_DIR/release/$service" "$CONTEXT_DIR/" || die "no $TARGET_DIR/release/$service: build it first"
 done
 # Rebuilding leaves untagged images behind (the previous images, intermediate stages): those
 # that appear during these builds are removed afterwards, and nothing else.
 mapfile -t dangling_before < <(podman images -q --no-trunc --filter dangling=true)
-for service in "${SERVICES[@]}"; do
+for service in "${PROCESSES[@]}"; do
   started=$SECONDS
   "${PODMAN[@]}" build --quiet --format docker "${ULIMITS[@]}" \
     -f deploy/Dockerfile \
@@ -222,7 +238,7 @@ ok "$CHOREO_AMQP_URL"
 
 step "Containers: podman run --read-only --cap-drop ALL --network host"
 NAMES=()
-for service in "${SERVICES[@]}"; do
+for service in "${PROCESSES[@]}"; do
   name="choreo-$RUN_ID-$service"
   "${PODMAN[@]}" volume create --label "$LABEL" "$name-data" >/dev/null
   "${PODMAN[@]}" run -d --name "$name" --label "$LABEL" \
@@ -235,11 +251,12 @@ for service in "${SERVICES[@]}"; do
   info "$name: http://127.0.0.1:$(port_of "$service")"
 done
 wait_healthy "${NAMES[@]}"
-for i in "${!SERVICES[@]}"; do
-  check_hardening "${NAMES[$i]}" "${SERVICES[$i]}"
+for i in "${!PROCESSES[@]}"; do
+  check_hardening "${NAMES[$i]}" "${PROCESSES[$i]}"
 done
 
 run_saga
+observer_saw_them
 
 step "Stopping them: podman stop (SIGTERM)"
 stop_and_check "${NAMES[@]}"
@@ -267,17 +284,18 @@ else
   "${COMPOSE[@]}" config >/dev/null
   COMPOSE_UP=1
   "${COMPOSE[@]}" --podman-run-args "--label $LABEL ${ULIMITS[*]}" \
-    up -d --no-deps orders billing shipping >"$CONTEXT_DIR/compose-up.log" 2>&1 ||
+    up -d --no-deps "${PROCESSES[@]}" >"$CONTEXT_DIR/compose-up.log" 2>&1 ||
     { cat "$CONTEXT_DIR/compose-up.log" >&2; die "podman-compose up failed"; }
   NAMES=()
-  for service in "${SERVICES[@]}"; do
+  for service in "${PROCESSES[@]}"; do
     NAMES+=("${COMPOSE_PROJECT}_${service}_1")
   done
   wait_healthy "${NAMES[@]}"
-  for i in "${!SERVICES[@]}"; do
-    check_hardening "${NAMES[$i]}" "${SERVICES[$i]}"
+  for i in "${!PROCESSES[@]}"; do
+    check_hardening "${NAMES[$i]}" "${PROCESSES[$i]}"
   done
   run_saga
+  observer_saw_them
   step "Stopping them: podman-compose stop (SIGTERM)"
   started=$SECONDS
   "${COMPOSE[@]}" stop >/dev/null 2>&1

@@ -9,7 +9,7 @@
   (resources, affinity, tolerations) validated by kubernetes-validate's schemas.
 - The kustomizations list files that exist, and every manifest but secrets.example.yaml is in
   one of them, so `kubectl apply -k` deploys what was validated.
-- The Deployments keep what the README promises: probes on /readyz and /healthz, requests and
+- The Deployments keep what docs/deployment.md ("Kubernetes") promises: probes on /readyz and /healthz, requests and
   limits, a non-root read-only container without capabilities, the broker URL and the API
   tokens from Secrets, a PodDisruptionBudget that selects their pods, and a NetworkPolicy that
   lets something in to them, behind one that denies everything else in the namespace.
@@ -197,7 +197,8 @@ def generated_secrets(problems):
     secrets = [doc for doc in yaml.safe_load_all(made.stdout) if doc]
     names = {name_of(doc) for doc in secrets}
     wanted = {"Secret/choreo-rabbitmq-definitions", "Secret/choreo-api-tokens",
-              "Secret/choreo-orders-broker", "Secret/choreo-billing-broker", "Secret/choreo-shipping-broker"}
+              "Secret/choreo-orders-broker", "Secret/choreo-billing-broker", "Secret/choreo-shipping-broker",
+              "Secret/choreo-observer-broker"}
     if names != wanted:
         problems.add("scripts/broker-users.py", "k8s", f"makes {sorted(names)}, not {sorted(wanted)}")
     for doc in secrets:
