@@ -6,7 +6,7 @@ and checks the map counts them; then freezes shipping (SIGSTOP) and checks that 
 meanwhile turn stuck on the page and in `GET /sagas?state=stuck` within the declared deadline,
 thaws it (SIGCONT) and checks they clear, and opens an order's timeline by clicking it. Screenshots
 go to target/artifacts/ (observer.png while orders are stuck, observer-timeline.png at the end);
-with --update-docs the first is also copied to docs/observer.png for the README.
+with --update-docs the first is also copied to docs/observer.png for docs/observability.md.
 
 Usage: python3 tests/browser/test_observer.py --bin-dir target/release [--update-docs]
 Needs Playwright for Python and a Chromium (CHROMIUM, default /usr/bin/chromium); no browser

@@ -123,7 +123,7 @@ pub fn clap_command(service: &str) -> clap::Command {
         .bin_name(service.to_owned())
         .about(format!(
             "The {service} service of the Choreo order saga. With no command it serves until \
-             SIGINT or SIGTERM; its settings are CHOREO_* environment variables (README)."
+             SIGINT or SIGTERM; its settings are CHOREO_* environment variables (docs/configuration.md)."
         ))
         .mut_subcommand("dlq", |dlq| {
             dlq.about(format!(

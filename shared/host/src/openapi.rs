@@ -268,7 +268,7 @@ impl OpenApi {
                                 transaction durations, events published and confirmed, the \
                                 outbox backlog and the age of its oldest row, the inbox's size, \
                                 the broker connection, HTTP requests by route and status; in \
-                                orders, saga outcomes. The README lists every series. Not \
+                                orders, saga outcomes. docs/observability.md lists every series. Not \
                                 bounded by the concurrency limit.",
                 "tags": ["meta"],
                 "responses": {"200": {

@@ -1,6 +1,6 @@
 //! Settings in layers: built-in defaults, then an optional TOML file named by `CHOREO_CONFIG_FILE`,
 //! then environment variables `CHOREO_<KEY>` (for example `CHOREO_AMQP_URL`). Every key is listed
-//! with its default in the README's settings table.
+//! with its default in docs/configuration.md.
 //!
 //! One [`config::Config`] is built per service; [`CommonSettings`] and each service's own rules
 //! are deserialized from it separately, so a service adds keys without touching this file.
@@ -170,7 +170,7 @@ fn refuse_unknown_variables(
         return Ok(());
     }
     Err(crate::Error::Usage(format!(
-        "unknown setting{}: {}; the settings are listed in the README (\"Settings\")",
+        "unknown setting{}: {}; every setting is in docs/configuration.md",
         if unknown.len() == 1 { "" } else { "s" },
         unknown.join(", ")
     )))

@@ -617,7 +617,7 @@ mod tests {
 
     /// `deploy/rabbitmq/definitions.json` loads the topology and one user per service into a
     /// broker; services running with `CHOREO_DECLARE_TOPOLOGY=own` rely on it. It must declare
-    /// exactly what `suite` does and give each user exactly the rights described in the README.
+    /// exactly what `suite` does and give each user exactly the rights described in docs/security.md.
     #[test]
     fn the_broker_definitions_file_matches_the_topology_and_grants_each_service_its_own() {
         use serde_json::{Value, json};

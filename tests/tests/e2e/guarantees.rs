@@ -1,4 +1,4 @@
-//! The README's "Guarantees", each broken on purpose at the moment that matters: a crash between
+//! The guarantees of docs/guarantees.md, each broken on purpose at the moment that matters: a crash between
 //! the handlers and the commit, a stop while the database is down, a publish the broker refuses
 //! or cannot route, a duplicate only the inbox can stop, two requests racing for one
 //! `Idempotency-Key`. Each test fails if the guarantee it names is broken (docs/testing.md lists
