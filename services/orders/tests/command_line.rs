@@ -100,3 +100,21 @@ fn a_misspelt_setting_stops_the_binary_naming_it_and_the_setting_it_was_near() {
         "{text}"
     );
 }
+
+/// A settings file that is not there is said once, naming it.
+#[test]
+fn a_missing_settings_file_is_named_once() {
+    let refused = Command::new(env!("CARGO_BIN_EXE_orders"))
+        .env("CHOREO_CONFIG_FILE", "/nonexistent/choreo.toml")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("the orders binary runs");
+
+    assert!(!refused.status.success(), "{refused:?}");
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(
+        text.matches("/nonexistent/choreo.toml").count(),
+        1,
+        "{text}"
+    );
+}

@@ -32,9 +32,11 @@ pub use settings::CommonSettings;
 /// Why a service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Not a `#[source]`: its text is in the message already, and a caller printing the chain
+    /// (anyhow's `Caused by`) would print it twice.
     #[error("settings: {0}")]
-    Settings(#[from] config::ConfigError),
-    #[error("{0}")]
+    Settings(config::ConfigError),
+    #[error(transparent)]
     Database(#[from] choreo_store::Error),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -45,3 +47,9 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<config::ConfigError> for Error {
+    fn from(error: config::ConfigError) -> Self {
+        Error::Settings(error)
+    }
+}

@@ -22,6 +22,10 @@ impl Secret {
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Nothing set reads as nothing set, not as text that is no URL.
+        if self.0.trim().is_empty() {
+            return f.write_str("\"\"");
+        }
         write!(f, "{:?}", redact(&self.0))
     }
 }
@@ -90,6 +94,16 @@ fn redact_one(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_secret_reads_as_empty_and_a_url_keeps_no_password() {
+        assert_eq!(format!("{:?}", Secret::new("")), "\"\"");
+        assert_eq!(format!("{:?}", Secret::new("  ")), "\"\"");
+        assert_eq!(
+            format!("{:?}", Secret::new("postgres://u:pw-4711@h/db")),
+            "\"postgres://u:***@h/db\""
+        );
+    }
 
     #[test]
     fn no_malformed_url_leaks_its_password() {
