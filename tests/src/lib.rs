@@ -774,12 +774,14 @@ impl Suite {
 
     async fn declare_tap(&self) {
         let tap = self.name("tap");
+        // Durable: RabbitMQ 4.3 refuses transient queues that are not exclusive (the suite deletes
+        // it with the rest of its topology).
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
         self.channel
-            .queue_declare(
-                tap.as_str().into(),
-                QueueDeclareOptions::default(),
-                FieldTable::default(),
-            )
+            .queue_declare(tap.as_str().into(), durable, FieldTable::default())
             .await
             .expect("tap");
         // The suite topology first, so the exchanges exist to bind to.
