@@ -148,8 +148,9 @@ def run(bin_dir, update_docs):
             expect(page.locator('text.count[data-type="order.placed"]')).to_contain_text("3 /", timeout=15000)
             expect(page.locator('text.count[data-type="payment.refunded"]')).to_contain_text("1 /", timeout=15000)
             expect(page.locator("#count-completed")).to_have_text("1", timeout=15000)
-            expect(page.locator("#count-failed")).to_have_text("2", timeout=15000)
-            print("three orders counted on the arrows; 1 completed, 2 failed (cancelled)")
+            expect(page.locator("#count-cancelled")).to_have_text("2", timeout=15000)
+            expect(page.locator("#count-failed")).to_have_text("0")
+            print("three orders counted on the arrows; 1 completed, 2 cancelled (by the flow), none failed")
 
             # Shipping frozen: orders paid meanwhile wait for it, and turn stuck past the deadline.
             suite.processes["shipping"].send_signal(signal.SIGSTOP)
@@ -189,9 +190,19 @@ def run(bin_dir, update_docs):
             page.locator('tr.saga[data-order="%s"]' % happy).click()
             expect(page.locator("#timeline li.step")).to_have_count(4, timeout=5000)
             expect(page.locator("#timeline li.step").nth(1)).to_contain_text("ms")
+            expect(page.locator("#timeline li.step").first).to_contain_text("UTC")
             expect(page.locator("#timeline")).to_contain_text("order.completed")
+            print("timeline of", happy, "shown with the time between steps, in UTC")
+
+            # Search by order id: the list keeps the matching order; Enter opens its timeline.
+            page.locator("#timeline").evaluate("box => box.innerHTML = ''")
+            page.locator("#search").fill(happy)
+            expect(page.locator("tr.saga")).to_have_count(1)
+            expect(page.locator("#shown-note")).to_have_text("1 of 1 shown")
+            page.locator("#search").press("Enter")
+            expect(page.locator("#timeline li.step")).to_have_count(4, timeout=5000)
             page.screenshot(path=os.path.join(artifacts, "observer-timeline.png"), full_page=True)
-            print("timeline of", happy, "shown with the time between steps")
+            print("search by order id: one row, and its timeline on Enter")
             browser.close()
     except Exception:
         for name in SERVICES:

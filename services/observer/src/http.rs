@@ -91,7 +91,7 @@ pub fn openapi() -> serde_json::Value {
     let mut api = OpenApi::new(
         OBSERVER.name,
         8083,
-        "Watches every event of the saga (it takes part in nothing and publishes nothing), keeps each order's timeline and judges it against the declared flow: running, stuck (a step overdue), failed (cancelled, or an illegal sequence, a missing compensation, a duplicate effect) or completed. Errors are `{\"error\", \"details\"}`.",
+        "Watches every event of the saga (it takes part in nothing and publishes nothing), keeps each order's timeline and judges it against the declared flow: running, stuck (a step overdue), failed (the flow broken: an illegal sequence, a missing compensation, a duplicate effect), cancelled (ended by `order.cancelled`, by the flow: a business outcome) or completed. Errors are `{\"error\", \"details\"}`.",
     );
     let html = json!({"description": "The live page.", "content": {"text/html": {"schema": {"type": "string"}}}});
     api.operation(
@@ -230,7 +230,7 @@ async fn flow_map(State(web): State<Web>) -> Result<Json<FlowMap>, ApiError> {
 /// The query of `GET /sagas`.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct SagasQuery {
-    /// `running`, `stuck`, `failed` or `completed`; without it, every saga.
+    /// `running`, `stuck`, `failed`, `cancelled` or `completed`; without it, every saga.
     pub state: Option<String>,
     /// At most this many (1 to 1000; 100 without it), newest first.
     pub limit: Option<i64>,
@@ -255,7 +255,7 @@ async fn list_sagas(
             let state = SagaState::parse(text);
             if state.is_none() {
                 problems.push(format!(
-                    "state must be running, stuck, failed or completed, not {text:?}"
+                    "state must be running, stuck, failed, cancelled or completed, not {text:?}"
                 ));
             }
             state

@@ -30,18 +30,22 @@ pub enum SagaState {
     Running,
     /// Not ended, and a step it waits for is overdue against the flow.
     Stuck,
-    /// Ended cancelled (a declined payment; a failed shipment, refunded), or it broke the flow
-    /// (see its anomalies).
+    /// It broke the flow (see its anomalies): an illegal sequence, a missing compensation, a
+    /// duplicate effect. Something to look into.
     Failed,
+    /// Ended with `order.cancelled`, by the flow: a business outcome (a declined payment; a
+    /// failed shipment, refunded), not a fault.
+    Cancelled,
     /// Ended with `order.completed`, by the flow.
     Completed,
 }
 
 impl SagaState {
-    pub const ALL: [SagaState; 4] = [
+    pub const ALL: [SagaState; 5] = [
         SagaState::Running,
         SagaState::Stuck,
         SagaState::Failed,
+        SagaState::Cancelled,
         SagaState::Completed,
     ];
 
@@ -50,6 +54,7 @@ impl SagaState {
             SagaState::Running => "running",
             SagaState::Stuck => "stuck",
             SagaState::Failed => "failed",
+            SagaState::Cancelled => "cancelled",
             SagaState::Completed => "completed",
         }
     }
@@ -286,7 +291,7 @@ pub fn analyze(events: &[Observed], now: DateTime<Utc>, deadlines: &Deadlines) -
     } else {
         match terminal {
             Some(EventType::OrderCompleted) => SagaState::Completed,
-            Some(_) => SagaState::Failed,
+            Some(_) => SagaState::Cancelled,
             None if stuck => SagaState::Stuck,
             None => SagaState::Running,
         }
@@ -496,8 +501,8 @@ mod tests {
         let report = judge(&refunded, 8 * SECOND);
         assert_eq!(
             report.state,
-            SagaState::Failed,
-            "cancelled is a failed saga"
+            SagaState::Cancelled,
+            "a late compensation still ends it by the flow"
         );
         assert!(report.anomalies.is_empty(), "{:?}", report.anomalies);
     }
@@ -532,15 +537,29 @@ mod tests {
     }
 
     #[test]
-    fn a_declined_payment_ends_the_saga_failed_but_by_the_flow() {
+    fn a_declined_payment_ends_the_saga_cancelled_by_the_flow_not_failed() {
         let events = saga(&[
             ("p", OrderPlaced, None, 0),
             ("d", PaymentDeclined, Some("p"), 5),
             ("x", OrderCancelled, Some("d"), 9),
         ]);
         let report = judge(&events, 60 * SECOND);
-        assert_eq!(report.state, SagaState::Failed);
+        assert_eq!(report.state, SagaState::Cancelled);
         assert!(report.anomalies.is_empty());
         assert_eq!(report.current_step, OrderCancelled);
+    }
+
+    #[test]
+    fn a_failed_shipment_refunded_ends_the_saga_cancelled_by_the_flow() {
+        let events = saga(&[
+            ("p", OrderPlaced, None, 0),
+            ("c", PaymentCaptured, Some("p"), 5),
+            ("f", ShipmentFailed, Some("c"), 10),
+            ("r", PaymentRefunded, Some("f"), 15),
+            ("x", OrderCancelled, Some("r"), 20),
+        ]);
+        let report = judge(&events, 60 * SECOND);
+        assert_eq!(report.state, SagaState::Cancelled);
+        assert!(report.anomalies.is_empty());
     }
 }

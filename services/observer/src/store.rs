@@ -417,7 +417,7 @@ pub fn prune_sagas(tx: &mut dyn Tx, cutoff: &str, limit: i64) -> Result<u64> {
     let mut changes = Vec::new();
     for mut row in tx.query(
         "SELECT state, anomalies, order_id FROM sagas
-         WHERE state IN ('completed', 'failed', 'running', 'stuck')
+         WHERE state IN ('cancelled', 'completed', 'failed', 'running', 'stuck')
          AND started_at < $1 AND last_event_at < $1
          AND NOT EXISTS (SELECT 1 FROM observed_events e
                          WHERE e.order_id = sagas.order_id AND e.observed_at >= $1)
@@ -669,7 +669,11 @@ mod tests {
             .into_iter()
             .map(|(s, _)| s)
             .collect();
-        assert_eq!(states, ["completed", "failed", "running"], "{before:?}");
+        assert_eq!(
+            states,
+            ["cancelled", "completed", "failed", "running"],
+            "{before:?}"
+        );
         let kinds: Vec<_> = nonzero(&before.anomalies)
             .into_iter()
             .map(|(k, _)| k)

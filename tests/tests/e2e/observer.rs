@@ -64,7 +64,7 @@ async fn the_observer_shows_each_sagas_timeline_causation_and_end_state() {
             .is_some()
     );
 
-    let cancelled = saga_in_state(&suite, failed_id, "failed").await;
+    let cancelled = saga_in_state(&suite, failed_id, "cancelled").await;
     assert_eq!(
         types(&cancelled),
         [
@@ -75,8 +75,12 @@ async fn the_observer_shows_each_sagas_timeline_causation_and_end_state() {
             "order.cancelled"
         ]
     );
-    // Cancelled by the flow, compensation made: failed, but nothing anomalous.
+    // Cancelled by the flow, compensation made: a business outcome, nothing anomalous, and not
+    // counted as failed (what an operator alerts on).
     assert_eq!(cancelled["anomalies"], serde_json::json!([]));
+    let (status, failed_list) = suite.observer_get("/sagas?state=failed").await;
+    assert_eq!(status, 200);
+    assert_eq!(failed_list["sagas"], serde_json::json!([]));
 
     let (status, completed_list) = suite.observer_get("/sagas?state=completed&limit=10").await;
     assert_eq!(status, 200);
@@ -147,4 +151,19 @@ async fn a_saga_is_stuck_while_shipping_is_away_and_clears_when_it_is_back() {
     saga_in_state(&suite, &id, "completed").await;
     let (_, listed) = suite.observer_get("/sagas?state=stuck").await;
     assert_eq!(listed["sagas"], serde_json::json!([]));
+
+    // Keep the observer's live text for `promtool check metrics` and the alert rules' names
+    // (`make check-metrics`).
+    let kept = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("metrics");
+    std::fs::create_dir_all(&kept).expect("target/tmp/metrics");
+    let text = suite
+        .http
+        .get(suite.observer_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    std::fs::write(kept.join("observer.prom"), text).expect("metrics written");
 }
