@@ -11,7 +11,6 @@ pub mod proxy;
 
 use choreo_events::topology::{SERVICES, ServiceTopology};
 use choreo_host::CommonSettings;
-use choreo_messaging::topology::{retry_queue_name, unrouted_name};
 use futures_util::future::BoxFuture;
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
@@ -936,36 +935,35 @@ pub async fn delete_topology(prefix: &str, delays_ms: &[u64]) {
     else {
         return;
     };
-    let mut queues = vec![format!("{prefix}tap")];
-    let mut exchanges = Vec::new();
-    // The observer's own queues, if a test started it (deleting what is absent is harmless).
+    // Every name walked from what the services and the observer declare, as the API documents
+    // are: nothing here spells a name. The observer's, if a test started it, and the tap
+    // (deleting what is absent is harmless).
+    let names = choreo_messaging::Names::new(prefix.to_owned());
+    let delays: Vec<Duration> = delays_ms
+        .iter()
+        .map(|ms| Duration::from_millis(*ms))
+        .collect();
     let observer = choreo_events::topology::OBSERVER;
-    queues.push(format!("{prefix}{}", observer.name));
-    queues.push(format!("{prefix}{}", observer.dead_letter_queue()));
-    exchanges.push(format!("{prefix}{}", observer.dead_letter_exchange()));
-    exchanges.push(format!("{prefix}{}", observer.redeliver_exchange()));
-    for delay in delays_ms {
-        queues.push(format!(
-            "{prefix}{}",
-            retry_queue_name(observer.name, Duration::from_millis(*delay))
+    let mut declared = vec![
+        choreo_messaging::topology::suite(&names),
+        choreo_messaging::topology::bystander(&names, &observer),
+        choreo_messaging::topology::retry_queues(&names, &observer, &delays),
+    ];
+    for service in SERVICES {
+        declared.push(choreo_messaging::topology::retry_queues(
+            &names, service, &delays,
         ));
     }
-    for service in SERVICES {
-        let exchange = format!("{prefix}{}", service.exchange);
-        queues.push(unrouted_name(&exchange));
-        exchanges.push(unrouted_name(&exchange));
-        exchanges.push(exchange);
-        queues.push(format!("{prefix}{}", service.name));
-        queues.push(format!("{prefix}{}", service.dead_letter_queue()));
-        exchanges.push(format!("{prefix}{}", service.dead_letter_exchange()));
-        exchanges.push(format!("{prefix}{}", service.redeliver_exchange()));
-        for delay in delays_ms {
-            queues.push(format!(
-                "{prefix}{}",
-                retry_queue_name(service.name, Duration::from_millis(*delay))
-            ));
-        }
+    let mut queues = vec![names.of("tap")];
+    let mut exchanges = Vec::new();
+    for declarations in declared {
+        queues.extend(declarations.queues.into_iter().map(|q| q.name));
+        exchanges.extend(declarations.exchanges.into_iter().map(|e| e.name));
     }
+    queues.sort();
+    queues.dedup();
+    exchanges.sort();
+    exchanges.dedup();
     // A service aborted a moment ago may still be declaring its topology: delete, then check
     // that every queue is gone, and again until it is (bounded).
     for _ in 0..20 {
