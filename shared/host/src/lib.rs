@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod dlq;
 pub mod http;
 pub mod metrics;
 pub mod openapi;

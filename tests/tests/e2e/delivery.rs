@@ -1112,7 +1112,7 @@ async fn a_forged_dead_letter_keeps_the_truth_and_redriven_is_dead_lettered_agai
         "the forged header, kept for the operator to see"
     );
     assert_ne!(letter.id, forged.id, "not the id its sender chose");
-    let shown = choreo_host::cli::details(letter);
+    let shown = choreo_host::dlq::details(letter);
     assert!(
         shown.contains("routing key: shipment.failed")
             && shown.contains("claimed routing key: order.placed"),
