@@ -260,7 +260,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 # use_own_users: loads the users into the local broker and points each process at its own.
 use_own_users() {
   if ! BROKER_HOST="$BROKER_HOST" BROKER_PORT="$BROKER_PORT" bash "$ROOT/scripts/users.sh" --quiet; then
-    warn "could not load the broker users (rabbitmqctl needs root or password-less sudo): every process runs as guest. Run 'sudo make users' once, or BROKER_USERS=guest make up to choose guest."
+    warn "could not load the broker users (rabbitmqctl needs root or password-less sudo): every process runs as guest. Run make up as root to get a user per process, or BROKER_USERS=guest make up to choose guest without this warning."
     BROKER_USERS=guest
     return
   fi

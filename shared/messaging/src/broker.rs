@@ -94,8 +94,8 @@ impl<H: Handler> Broker<H> {
     pub async fn run(self, stop: CancellationToken) {
         let mut failures: u32 = 0;
         let mut node: usize = 0;
-        // A refused login is said once, loudly; its repeats only at debug, until a session
-        // starts again.
+        // A refused login is said once, loudly; its repeats only at debug, until a failure of
+        // another kind (a session that ran and ended, a broker away) says it may be news again.
         let mut login_refused_said = false;
         loop {
             match self.session(&stop, &mut failures, &mut node).await {
