@@ -225,7 +225,8 @@ async fn place_order(
     let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
     let trace = parts.traces.request("POST", "/orders", traceparent);
     // Every log line of the request carries its trace id (with traces off and no
-    // `traceparent`, the new order's event's) and, with traces on, its span id.
+    // `traceparent`, the new order's event's) and, with traces on, its span id: recorded once
+    // the event is stamped, before anything is logged.
     let span = tracing::info_span!(
         "request",
         method = "POST",
@@ -233,7 +234,6 @@ async fn place_order(
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
     );
-    trace.record_ids(&span, None);
     let answer = place_order_traced(&parts, &admission, &headers, request, &trace)
         .instrument(span)
         .await;

@@ -151,29 +151,17 @@ fn refuse_unknown_variables(
     variables: &HashMap<String, String>,
     defaults: &[(&str, Setting)],
 ) -> crate::Result<()> {
-    let known = known_keys(defaults);
-    let mut unknown: Vec<String> = variables
+    let keys = variables
         .keys()
         .filter(|name| !NOT_SETTINGS.contains(&name.as_str()))
-        .filter_map(|name| {
-            let key = name.strip_prefix("CHOREO_")?.to_ascii_lowercase();
-            (!known.contains(&key.as_str())).then(|| {
-                let hint = closest(&key, &known)
-                    .map(|near| format!(" (did you mean {}?)", variable(near)))
-                    .unwrap_or_default();
-                format!("{name}{hint}")
-            })
-        })
-        .collect();
-    unknown.sort();
-    if unknown.is_empty() {
-        return Ok(());
+        .filter_map(|name| name.strip_prefix("CHOREO_"))
+        .map(str::to_ascii_lowercase);
+    match unknown(keys, defaults, "", variable) {
+        None => Ok(()),
+        Some(list) => Err(crate::Error::Usage(format!(
+            "{list}; every setting is in docs/configuration.md"
+        ))),
     }
-    Err(crate::Error::Usage(format!(
-        "unknown setting{}: {}; every setting is in docs/configuration.md",
-        if unknown.len() == 1 { "" } else { "s" },
-        unknown.join(", ")
-    )))
 }
 
 /// Refuses a key of the settings file that is no setting of the suite.
@@ -182,27 +170,38 @@ fn refuse_unknown_keys(
     file: &Config,
     defaults: &[(&str, Setting)],
 ) -> crate::Result<()> {
+    let keys = file.collect()?.into_keys();
+    let place = format!(" in the settings file {path} (CHOREO_CONFIG_FILE)");
+    match unknown(keys, defaults, &place, |key| format!("`{key}`")) {
+        None => Ok(()),
+        Some(list) => Err(crate::Error::Usage(list)),
+    }
+}
+
+/// `unknown setting(s)<place>: <each key no process knows, with the known one it was near>`,
+/// each written by `shown`; `None` when every key is known.
+fn unknown(
+    keys: impl Iterator<Item = String>,
+    defaults: &[(&str, Setting)],
+    place: &str,
+    shown: impl Fn(&str) -> String,
+) -> Option<String> {
     let known = known_keys(defaults);
-    let mut unknown: Vec<String> = file
-        .collect()?
-        .into_keys()
+    let mut unknown: Vec<String> = keys
         .filter(|key| !known.contains(&key.as_str()))
-        .map(|key| {
-            let hint = closest(&key, &known)
-                .map(|near| format!(" (did you mean `{near}`?)"))
-                .unwrap_or_default();
-            format!("`{key}`{hint}")
+        .map(|key| match closest(&key, &known) {
+            Some(near) => format!("{} (did you mean {}?)", shown(&key), shown(near)),
+            None => shown(&key),
         })
         .collect();
     unknown.sort();
-    if unknown.is_empty() {
-        return Ok(());
-    }
-    Err(crate::Error::Usage(format!(
-        "unknown setting{} in the settings file {path} (CHOREO_CONFIG_FILE): {}",
-        if unknown.len() == 1 { "" } else { "s" },
-        unknown.join(", ")
-    )))
+    (!unknown.is_empty()).then(|| {
+        format!(
+            "unknown setting{}{place}: {}",
+            if unknown.len() == 1 { "" } else { "s" },
+            unknown.join(", ")
+        )
+    })
 }
 
 /// The known key nearest to `key`, if it is near enough to be a typo of it: at most two

@@ -218,7 +218,7 @@ impl Unit {
     /// The trace id and span id for this unit's log lines (lowercase hex): its span's while
     /// traces are on; only the trace id of the request's `traceparent` while they are off; none
     /// without either.
-    pub fn log_ids(&self) -> (Option<String>, Option<String>) {
+    fn log_ids(&self) -> (Option<String>, Option<String>) {
         match self.0.as_deref() {
             Some(Active::Recording { cx, .. }) => {
                 let span = cx.span();

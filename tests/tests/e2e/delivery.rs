@@ -27,6 +27,14 @@ fn properties(envelope: &Envelope) -> BasicProperties {
         .with_content_type("application/cloudevents+json".into())
 }
 
+/// The `x-error` of each dead letter, in the order taken.
+fn reasons(letters: &[(lapin::types::FieldTable, Vec<u8>)]) -> Vec<String> {
+    letters
+        .iter()
+        .map(|(headers, _)| header(headers, "x-error").expect("x-error"))
+        .collect()
+}
+
 /// Headers of text values, as a sender writes them.
 fn text_headers(headers: &[(&str, String)]) -> lapin::types::FieldTable {
     let mut table = lapin::types::FieldTable::default();
@@ -183,10 +191,7 @@ async fn undecodable_invalid_unknown_and_unsupported_messages_are_dead_lettered_
         .await;
 
     let dead = suite.wait_for_messages("billing.dlq", 4).await;
-    let reasons: Vec<String> = dead
-        .iter()
-        .map(|(headers, _)| header(headers, "x-error").expect("x-error"))
-        .collect();
+    let reasons = reasons(&dead);
     assert!(reasons[0].contains("undecodable envelope"), "{reasons:?}");
     assert!(
         reasons[1].contains("unsupported schemaversion 2"),
@@ -300,10 +305,7 @@ async fn orders_dead_letters_a_payment_event_that_contradicts_the_order() {
     }
 
     let at_orders = suite.wait_for_messages("orders.dlq", 2).await;
-    let reasons: Vec<String> = at_orders
-        .iter()
-        .map(|(headers, _)| header(headers, "x-error").expect("x-error"))
-        .collect();
+    let reasons = reasons(&at_orders);
     let named = |needle: &str| reasons.iter().any(|reason| reason.contains(needle));
     assert!(
         named(&format!(
@@ -927,10 +929,7 @@ async fn forged_events_are_dead_lettered_with_the_mismatch_and_refund_nothing() 
         .await;
 
     let at_billing = suite.wait_for_messages("billing.dlq", 4).await;
-    let reasons: Vec<String> = at_billing
-        .iter()
-        .map(|(headers, _)| header(headers, "x-error").expect("x-error"))
-        .collect();
+    let reasons = reasons(&at_billing);
     let named = |needle: &str| reasons.iter().any(|reason| reason.contains(needle));
     assert!(named("claims source \"orders\""), "{reasons:?}");
     assert_eq!(

@@ -127,15 +127,7 @@ async fn a_saga_is_stuck_while_shipping_is_away_and_clears_when_it_is_back() {
     };
     let deadline = std::time::Instant::now() + choreo_e2e::deadline();
     loop {
-        let metrics = suite
-            .http
-            .get(suite.observer_url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let metrics = observer_metrics(&suite).await;
         if stuck_line(&metrics) {
             break;
         }
@@ -156,7 +148,13 @@ async fn a_saga_is_stuck_while_shipping_is_away_and_clears_when_it_is_back() {
     // (`make check-metrics`).
     let kept = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("metrics");
     std::fs::create_dir_all(&kept).expect("target/tmp/metrics");
-    let text = suite
+    let text = observer_metrics(&suite).await;
+    std::fs::write(kept.join("observer.prom"), text).expect("metrics written");
+}
+
+/// The observer's `GET /metrics` text.
+async fn observer_metrics(suite: &Suite) -> String {
+    suite
         .http
         .get(suite.observer_url("/metrics"))
         .send()
@@ -164,6 +162,5 @@ async fn a_saga_is_stuck_while_shipping_is_away_and_clears_when_it_is_back() {
         .expect("metrics")
         .text()
         .await
-        .expect("text");
-    std::fs::write(kept.join("observer.prom"), text).expect("metrics written");
+        .expect("text")
 }
