@@ -273,47 +273,44 @@ impl Suite {
     pub fn settings_for(&self, which: Which) -> CommonSettings {
         let mut common = self.common();
         if self.options.postgres {
-            common.database_url =
+            common.database.database_url =
                 choreo_messaging::Secret::new(postgres_url(&self.postgres_database(which)));
         }
         if let Some((_, points)) = self.options.failpoints.iter().find(|(w, _)| *w == which) {
-            common.failpoints = points.clone();
+            common.runtime.failpoints = points.clone();
         }
         if let Some((_, url)) = self.options.amqp_url_of.iter().find(|(w, _)| *w == which) {
-            common.amqp_url = choreo_messaging::Secret::new(url.clone());
+            common.broker.amqp_url = choreo_messaging::Secret::new(url.clone());
         }
-        common.otlp_endpoint = self.options.otlp_endpoint.clone();
+        common.telemetry.otlp_endpoint = self.options.otlp_endpoint.clone();
         common
     }
 
     /// The common settings every service of this suite gets.
     pub fn common(&self) -> CommonSettings {
         // Defaults only: a developer's CHOREO_* variables (CHOREO_FAILPOINTS, say) stay out.
-        let config = choreo_host::settings::defaults_only(&[(
-            "http_addr",
-            choreo_host::settings::Setting::Text("127.0.0.1:0"),
-        )])
-        .expect("settings");
-        let mut common: CommonSettings = choreo_host::settings::part(&config).expect("settings");
-        common.amqp_url = choreo_messaging::Secret::new(self.options.amqp_url.clone());
-        common.http_addr = "127.0.0.1:0".into();
-        common.data_dir = self.dir.path().display().to_string();
-        common.database_url = choreo_messaging::Secret::default();
-        common.prefix = self.prefix.clone();
-        common.retry_delays_ms = RETRY_DELAYS_MS.to_vec();
-        common.reconnect_min_ms = 50;
-        common.amqp_connect_timeout_ms = 1000;
-        common.reconnect_max_ms = 500;
-        common.outbox_sweep_ms = self.options.outbox_sweep_ms;
-        common.consumer_linger_ms = self.options.consumer_linger_ms;
-        common.shutdown_timeout_secs = 5;
+        let mut common = choreo_host::settings::defaults(&orders::SETTINGS)
+            .and_then(|defaults| defaults.common())
+            .expect("settings");
+        common.broker.amqp_url = choreo_messaging::Secret::new(self.options.amqp_url.clone());
+        common.http.http_addr = "127.0.0.1:0".into();
+        common.database.data_dir = self.dir.path().display().to_string();
+        common.database.database_url = choreo_messaging::Secret::default();
+        common.broker.prefix = self.prefix.clone();
+        common.consumer.retry_delays_ms = RETRY_DELAYS_MS.to_vec();
+        common.broker.reconnect_min_ms = 50;
+        common.broker.amqp_connect_timeout_ms = 1000;
+        common.broker.reconnect_max_ms = 500;
+        common.outbox.outbox_sweep_ms = self.options.outbox_sweep_ms;
+        common.consumer.consumer_linger_ms = self.options.consumer_linger_ms;
+        common.runtime.shutdown_timeout_secs = 5;
         // Sweeps run in every test, beside everything the test does.
-        common.retention_sweep_secs = 1;
-        common.amqp_tls_ca_file = self.options.tls.ca_file.clone();
-        common.amqp_tls_cert_file = self.options.tls.cert_file.clone();
-        common.amqp_tls_key_file = self.options.tls.key_file.clone();
-        common.declare_topology = self.options.declare_topology.clone();
-        common.api_tokens = choreo_host::auth::ApiTokens::parse(&self.options.api_tokens);
+        common.retention.retention_sweep_secs = 1;
+        common.broker.amqp_tls_ca_file = self.options.tls.ca_file.clone();
+        common.broker.amqp_tls_cert_file = self.options.tls.cert_file.clone();
+        common.broker.amqp_tls_key_file = self.options.tls.key_file.clone();
+        common.broker.declare_topology = self.options.declare_topology.clone();
+        common.http.api_tokens = choreo_host::auth::ApiTokens::parse(&self.options.api_tokens);
         common
     }
 
@@ -350,7 +347,9 @@ impl Suite {
             Which::Orders => {
                 let service = orders::build(orders::Settings {
                     common,
-                    max_unfinished_orders: self.options.max_unfinished_orders,
+                    own: orders::Own {
+                        max_unfinished_orders: self.options.max_unfinished_orders,
+                    },
                 })
                 .await
                 .expect("orders builds");
@@ -430,28 +429,40 @@ impl Suite {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        let database_url = common.database_url.expose().to_owned();
+        let database_url = common.database.database_url.expose().to_owned();
         let settings = [
-            ("CHOREO_AMQP_URL", common.amqp_url.expose().to_owned()),
+            (
+                "CHOREO_AMQP_URL",
+                common.broker.amqp_url.expose().to_owned(),
+            ),
             ("CHOREO_HTTP_ADDR", "127.0.0.1:0".to_owned()),
-            ("CHOREO_DATA_DIR", common.data_dir.clone()),
+            ("CHOREO_DATA_DIR", common.database.data_dir.clone()),
             ("CHOREO_DATABASE_URL", database_url),
-            ("CHOREO_PREFIX", common.prefix.clone()),
-            ("CHOREO_RETRY_DELAYS_MS", list(&common.retry_delays_ms)),
+            ("CHOREO_PREFIX", common.broker.prefix.clone()),
+            (
+                "CHOREO_RETRY_DELAYS_MS",
+                list(&common.consumer.retry_delays_ms),
+            ),
             (
                 "CHOREO_RECONNECT_MIN_MS",
-                common.reconnect_min_ms.to_string(),
+                common.broker.reconnect_min_ms.to_string(),
             ),
             (
                 "CHOREO_RECONNECT_MAX_MS",
-                common.reconnect_max_ms.to_string(),
+                common.broker.reconnect_max_ms.to_string(),
             ),
-            ("CHOREO_OUTBOX_SWEEP_MS", common.outbox_sweep_ms.to_string()),
+            (
+                "CHOREO_OUTBOX_SWEEP_MS",
+                common.outbox.outbox_sweep_ms.to_string(),
+            ),
             (
                 "CHOREO_CONSUMER_LINGER_MS",
-                common.consumer_linger_ms.to_string(),
+                common.consumer.consumer_linger_ms.to_string(),
             ),
-            ("CHOREO_DECLARE_TOPOLOGY", common.declare_topology.clone()),
+            (
+                "CHOREO_DECLARE_TOPOLOGY",
+                common.broker.declare_topology.clone(),
+            ),
             ("CHOREO_FAILPOINTS", failpoints.to_owned()),
             ("CHOREO_LOG_FORMAT", "json".to_owned()),
             ("RUST_LOG", "warn".to_owned()),
@@ -491,7 +502,7 @@ impl Suite {
     /// `step_deadline`, and waits until it is ready: its queue exists from then on.
     pub async fn start_observer(&mut self, step_deadline: Duration) {
         let mut common = self.common();
-        common.database_url = choreo_messaging::Secret::default();
+        common.database.database_url = choreo_messaging::Secret::default();
         let settings = observer::Settings {
             common,
             watching: observer::Watching {

@@ -11,7 +11,7 @@ pub mod rules;
 pub mod store;
 
 use choreo_events::topology::BILLING;
-use choreo_host::settings::Setting;
+use choreo_host::settings::{Key, Loaded, Process, Section, Setting};
 use choreo_host::{CommonSettings, Service};
 use choreo_store::Migrations;
 
@@ -31,19 +31,37 @@ pub struct Settings {
     pub rules: rules::BillingRules,
 }
 
-/// The settings of `billing` beyond the common ones, with their defaults.
-pub const SETTINGS: &[(&str, Setting)] = &[
-    ("http_addr", Setting::Text("127.0.0.1:8081")),
-    ("max_charge_cents", Setting::Number(100_000)),
-];
+/// The settings section of `billing`'s own: its business rules ([`rules::BillingRules`]).
+pub const OWN: Section = Section {
+    name: "billing",
+    about: "billing's business rules",
+    keys: &[Key::number(
+        "max_charge_cents",
+        100_000,
+        0,
+        i64::MAX,
+        "the largest total captured; a larger one is declined (`limit_exceeded`)",
+    )],
+};
+
+/// What `billing` reads: the common sections, its own, and its HTTP port.
+pub const SETTINGS: Process = Process {
+    name: "billing",
+    own: Some(&OWN),
+    defaults: &[("http_addr", Setting::Text("127.0.0.1:8081"))],
+};
 
 impl Settings {
     /// Defaults, then `CHOREO_CONFIG_FILE`, then `CHOREO_*` variables.
     pub fn load() -> choreo_host::Result<Self> {
-        let config = choreo_host::settings::layered(SETTINGS)?;
+        Self::read(&choreo_host::settings::load(&SETTINGS)?)
+    }
+
+    /// The settings of `billing` from what was loaded.
+    pub fn read(loaded: &Loaded) -> choreo_host::Result<Self> {
         Ok(Settings {
-            common: choreo_host::settings::part(&config)?,
-            rules: choreo_host::settings::part(&config)?,
+            common: loaded.common()?,
+            rules: loaded.own()?,
         })
     }
 }
@@ -53,13 +71,8 @@ pub async fn build(settings: Settings) -> choreo_host::Result<Service<handler::B
     let handler = handler::BillingHandler {
         rules: settings.rules.clone(),
     };
-    Service::build(
-        BILLING,
-        &settings.common,
-        &MIGRATIONS,
-        handler,
-        http::routes,
-        http::openapi(),
-    )
-    .await
+    Service::builder(BILLING, &settings.common, &MIGRATIONS, handler)
+        .routes(http::routes, http::openapi())
+        .build()
+        .await
 }

@@ -12,6 +12,7 @@ pub const REFUND_REASON: &str = "shipping_failed";
 
 /// The configurable business rules of billing.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BillingRules {
     /// The largest total captured; above it the payment is declined with `limit_exceeded`.
     pub max_charge_cents: i64,

@@ -20,7 +20,7 @@ pub mod store;
 pub mod watch;
 
 use choreo_events::topology::OBSERVER;
-use choreo_host::settings::Setting;
+use choreo_host::settings::{Key, Loaded, Process, Section, Setting};
 use choreo_host::{CommonSettings, Service};
 use choreo_store::Migrations;
 use serde::Deserialize;
@@ -43,7 +43,42 @@ pub const MIGRATIONS: Migrations = Migrations {
 /// The observer's default `CHOREO_CONSUMER_LINGER_MS`, as the services'.
 pub const OBSERVER_LINGER_MS: i64 = 0;
 
-/// How the observer judges: its own settings.
+/// The settings section of the observer's own: how it judges.
+pub const OWN: Section = Section {
+    name: "observer",
+    about: "how the observer judges sagas",
+    keys: &[
+        Key::number(
+            "observer_step_deadline_ms",
+            0,
+            0,
+            86_400_000,
+            "every step's deadline; `0`: the declared flow's own (5 s each)",
+        ),
+        Key::number(
+            "observer_sweep_ms",
+            250,
+            10,
+            60_000,
+            "how often overdue sagas are looked for and the live page fed",
+        ),
+    ],
+};
+
+/// What the observer reads: the common sections, its own, its HTTP port and its own default of
+/// a common one.
+pub const SETTINGS: Process = Process {
+    name: "observer",
+    own: Some(&OWN),
+    defaults: &[
+        ("http_addr", Setting::Text("127.0.0.1:8083")),
+        // A bystander could wait for more events per batch (docs/benchmarks.md, "The
+        // observer"); 0 until `make bench` has measured what a linger buys it.
+        ("consumer_linger_ms", Setting::Number(OBSERVER_LINGER_MS)),
+    ],
+};
+
+/// How the observer judges: its own settings, converted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Watching {
     /// `CHOREO_OBSERVER_STEP_DEADLINE_MS`: every step's deadline; `None`: the flow's own.
@@ -52,45 +87,21 @@ pub struct Watching {
     pub sweep: Duration,
 }
 
+/// `[observer]`, as written (its bounds were checked when it was loaded).
 #[derive(Debug, Deserialize)]
-struct RawWatching {
-    observer_step_deadline_ms: String,
+#[serde(deny_unknown_fields)]
+struct Own {
+    observer_step_deadline_ms: u64,
     observer_sweep_ms: u64,
 }
 
-impl Watching {
-    fn parse(raw: &RawWatching) -> choreo_host::Result<Self> {
-        let number = |name: &str, text: &str, min: u64, max: u64| {
-            text.trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|n| (min..=max).contains(n))
-                .ok_or_else(|| {
-                    choreo_host::Error::Usage(format!(
-                        "CHOREO_{}={text:?}: expected a number of milliseconds from {min} to {max}",
-                        name.to_ascii_uppercase()
-                    ))
-                })
-        };
-        let deadline = raw.observer_step_deadline_ms.trim();
-        Ok(Watching {
-            step_deadline: if deadline.is_empty() {
-                None
-            } else {
-                Some(Duration::from_millis(number(
-                    "observer_step_deadline_ms",
-                    deadline,
-                    1,
-                    86_400_000,
-                )?))
-            },
-            sweep: Duration::from_millis(number(
-                "observer_sweep_ms",
-                &raw.observer_sweep_ms.to_string(),
-                10,
-                60_000,
-            )?),
-        })
+impl From<Own> for Watching {
+    fn from(own: Own) -> Self {
+        Watching {
+            step_deadline: (own.observer_step_deadline_ms > 0)
+                .then(|| Duration::from_millis(own.observer_step_deadline_ms)),
+            sweep: Duration::from_millis(own.observer_sweep_ms),
+        }
     }
 }
 
@@ -101,25 +112,17 @@ pub struct Settings {
     pub watching: Watching,
 }
 
-/// The settings of `observer` beyond the common ones (and its own default of a common one),
-/// with their defaults.
-pub const SETTINGS: &[(&str, Setting)] = &[
-    ("http_addr", Setting::Text("127.0.0.1:8083")),
-    // A bystander could wait for more events per batch (docs/benchmarks.md, "The
-    // observer"); 0 until `make bench` has measured what a linger buys it.
-    ("consumer_linger_ms", Setting::Number(OBSERVER_LINGER_MS)),
-    ("observer_step_deadline_ms", Setting::Text("")),
-    ("observer_sweep_ms", Setting::Number(250)),
-];
-
 impl Settings {
     /// Defaults, then `CHOREO_CONFIG_FILE`, then `CHOREO_*` variables.
     pub fn load() -> choreo_host::Result<Self> {
-        let config = choreo_host::settings::layered(SETTINGS)?;
-        let raw: RawWatching = choreo_host::settings::part(&config)?;
+        Self::read(&choreo_host::settings::load(&SETTINGS)?)
+    }
+
+    /// The settings of the observer from what was loaded.
+    pub fn read(loaded: &Loaded) -> choreo_host::Result<Self> {
         Ok(Settings {
-            common: choreo_host::settings::part(&config)?,
-            watching: Watching::parse(&raw)?,
+            common: loaded.common()?,
+            watching: loaded.own::<Own>()?.into(),
         })
     }
 }
@@ -141,46 +144,45 @@ pub async fn build(settings: Settings) -> choreo_host::Result<Observer> {
     let (feed, _) = broadcast::channel(256);
     let live_stop = CancellationToken::new();
     let last_minute = watch::LastMinute::default();
-    let mut registered = None;
-    let mut service = Service::build(
+    // The stream stays open as long as the page does: it is kept out of the request bounds.
+    let live = http::live_routing().with_state(http::Live {
+        feed: feed.clone(),
+        stop: live_stop.clone(),
+        streams: Arc::new(tokio::sync::Semaphore::new(http::Live::streams_for(
+            settings.common.http.http_max_connections,
+        ))),
+        lifetime: http::LIVE_LIFETIME,
+    });
+    let page_minute = last_minute.clone();
+    let service = Service::builder(
         OBSERVER,
         &settings.common,
         &MIGRATIONS,
         handler::ObserverHandler { deadlines },
-        |parts| {
-            registered = Some(metrics::ObserverMetrics::register(parts.metrics.recorder()));
+    )
+    .routes(
+        move |parts| {
             http::routes(http::Web {
                 database: parts.database.clone(),
                 deadlines,
-                last_minute: last_minute.clone(),
+                last_minute: page_minute,
             })
         },
         http::openapi(),
     )
-    .await?;
-    // The stream stays open as long as the page does: it is kept out of the request timeout.
-    let live = http::live_routing()
-        .with_state(http::Live {
-            feed: feed.clone(),
-            stop: live_stop.clone(),
-            streams: Arc::new(tokio::sync::Semaphore::new(http::Live::streams_for(
-                settings.common.http_max_connections,
-            ))),
-            lifetime: http::LIVE_LIFETIME,
-        })
-        // Merged after the conventions were applied, so it needs their JSON 405 of its own.
-        .method_not_allowed_fallback(choreo_host::http::method_not_allowed);
-    service.router = std::mem::take(&mut service.router).merge(live);
+    .unbounded_routes(live)
     // The page is static HTML with no data in it; it asks for the API token itself (see
     // page.html), which a browser merely opening it could not send.
-    service.open_paths.push("/");
-    service.retention.also(store::EXPIRING_SAGAS);
+    .open_path("/")
+    .retain(store::EXPIRING_SAGAS)
+    .build()
+    .await?;
     let watch = watch::Watch {
-        db: service.database.clone(),
+        db: service.database().clone(),
         deadlines,
         period: settings.watching.sweep,
         feed,
-        metrics: registered.expect("the routes were built"),
+        metrics: metrics::ObserverMetrics::register(service.metrics().recorder()),
         last_minute,
     };
     Ok(Observer {
@@ -220,25 +222,18 @@ impl Observer {
 mod tests {
     use super::*;
 
-    fn raw(deadline: &str, sweep: u64) -> RawWatching {
-        RawWatching {
-            observer_step_deadline_ms: deadline.into(),
-            observer_sweep_ms: sweep,
-        }
-    }
-
     #[test]
-    fn an_empty_step_deadline_means_the_flows_own_and_a_bad_one_is_named() {
-        let watching = Watching::parse(&raw("", 250)).expect("valid");
-        assert_eq!(watching.step_deadline, None);
-        assert_eq!(watching.sweep, Duration::from_millis(250));
-        let set = Watching::parse(&raw("3000", 100)).expect("valid");
+    fn a_step_deadline_of_zero_means_the_flows_own() {
+        let own = |deadline, sweep| Own {
+            observer_step_deadline_ms: deadline,
+            observer_sweep_ms: sweep,
+        };
+
+        let flows = Watching::from(own(0, 250));
+        let set = Watching::from(own(3000, 100));
+
+        assert_eq!(flows.step_deadline, None);
+        assert_eq!(flows.sweep, Duration::from_millis(250));
         assert_eq!(set.step_deadline, Some(Duration::from_secs(3)));
-        let error = Watching::parse(&raw("0", 250)).unwrap_err().to_string();
-        assert!(
-            error.contains("CHOREO_OBSERVER_STEP_DEADLINE_MS"),
-            "{error}"
-        );
-        assert!(Watching::parse(&raw("", 5)).is_err());
     }
 }

@@ -15,7 +15,7 @@ pub mod outcomes;
 pub mod store;
 
 use choreo_events::topology::ORDERS;
-use choreo_host::settings::Setting;
+use choreo_host::settings::{Key, Loaded, Process, Section, Setting};
 use choreo_host::{CommonSettings, Service};
 use choreo_store::Migrations;
 use serde::Deserialize;
@@ -29,40 +29,61 @@ pub const MIGRATIONS: Migrations = Migrations {
     postgres: &POSTGRES,
 };
 
+/// Admission control's default bound (docs/benchmarks.md, "Admission control").
+pub const DEFAULT_MAX_UNFINISHED_ORDERS: u64 = 1500;
+
+/// The settings section of `orders`' own.
+pub const OWN: Section = Section {
+    name: "orders",
+    about: "admission control",
+    keys: &[Key::number(
+        "max_unfinished_orders",
+        DEFAULT_MAX_UNFINISHED_ORDERS as i64,
+        0,
+        100_000_000,
+        "while this many orders are `pending` or `paid` (counted at most every 100 ms), `POST \
+         /orders` answers `503` with `Retry-After: 1` and counts it in \
+         `choreo_orders_shed_total`, so that under overload an accepted order completes in \
+         seconds instead of waiting behind an ever longer backlog; `0`: no bound. Replicas each \
+         admit up to it from the last count they read. See \
+         [benchmarks](benchmarks.md#admission-control)",
+    )],
+};
+
+/// What `orders` reads: the common sections, its own, and its HTTP port.
+pub const SETTINGS: Process = Process {
+    name: "orders",
+    own: Some(&OWN),
+    defaults: &[("http_addr", Setting::Text("127.0.0.1:8080"))],
+};
+
 /// The settings of `orders`: the common ones and admission control's bound.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub common: CommonSettings,
-    /// `CHOREO_MAX_UNFINISHED_ORDERS`: `POST /orders` answers 503 while this many orders are
-    /// `pending` or `paid`; 0: no bound ([`admission`]).
+    pub own: Own,
+}
+
+/// `[orders]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Own {
+    /// `POST /orders` answers 503 while this many orders are `pending` or `paid`; 0: no bound
+    /// ([`admission`]).
     pub max_unfinished_orders: u64,
 }
-
-/// Admission control's default bound (docs/benchmarks.md, "Admission control").
-pub const DEFAULT_MAX_UNFINISHED_ORDERS: u64 = 1500;
-
-#[derive(Debug, Deserialize)]
-struct Own {
-    max_unfinished_orders: u64,
-}
-
-/// The settings of `orders` beyond the common ones, with their defaults.
-pub const SETTINGS: &[(&str, Setting)] = &[
-    ("http_addr", Setting::Text("127.0.0.1:8080")),
-    (
-        "max_unfinished_orders",
-        Setting::Number(DEFAULT_MAX_UNFINISHED_ORDERS as i64),
-    ),
-];
 
 impl Settings {
     /// Defaults, then `CHOREO_CONFIG_FILE`, then `CHOREO_*` variables.
     pub fn load() -> choreo_host::Result<Self> {
-        let config = choreo_host::settings::layered(SETTINGS)?;
-        let own: Own = choreo_host::settings::part(&config)?;
+        Self::read(&choreo_host::settings::load(&SETTINGS)?)
+    }
+
+    /// The settings of `orders` from what was loaded.
+    pub fn read(loaded: &Loaded) -> choreo_host::Result<Self> {
         Ok(Settings {
-            common: choreo_host::settings::part(&config)?,
-            max_unfinished_orders: own.max_unfinished_orders,
+            common: loaded.common()?,
+            own: loaded.own()?,
         })
     }
 
@@ -70,26 +91,30 @@ impl Settings {
     pub fn with_defaults(common: CommonSettings) -> Self {
         Settings {
             common,
-            max_unfinished_orders: DEFAULT_MAX_UNFINISHED_ORDERS,
+            own: Own {
+                max_unfinished_orders: DEFAULT_MAX_UNFINISHED_ORDERS,
+            },
         }
     }
 }
 
 /// Builds the service; run it with [`Service::run_until_stopped`].
 pub async fn build(settings: Settings) -> choreo_host::Result<Service<handler::OrdersHandler>> {
-    let bound = settings.max_unfinished_orders;
-    let mut service = Service::build(
+    let bound = settings.own.max_unfinished_orders;
+    Service::builder(
         ORDERS,
         &settings.common,
         &MIGRATIONS,
         handler::OrdersHandler::default(),
-        |parts| {
+    )
+    .routes(
+        move |parts| {
             let admission = admission::Admission::new(bound, parts.metrics.recorder());
             http::routes(parts, std::sync::Arc::new(admission))
         },
         http::openapi(),
     )
-    .await?;
-    service.retention.also(store::EXPIRING_IDEMPOTENCY_KEYS);
-    Ok(service)
+    .retain(store::EXPIRING_IDEMPOTENCY_KEYS)
+    .build()
+    .await
 }

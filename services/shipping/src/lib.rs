@@ -11,7 +11,7 @@ pub mod rules;
 pub mod store;
 
 use choreo_events::topology::SHIPPING;
-use choreo_host::settings::Setting;
+use choreo_host::settings::{Key, Loaded, Process, Section, Setting};
 use choreo_host::{CommonSettings, Service};
 use choreo_store::Migrations;
 use std::collections::HashMap;
@@ -32,25 +32,48 @@ pub struct Settings {
     pub rules: rules::ShippingRules,
 }
 
-/// The settings of `shipping` beyond the common ones, with their defaults.
-pub const SETTINGS: &[(&str, Setting)] = &[
-    ("http_addr", Setting::Text("127.0.0.1:8082")),
-    ("countries", Setting::Words(rules::DEFAULT_COUNTRIES)),
-    ("carrier", Setting::Text(rules::DEFAULT_CARRIER)),
-];
+/// The settings section of `shipping`'s own: its business rules ([`rules::ShippingRules`]).
+pub const OWN: Section = Section {
+    name: "shipping",
+    about: "shipping's business rules",
+    keys: &[
+        Key::words(
+            "countries",
+            rules::DEFAULT_COUNTRIES,
+            "countries served, as two-letter codes (upper-cased when read), at least one; an \
+             order to another fails (`unserviceable_country`)",
+        ),
+        Key::text(
+            "carrier",
+            rules::DEFAULT_CARRIER,
+            "carrier named on shipments",
+        ),
+    ],
+};
+
+/// What `shipping` reads: the common sections, its own, and its HTTP port.
+pub const SETTINGS: Process = Process {
+    name: "shipping",
+    own: Some(&OWN),
+    defaults: &[("http_addr", Setting::Text("127.0.0.1:8082"))],
+};
 
 impl Settings {
     /// Defaults, then `CHOREO_CONFIG_FILE`, then `CHOREO_*` variables.
     pub fn load() -> choreo_host::Result<Self> {
-        Self::load_from(&choreo_host::settings::environment()?)
+        Self::read(&choreo_host::settings::load(&SETTINGS)?)
     }
 
     /// The same from `variables` instead of the process's environment.
     pub fn load_from(variables: &HashMap<String, String>) -> choreo_host::Result<Self> {
-        let config = choreo_host::settings::layered_from(SETTINGS, variables)?;
-        let rules: rules::ShippingRules = choreo_host::settings::part(&config)?;
+        Self::read(&choreo_host::settings::load_from(&SETTINGS, variables)?)
+    }
+
+    /// The settings of `shipping` from what was loaded.
+    pub fn read(loaded: &Loaded) -> choreo_host::Result<Self> {
+        let rules: rules::ShippingRules = loaded.own()?;
         Ok(Settings {
-            common: choreo_host::settings::part(&config)?,
+            common: loaded.common()?,
             rules: rules.checked().map_err(choreo_host::Error::Usage)?,
         })
     }
@@ -61,13 +84,8 @@ pub async fn build(settings: Settings) -> choreo_host::Result<Service<handler::S
     let handler = handler::ShippingHandler {
         rules: settings.rules.clone(),
     };
-    Service::build(
-        SHIPPING,
-        &settings.common,
-        &MIGRATIONS,
-        handler,
-        http::routes,
-        http::openapi(),
-    )
-    .await
+    Service::builder(SHIPPING, &settings.common, &MIGRATIONS, handler)
+        .routes(http::routes, http::openapi())
+        .build()
+        .await
 }

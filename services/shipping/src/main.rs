@@ -1,4 +1,4 @@
-//! The `shipping` binary: serves until SIGINT or SIGTERM, or runs a `dlq` command (`shipping --help`;
+//! The `shipping` binary: serves until SIGINT or SIGTERM, or runs a `dlq` or `settings` command (`shipping --help`;
 //! docs/operations.md).
 
 use choreo_host::cli::Command;
@@ -8,8 +8,13 @@ fn main() -> anyhow::Result<()> {
     let topology = choreo_events::topology::SHIPPING;
     // clap prints `--help`, `--version` and usage errors, and exits, before any setting is read.
     let command = Command::from_env(topology.name);
-    let settings = shipping::Settings::load()?;
-    choreo_host::telemetry::init_stderr(&settings.common.log_format);
+    let loaded = choreo_host::settings::load(&shipping::SETTINGS)?;
+    if command == Command::Settings {
+        print!("{}", loaded.listing());
+        return Ok(());
+    }
+    let settings = shipping::Settings::read(&loaded)?;
+    choreo_host::telemetry::init_stderr(&settings.common.telemetry.log_format);
     choreo_host::runtime::build(&settings.common)?.block_on(async move {
         if let Command::Dlq(dlq) = command {
             return Ok(dlq.run(&settings.common, topology).await?);

@@ -17,6 +17,7 @@ pub const UNSERVICEABLE_COUNTRY: &str = "unserviceable_country";
 
 /// The configurable business rules of shipping.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ShippingRules {
     /// Two-letter country codes shipped to (comma-separated in `CHOREO_COUNTRIES`).
     pub countries: Vec<String>,
@@ -28,21 +29,23 @@ impl ShippingRules {
     /// not two letters (`CHOREO_COUNTRIES=DE;FR`), or none at all (a shipping service that
     /// fails every order is a typo, not a policy).
     pub fn checked(mut self) -> Result<Self, String> {
+        let refused = |what: &str| {
+            choreo_host::settings::refused(
+                "shipping",
+                "countries",
+                what,
+                "two-letter country codes, comma-separated, at least one",
+            )
+            .to_string()
+        };
         for country in &mut self.countries {
             if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_alphabetic()) {
-                return Err(format!(
-                    "CHOREO_COUNTRIES (`countries` in the settings file) has {country:?}: \
-                     it must be two-letter country codes separated by commas"
-                ));
+                return Err(refused(&format!("{country:?}")));
             }
             country.make_ascii_uppercase();
         }
         if self.countries.is_empty() {
-            return Err(
-                "CHOREO_COUNTRIES (`countries` in the settings file) is empty: \
-                        it must name at least one country"
-                    .to_owned(),
-            );
+            return Err(refused("empty"));
         }
         Ok(self)
     }

@@ -50,13 +50,13 @@ impl ApiTokens {
             let position = index + 1;
             if token.len() < MIN_TOKEN_LENGTH {
                 return Err(crate::Error::Usage(format!(
-                    "CHOREO_API_TOKENS (`api_tokens` in the settings file): token {position} is \
+                    "CHOREO_API_TOKENS ([http] api_tokens): token {position} is \
                      shorter than {MIN_TOKEN_LENGTH} characters"
                 )));
             }
             if !token.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(crate::Error::Usage(format!(
-                    "CHOREO_API_TOKENS (`api_tokens` in the settings file): token {position} \
+                    "CHOREO_API_TOKENS ([http] api_tokens): token {position} \
                      holds a character other than visible ASCII"
                 )));
             }

@@ -4,6 +4,7 @@
 //! ```text
 //! orders                              serve
 //! orders --help | --version
+//! orders settings                     the effective settings, where each came from, secrets redacted
 //! orders dlq list                     one line per dead letter: position, id, routing key, when, why
 //! orders dlq show <ID>                properties, headers and body of one dead letter
 //! orders dlq show --position <N>      the same, by its position in `dlq list`
@@ -30,6 +31,8 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Serve,
+    /// Prints the effective settings ([`crate::settings::Loaded::listing`]) and exits.
+    Settings,
     Dlq(DlqCommand),
 }
 
@@ -55,6 +58,9 @@ struct Cli {
 
 #[derive(Debug, clap::Subcommand)]
 enum Sub {
+    /// Prints the effective settings, each with where it came from (default, settings file,
+    /// variable), secrets redacted, and exits.
+    Settings,
     /// The service's dead letters: list, show, redrive, purge.
     Dlq {
         #[command(subcommand)]
@@ -118,7 +124,8 @@ pub fn clap_command(service: &str) -> clap::Command {
         .bin_name(service.to_owned())
         .about(format!(
             "The {service} service of the Choreo order saga. With no command it serves until \
-             SIGINT or SIGTERM; its settings are CHOREO_* environment variables (docs/configuration.md)."
+             SIGINT or SIGTERM; its settings are CHOREO_* environment variables or a file named \
+             by CHOREO_CONFIG_FILE (docs/configuration.md; `settings` prints them)."
         ))
         .mut_subcommand("dlq", |dlq| {
             dlq.about(format!(
@@ -147,8 +154,10 @@ impl Command {
         let mut command = clap_command(service);
         let matches = command.try_get_matches_from_mut(args)?;
         let cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
-        let Some(Sub::Dlq { command: dlq }) = cli.command else {
-            return Ok(Command::Serve);
+        let dlq = match cli.command {
+            None => return Ok(Command::Serve),
+            Some(Sub::Settings) => return Ok(Command::Settings),
+            Some(Sub::Dlq { command: dlq }) => dlq,
         };
         Ok(Command::Dlq(match dlq {
             Dlq::List => DlqCommand::List,
@@ -199,6 +208,7 @@ mod tests {
     #[test]
     fn the_command_line_is_parsed() {
         assert_eq!(parse("").expect("serve"), Command::Serve);
+        assert_eq!(parse("settings").expect("settings"), Command::Settings);
         assert_eq!(
             parse("dlq list").expect("list"),
             Command::Dlq(DlqCommand::List)
@@ -265,6 +275,7 @@ mod tests {
             "dlq redrive",
             "dlq redrive abc --all",
             "dlq list extra",
+            "settings extra",
         ] {
             assert!(parse(line).is_err(), "{line} was accepted");
         }

@@ -133,17 +133,21 @@ impl DlqCommand {
             _ => None,
         };
         let (connection, _) = common
-            .broker_nodes()?
+            .broker
+            .nodes()?
             .connect_first(
                 0,
-                Duration::from_secs(common.heartbeat_secs),
-                Duration::from_millis(common.amqp_connect_timeout_ms),
-                &format!("{}{}-dlq", common.prefix, service.name),
+                Duration::from_secs(common.broker.heartbeat_secs),
+                Duration::from_millis(common.broker.amqp_connect_timeout_ms),
+                &format!("{}{}-dlq", common.broker.prefix, service.name),
             )
             .await?;
-        let queue =
-            DeadLetterQueue::open(&connection, &Names::new(common.prefix.clone()), &service)
-                .await?;
+        let queue = DeadLetterQueue::open(
+            &connection,
+            &Names::new(common.broker.prefix.clone()),
+            &service,
+        )
+        .await?;
         let name = queue.queue.clone();
         let home = queue.home.clone();
         match self {

@@ -1,8 +1,8 @@
 //! Hosting for a Choreo service: what `orders`, `billing` and `shipping` share that is neither the
 //! event contract nor the messaging runtime.
 //!
-//! - [`settings`]: defaults, then an optional file, then `CHOREO_*` environment variables, into
-//!   typed structs;
+//! - [`settings`]: sections of settings, each key declared once; defaults, then an optional TOML
+//!   file, then `CHOREO_*` environment variables, checked and deserialized into typed structs;
 //! - [`telemetry`]: one tracing subscriber, human or JSON;
 //! - [`http`]: the JSON error shape of the contract, a body extractor that never answers 500 for
 //!   bad input, `/healthz`, `/readyz` and `/openapi.json`;
@@ -11,7 +11,8 @@
 //! - [`runtime`]: the Tokio runtime, current-thread or multi-thread by setting;
 //! - [`server`]: the HTTP accept loop, with a header-read timeout and a bound on open connections;
 //! - [`auth`]: optional bearer-token authentication of the API (`CHOREO_API_TOKENS`);
-//! - [`service`]: binds, runs the HTTP server and the broker supervisor, stops gracefully;
+//! - [`service`]: a service put together by its builder; binds, runs the HTTP server and the
+//!   broker supervisor, stops gracefully;
 //! - [`traces`]: each service's own OTLP trace exporter, when `CHOREO_OTLP_ENDPOINT` is set.
 
 pub mod auth;

@@ -1,7 +1,7 @@
 //! `GET /metrics`: a service's metrics in the Prometheus text format (version 0.0.4), rendered by
 //! `metrics-exporter-prometheus` from a recorder of the service's own.
 //!
-//! Each built service owns one recorder, created in [`crate::Service::build`] and passed to
+//! Each built service owns one recorder, created in [`crate::service::Builder::build`] and passed to
 //! whatever counts (the runtime's consumer, relay and supervisor, the HTTP layer, the service's
 //! handler): the process-global recorder of the `metrics` crate is never installed, so the three
 //! services of an end-to-end suite, and suites running side by side in one test process, keep

@@ -9,7 +9,7 @@ use crate::CommonSettings;
 /// A current-thread runtime for `worker_threads = 0`, a multi-thread one with that many workers
 /// otherwise.
 pub fn build(settings: &CommonSettings) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = match settings.worker_threads {
+    let mut builder = match settings.runtime.worker_threads {
         0 => tokio::runtime::Builder::new_current_thread(),
         workers => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();

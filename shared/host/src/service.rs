@@ -15,28 +15,27 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// A built service, ready to run. Tests build it with port 0 and a unique prefix, read
-/// [`Service::local_addr`], and run it in-process.
+/// [`Service::local_addr`], and run it in-process. Put together by [`Service::builder`].
 #[derive(Debug)]
 pub struct Service<H> {
-    pub name: &'static str,
-    pub listener: TcpListener,
-    pub router: Router,
-    pub broker: Broker<H>,
-    pub database: Database,
+    name: &'static str,
+    listener: TcpListener,
+    router: Router,
+    broker: Broker<H>,
+    database: Database,
     /// What `/metrics` renders.
-    pub metrics: ServiceMetrics,
+    metrics: ServiceMetrics,
     /// Flushed and shut down once the broker stopped.
-    pub trace_export: crate::traces::TraceExport,
+    trace_export: crate::traces::TraceExport,
     /// What the HTTP server allows each client connection.
-    pub connection_bounds: crate::server::ConnectionBounds,
+    connection_bounds: crate::server::ConnectionBounds,
     /// The API's bearer tokens (none: authentication off), checked on every request of
-    /// `router` outside `open_paths` when the service runs, so routes merged in after
-    /// [`Service::build`] are covered too.
-    pub api_tokens: crate::auth::ApiTokens,
-    /// The paths open without a token: [`OPEN_PATHS`] unless a service adds its own.
-    pub open_paths: Vec<&'static str>,
-    /// What is pruned by age; a service adds its own tables before it runs.
-    pub retention: choreo_messaging::Retention,
+    /// `router` outside `open_paths` when the service runs.
+    api_tokens: crate::auth::ApiTokens,
+    /// The paths open without a token: [`OPEN_PATHS`] and the service's own.
+    open_paths: Vec<&'static str>,
+    /// What is pruned by age: the runtime's tables and the service's own.
+    retention: choreo_messaging::Retention,
 }
 
 /// The paths every service answers without a token: probes carry no secrets.
@@ -57,23 +56,86 @@ pub struct Parts {
 /// How long a starting service waits for an unreachable database before giving up.
 pub const DATABASE_PATIENCE: Duration = Duration::from_secs(120);
 
-impl<H: Handler> Service<H> {
-    /// Opens the database, binds the HTTP listener and wires the broker supervisor; `routes`
-    /// receives the parts its handlers need, and `openapi` (the routes' document) is served at
-    /// `/openapi.json`. Nothing is consumed or published until [`Service::run_until_stopped`].
-    pub async fn build(
-        topology: ServiceTopology,
-        common: &CommonSettings,
-        migrations: &Migrations,
-        mut handler: H,
-        routes: impl FnOnce(&Parts) -> Router,
+/// The routes of a service, made once its parts exist.
+type Routes<'a> = Box<dyn FnOnce(&Parts) -> Router + Send + 'a>;
+
+/// What a service is made of, gathered before anything is opened: [`Service::builder`] starts
+/// it with what every service has, the other methods add what some have, and
+/// [`Builder::build`] opens and binds.
+#[must_use = "a builder does nothing until built"]
+pub struct Builder<'a, H> {
+    topology: ServiceTopology,
+    settings: &'a CommonSettings,
+    migrations: &'a Migrations,
+    handler: H,
+    routes: Routes<'a>,
+    openapi: serde_json::Value,
+    unbounded: Option<Router>,
+    open_paths: Vec<&'static str>,
+    retained: Vec<choreo_messaging::Expiring>,
+}
+
+impl<H> std::fmt::Debug for Builder<'_, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("service", &self.topology.name)
+            .field("open_paths", &self.open_paths)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, H: Handler> Builder<'a, H> {
+    /// The service's API: `routes` receives the parts its handlers need, and `openapi` (the
+    /// routes' document) is served at `/openapi.json`. Its requests are bounded
+    /// (`[http]` settings) and counted.
+    pub fn routes(
+        mut self,
+        routes: impl FnOnce(&Parts) -> Router + Send + 'a,
         openapi: serde_json::Value,
-    ) -> crate::Result<Self> {
-        common.validate()?;
-        let url = common.database_url_for(topology.name);
-        let broker_settings = common.broker()?;
+    ) -> Self {
+        self.routes = Box::new(routes);
+        self.openapi = openapi;
+        self
+    }
+
+    /// Routes kept out of the request bounds (a stream that stays open as long as a page does),
+    /// still behind the API tokens unless opened.
+    pub fn unbounded_routes(mut self, routes: Router) -> Self {
+        self.unbounded = Some(routes);
+        self
+    }
+
+    /// A path answered without a token, beside [`OPEN_PATHS`].
+    pub fn open_path(mut self, path: &'static str) -> Self {
+        self.open_paths.push(path);
+        self
+    }
+
+    /// A table of the service's own that retention prunes by age.
+    pub fn retain(mut self, table: choreo_messaging::Expiring) -> Self {
+        self.retained.push(table);
+        self
+    }
+
+    /// Opens the database, binds the HTTP listener and wires the broker supervisor. Nothing is
+    /// consumed or published until [`Service::run_until_stopped`].
+    pub async fn build(self) -> crate::Result<Service<H>> {
+        let Builder {
+            topology,
+            settings,
+            migrations,
+            mut handler,
+            routes,
+            openapi,
+            unbounded,
+            open_paths,
+            retained,
+        } = self;
+        settings.validate()?;
+        let url = settings.database.url_for(topology.name);
+        let broker_settings = settings.messaging()?;
         let options = choreo_store::Options {
-            max_connections: common.db_max_connections,
+            max_connections: settings.database.db_max_connections,
             patience: DATABASE_PATIENCE,
             failpoints: broker_settings.failpoints.clone(),
         };
@@ -88,7 +150,7 @@ impl<H: Handler> Service<H> {
         // One recorder per service instance, never the process-global one (see crate::metrics).
         let metrics = ServiceMetrics::new(&topology);
         handler.register_metrics(metrics.recorder());
-        let (traces, trace_export) = crate::traces::start(topology, common)?;
+        let (traces, trace_export) = crate::traces::start(topology, settings)?;
         let parts = Parts {
             database: database.clone(),
             waker: OutboxWaker::default(),
@@ -100,7 +162,7 @@ impl<H: Handler> Service<H> {
         // Health answers and metrics stay outside the bounds: an overloaded service is not a
         // dead one, and its metrics are how an operator sees it is overloaded.
         let router = metrics.count_requests(crate::http::with_conventions(
-            crate::http::bounded(routes(&parts), common.http_limits()),
+            crate::http::bounded(routes(&parts), settings.http.limits()),
             crate::http::Readiness {
                 database: database.clone(),
                 broker: health.clone(),
@@ -108,7 +170,14 @@ impl<H: Handler> Service<H> {
             openapi,
             metrics.endpoint(database.clone(), health.clone()),
         ));
-        let listener = TcpListener::bind(&common.http_addr).await?;
+        // Merged after the conventions were applied, so they need their JSON 405 of their own.
+        let router = match unbounded {
+            Some(unbounded) => {
+                router.merge(unbounded.method_not_allowed_fallback(crate::http::method_not_allowed))
+            }
+            None => router,
+        };
+        let listener = TcpListener::bind(&settings.http.http_addr).await?;
         let broker = Broker {
             settings: broker_settings,
             service: topology,
@@ -119,6 +188,10 @@ impl<H: Handler> Service<H> {
             metrics: metrics.runtime.clone(),
             traces,
         };
+        let mut retention = settings.retention.pruning();
+        for table in retained {
+            retention.also(table);
+        }
         Ok(Service {
             name: topology.name,
             listener,
@@ -127,11 +200,45 @@ impl<H: Handler> Service<H> {
             database,
             metrics,
             trace_export,
-            connection_bounds: common.connection_bounds(),
-            api_tokens: common.api_tokens.clone(),
-            open_paths: OPEN_PATHS.to_vec(),
-            retention: common.retention(),
+            connection_bounds: settings.http.connection_bounds(),
+            api_tokens: settings.http.api_tokens.clone(),
+            open_paths,
+            retention,
         })
+    }
+}
+
+impl<H: Handler> Service<H> {
+    /// A service of `topology` handling its deliveries with `handler`, on a database migrated by
+    /// `migrations`; with no routes but the conventions (health, metrics, `/openapi.json`)
+    /// until [`Builder::routes`] adds its API.
+    pub fn builder<'a>(
+        topology: ServiceTopology,
+        settings: &'a CommonSettings,
+        migrations: &'a Migrations,
+        handler: H,
+    ) -> Builder<'a, H> {
+        Builder {
+            topology,
+            settings,
+            migrations,
+            handler,
+            routes: Box::new(|_| Router::new()),
+            openapi: serde_json::json!({}),
+            unbounded: None,
+            open_paths: OPEN_PATHS.to_vec(),
+            retained: Vec::new(),
+        }
+    }
+
+    /// The service's database, open (for a test, or a task beside the service).
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// The service's metrics, for a part of it that counts something of its own.
+    pub fn metrics(&self) -> &ServiceMetrics {
+        &self.metrics
     }
 
     /// The address the HTTP server really bound (port 0 resolved).

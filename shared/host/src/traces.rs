@@ -34,7 +34,7 @@ pub fn start(
     service: ServiceTopology,
     common: &CommonSettings,
 ) -> crate::Result<(Traces, TraceExport)> {
-    let Some(url) = traces_url(&common.otlp_endpoint)? else {
+    let Some(url) = traces_url(&common.telemetry.otlp_endpoint)? else {
         return Ok((Traces::off(), TraceExport::default()));
     };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -49,7 +49,7 @@ pub fn start(
         .with_resource(Resource::builder().with_service_name(service.name).build())
         .build();
     let tracer = BoxedTracer::new(Box::new(provider.tracer("choreo")));
-    let exchange = Names::new(common.prefix.clone()).of(service.exchange);
+    let exchange = Names::new(common.broker.prefix.clone()).of(service.exchange);
     Ok((Traces::new(tracer, exchange), TraceExport(Some(provider))))
 }
 

@@ -48,6 +48,6 @@ pub use outbox::{Backlog, Outbox, OutboxWaker};
 pub use outcome::Outcome;
 pub use publisher::Publisher;
 pub use retention::{Expiring, Retention};
-pub use secret::Secret;
+pub use secret::{Secret, redact};
 pub use tls::{Tls, TlsFiles};
 pub use traces::{Traces, Unit};

@@ -26,7 +26,7 @@ fn main() -> anyhow::Result<()> {
         "shipping" => ("shipping", shipping::Settings::load()?.common),
         other => anyhow::bail!("usage: e2e-service orders|billing|shipping|sweep (not {other:?})"),
     };
-    choreo_host::telemetry::init_stderr(&common.log_format);
+    choreo_host::telemetry::init_stderr(&common.telemetry.log_format);
     choreo_host::runtime::build(&common)?.block_on(async move {
         match name {
             "orders" => {

@@ -393,17 +393,16 @@ fn captured(order_id: &str) -> Envelope {
 async fn only_the_inbox_stops_a_redelivered_event_whose_effect_has_no_unique_key() {
     // Shipping's queue and bindings, with the tally in place of shipping's handler.
     let suite = Suite::start_with(Options::default(), &[]).await;
-    let service = Service::build(
+    let service = Service::builder(
         choreo_events::topology::SHIPPING,
         &suite.settings_for(Which::Shipping),
         &shipping::MIGRATIONS,
         Tally,
-        |_| axum::Router::new(),
-        json!({}),
     )
+    .build()
     .await
     .expect("builds");
-    let db = service.database.clone();
+    let db = service.database().clone();
     db.write(|tx| -> Result<(), choreo_store::Error> {
         tx.execute("CREATE TABLE tally (order_id TEXT NOT NULL)", &[])?;
         Ok(())

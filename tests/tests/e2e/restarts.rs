@@ -163,10 +163,11 @@ async fn a_graceful_stop_drains_the_outbox(postgres: bool) {
     assert!(scrape.value("choreo_outbox_backlog", &[]) >= 10.0);
     let database_url = suite
         .settings_for(Which::Orders)
+        .database
         .database_url
         .expose()
         .to_owned();
-    let data_dir = suite.settings_for(Which::Orders).data_dir;
+    let data_dir = suite.settings_for(Which::Orders).database.data_dir;
     let started = std::time::Instant::now();
     let stopping = tokio::spawn(suite.take(Which::Orders).stop());
     // The stop is under way once orders' consumer has left its queue; the relay's stop follows

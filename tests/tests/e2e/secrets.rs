@@ -118,12 +118,12 @@ async fn no_password_of_a_rejected_or_refused_url_reaches_a_log_line_or_an_error
 
     for url in AMQP_URLS {
         let mut common = suite.settings_for(Which::Orders);
-        common.amqp_url = Secret::new(*url);
+        common.broker.amqp_url = Secret::new(*url);
         errors.push(format!("{url}: {}", start(common, &log).await));
     }
     for url in DATABASE_URLS {
         let mut common = suite.settings_for(Which::Orders);
-        common.database_url = Secret::new(*url);
+        common.database.database_url = Secret::new(*url);
         errors.push(format!("{url}: {}", start(common, &log).await));
     }
 

@@ -79,11 +79,11 @@ fn declared(delays: &[Duration]) -> Declarations {
 
 /// The default retry delays of the services.
 fn default_retry_delays() -> Vec<Duration> {
-    choreo_host::settings::defaults_only(&[])
-        .and_then(|config| choreo_host::settings::part::<choreo_host::CommonSettings>(&config))
-        .and_then(|common| common.broker())
+    choreo_host::settings::defaults(&orders::SETTINGS)
+        .and_then(|defaults| defaults.common())
+        .and_then(|common| common.messaging())
         .map(|broker| broker.retry_delays)
-        .unwrap_or_default()
+        .expect("the default settings load")
 }
 
 /// What a queue is for, and so which messages it holds.

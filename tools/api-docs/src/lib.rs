@@ -9,6 +9,9 @@
 //!   document leaves the observer out on purpose: it sends nothing, and its queue is its own,
 //!   not part of the suite topology every service declares.
 //!
+//! - and, beside them, `docs/configuration.md`: its prose from `templates/configuration.md`, its
+//!   tables from the settings' declarations ([`configuration`]).
+//!
 //! [`check`] regenerates them in memory and lists what differs from the files, so that CI (and
 //! `cargo test`) fail when the code changed and `docs/api/` was not regenerated.
 
@@ -58,7 +61,22 @@ pub fn generate() -> Vec<(PathBuf, String)> {
             pretty(&document),
         ));
     }
+    files.push((PathBuf::from("../configuration.md"), configuration()));
     files
+}
+
+/// What each process of the suite reads.
+pub const PROCESSES: [choreo_host::settings::Process; 4] = [
+    orders::SETTINGS,
+    billing::SETTINGS,
+    shipping::SETTINGS,
+    observer::SETTINGS,
+];
+
+/// `docs/configuration.md`: the template's prose around the tables of every section.
+pub fn configuration() -> String {
+    include_str!("../templates/configuration.md")
+        .replace("{{tables}}", &choreo_host::settings::markdown(&PROCESSES))
 }
 
 /// Each service's OpenAPI document, by service name.
