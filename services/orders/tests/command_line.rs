@@ -118,3 +118,45 @@ fn a_missing_settings_file_is_named_once() {
         "{text}"
     );
 }
+
+/// `orders settings` prints what the service would run with, where each value came from, with no
+/// secret, and exits 0 without touching the broker or the database.
+#[test]
+fn settings_prints_the_effective_settings_with_their_origin_and_no_secret() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let file = data.path().join("orders.toml");
+    std::fs::write(&file, "[outbox]\noutbox_batch = 100\n").expect("written");
+
+    let listed = Command::new(env!("CARGO_BIN_EXE_orders"))
+        .arg("settings")
+        .env(
+            "CHOREO_AMQP_URL",
+            "amqp://orders:hunter2-pass@127.0.0.1:1/choreo",
+        )
+        .env("CHOREO_PREFETCH", "16")
+        .env("CHOREO_CONFIG_FILE", &file)
+        .env("CHOREO_DATA_DIR", data.path().join("never-made"))
+        .output()
+        .expect("the orders binary runs");
+
+    assert!(listed.status.success(), "{listed:?}");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    let line = |key: &str| {
+        text.lines()
+            .find(|line| line.starts_with(&format!("{key} =")))
+            .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+    };
+    assert_eq!(line("prefetch"), "prefetch = 16 # CHOREO_PREFETCH");
+    assert!(line("outbox_batch").starts_with("outbox_batch = 100 # settings file"));
+    assert_eq!(line("heartbeat_secs"), "heartbeat_secs = 10 # default");
+    assert_eq!(
+        line("amqp_url"),
+        "amqp_url = \"amqp://orders:***@127.0.0.1:1/choreo\" # CHOREO_AMQP_URL"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        !data.path().join("never-made").exists(),
+        "nothing was opened"
+    );
+}
