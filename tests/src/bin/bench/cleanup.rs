@@ -7,6 +7,8 @@
 //! deployment (which an error or Ctrl-C does) ends them.
 
 use choreo_e2e::{amqp_url, delete_topology, drop_databases, postgres_url};
+use choreo_events::topology::ORDERS;
+use choreo_messaging::Names;
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
@@ -149,7 +151,7 @@ async fn connect_patiently() -> Option<Connection> {
 /// Whether the suite under `prefix` still has its orders queue or exchange (passive declares
 /// fail on what does not exist).
 async fn prefix_exists(connection: &Connection, prefix: &str) -> bool {
-    if queue_exists(connection, &format!("{prefix}orders")).await {
+    if queue_exists(connection, &Names::new(prefix).of(ORDERS.name)).await {
         return true;
     }
     let Ok(channel) = connection.create_channel().await else {
@@ -159,7 +161,7 @@ async fn prefix_exists(connection: &Connection, prefix: &str) -> bool {
         passive: true,
         ..ExchangeDeclareOptions::default()
     };
-    let exchange = format!("{prefix}orders.events");
+    let exchange = Names::new(prefix).of(ORDERS.exchange);
     channel
         .exchange_declare(
             exchange.as_str().into(),

@@ -9,6 +9,8 @@
 
 use crate::cleanup::Cleanup;
 use anyhow::{Context, Result, anyhow};
+use choreo_events::topology::ORDERS;
+use choreo_messaging::Names;
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -46,7 +48,7 @@ impl Probe {
     /// services are ready) and starts consuming.
     pub async fn start(prefix: &str, cleanup: &Cleanup) -> Result<Probe> {
         let queue = format!("{prefix}bench.probe");
-        let exchange = format!("{prefix}orders.events");
+        let exchange = Names::new(prefix).of(ORDERS.exchange);
         cleanup.queue(&queue);
         let arrivals: Arrivals = Arc::default();
         let failure: Arc<Mutex<Option<String>>> = Arc::default();

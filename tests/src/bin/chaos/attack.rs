@@ -31,6 +31,8 @@ use super::World;
 use anyhow::{Context, Result};
 use choreo_e2e::amqp_url;
 use choreo_events::EventType;
+use choreo_events::topology::{BILLING, ORDERS, SHIPPING};
+use choreo_messaging::Names;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
@@ -133,7 +135,7 @@ impl TerminalProbe {
                 FieldTable::default(),
             )
             .await?;
-        let exchange = format!("{prefix}orders.events");
+        let exchange = Names::new(prefix).of(ORDERS.exchange);
         for key in
             [EventType::OrderCompleted, EventType::OrderCancelled].map(EventType::routing_key)
         {
@@ -628,7 +630,7 @@ fn forgeries(prefix: &str, order_id: &str) -> Vec<Forgery> {
     let mut vouching = FieldTable::default();
     vouching.insert(
         "x-original-exchange".into(),
-        text(format!("{prefix}shipping.events")),
+        text(Names::new(prefix).of(SHIPPING.exchange)),
     );
     vouching.insert(
         "x-original-routing-key".into(),
@@ -642,37 +644,37 @@ fn forgeries(prefix: &str, order_id: &str) -> Vec<Forgery> {
     );
     let kinds = [
         (
-            format!("{prefix}orders.events"),
+            Names::new(prefix).of(ORDERS.exchange),
             order_placed.to_owned(),
             envelope(shipment_failed, "shipping", order_id, failed.clone()),
             FieldTable::default(),
         ),
         (
-            format!("{prefix}shipping.events"),
+            Names::new(prefix).of(SHIPPING.exchange),
             shipment_failed.to_owned(),
             envelope(shipment_failed, "billing", order_id, failed.clone()),
             FieldTable::default(),
         ),
         (
-            format!("{prefix}billing.events"),
+            Names::new(prefix).of(BILLING.exchange),
             payment_refunded.to_owned(),
             envelope(payment_refunded, "shipping", order_id, refunded),
             FieldTable::default(),
         ),
         (
             String::new(),
-            format!("{prefix}billing"),
+            Names::new(prefix).of(BILLING.name),
             envelope(shipment_failed, "shipping", order_id, failed.clone()),
             FieldTable::default(),
         ),
         (
-            format!("{prefix}orders.events"),
+            Names::new(prefix).of(ORDERS.exchange),
             order_placed.to_owned(),
             envelope(shipment_failed, "shipping", order_id, failed),
             vouching,
         ),
         (
-            format!("{prefix}orders.events"),
+            Names::new(prefix).of(ORDERS.exchange),
             order_placed.to_owned(),
             (
                 uuid::Uuid::new_v4().to_string(),

@@ -20,7 +20,8 @@ mod cluster;
 use anyhow::{Context, Result, anyhow, bail};
 use choreo_e2e::processes::{Proc, free_port, service_env};
 use choreo_e2e::{amqp_url, delete_topology, drop_databases, order_request, postgres_url};
-use choreo_events::topology::SERVICES;
+use choreo_events::topology::{ORDERS, SERVICES};
+use choreo_messaging::Names;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
@@ -1381,7 +1382,7 @@ async fn poison(world: &World, n: usize) -> Result<()> {
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    let exchange = format!("{}orders.events", world.prefix);
+    let exchange = Names::new(world.prefix.as_str()).of(ORDERS.exchange);
     for i in 0..n {
         let unsupported = serde_json::json!({
             "specversion": "1.0", "id": format!("poison-{}-{i}", world.prefix), "type": "order.placed", "source": "orders",
