@@ -2,7 +2,8 @@
 
 Starts orders, billing, shipping and the observer from the release binaries (free ports, a
 temporary data directory, the broker name prefix `browser-test.`), opens the page, places orders
-and checks the map counts them; then freezes shipping (SIGSTOP) and checks that the orders placed
+and checks the map counts them and times each step (p50/p99 on each arrow, no label overlapping
+another) and the last hour's charts fill; then freezes shipping (SIGSTOP) and checks that the orders placed
 meanwhile turn stuck on the page and in `GET /sagas?state=stuck` within the declared deadline,
 thaws it (SIGCONT) and checks they clear, and opens an order's timeline by clicking it. Screenshots
 go to target/artifacts/ (observer.png while orders are stuck, observer-timeline.png at the end);
@@ -16,6 +17,7 @@ download: Playwright drives the system's Chromium.
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -116,6 +118,18 @@ class Suite:
                 process.kill()
 
 
+def assert_no_overlap(page, selector):
+    """No two of the elements `selector` finds overlap on the screen."""
+    boxes = page.locator(selector).evaluate_all(
+        "nodes => nodes.map(n => { const r = n.getBoundingClientRect();"
+        " return [n.textContent, r.left, r.top, r.right, r.bottom]; })")
+    assert len(boxes) > 3, boxes
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            apart = a[3] <= b[1] or b[3] <= a[1] or a[4] <= b[2] or b[4] <= a[2]
+            assert apart, "labels overlap: %r and %r" % (a, b)
+
+
 def stuck_ids(suite):
     status, body = http("GET", suite.url("observer", "/sagas?state=stuck&limit=1000"))
     assert status == 200, status
@@ -145,12 +159,25 @@ def run(bin_dir, update_docs):
             happy = suite.place(order("AT"))
             suite.place(order("DE", unit_price=150000))
             suite.place(order("AQ"))
-            expect(page.locator('text.count[data-type="order.placed"]')).to_contain_text("3 /", timeout=15000)
-            expect(page.locator('text.count[data-type="payment.refunded"]')).to_contain_text("1 /", timeout=15000)
+            expect(page.locator('tspan.count[data-type="order.placed"]')).to_contain_text("3 /", timeout=15000)
+            expect(page.locator('tspan.count[data-type="payment.refunded"]')).to_contain_text("1 /", timeout=15000)
             expect(page.locator("#count-completed")).to_have_text("1", timeout=15000)
             expect(page.locator("#count-cancelled")).to_have_text("2", timeout=15000)
             expect(page.locator("#count-failed")).to_have_text("0")
             print("three orders counted on the arrows; 1 completed, 2 cancelled (by the flow), none failed")
+
+            # Each arrow after the start shows its time since its cause; the charts show the hour.
+            for event_type in ["payment.captured", "payment.declined", "shipment.dispatched",
+                               "order.completed", "payment.refunded"]:
+                expect(page.locator('tspan.latency[data-type="%s"]' % event_type)).to_contain_text(
+                    re.compile(r"p50 \d+ ms · p99 \d+ ms"), timeout=15000)
+            expect(page.locator('tspan.latency[data-type="order.placed"]')).to_have_text("start of the saga")
+            expect(page.locator("#orders-chart rect.bar")).to_have_count(60)
+            expect(page.locator("#latency-chart rect.p99")).to_have_count(60)
+            expect(page.locator("#orders-chart rect.bar.now")).to_have_attribute("data-value", "3")
+            expect(page.locator("#end-to-end")).to_contain_text(re.compile(r"p99 \d+ ms over 3 sagas"))
+            assert_no_overlap(page, "#map text")
+            print("per-step p50/p99 on the arrows, the hour's charts, and no label overlaps another")
 
             # Shipping frozen: orders paid meanwhile wait for it, and turn stuck past the deadline.
             suite.processes["shipping"].send_signal(signal.SIGSTOP)

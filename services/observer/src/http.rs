@@ -3,6 +3,7 @@
 //! and `GET /live` (server-sent events for the page, outside the request timeout, since a stream
 //! stays open). `GET /metrics` is the service's, like every service's (see [`crate::metrics`]).
 
+use crate::recent::{Latency, MinuteFigures};
 use crate::saga::{Deadlines, SagaState};
 use crate::store::{self, ObservedEvent, SagaSummary};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -40,6 +41,8 @@ pub struct Web {
     pub deadlines: Deadlines,
     /// The sweep's count of the last minute's events, for the map.
     pub last_minute: crate::watch::LastMinute,
+    /// The last hour by minute, for the arrows' times and the charts.
+    pub recent: crate::recent::Recent,
 }
 
 /// What the live stream uses.
@@ -103,7 +106,7 @@ pub fn openapi() -> serde_json::Value {
     api.operation(
         "get",
         "/flow",
-        json!({"operationId": "getFlow", "summary": "The declared flow, with counts and rates of each event type", "tags": ["flow"], "responses": {"200": flow}}),
+        json!({"operationId": "getFlow", "summary": "The declared flow, with counts, rates and times of each event type, and the last hour by minute", "tags": ["flow"], "responses": {"200": flow}}),
     );
     let parameters = api.query_parameters::<SagasQuery>();
     let list = api.json_response::<SagaList>("The sagas, newest first.");
@@ -151,6 +154,10 @@ pub struct FlowMap {
     pub terminal: Vec<String>,
     pub events: Vec<FlowEvent>,
     pub steps: Vec<FlowStep>,
+    /// End to end over the last hour: a terminal event's time less its saga's first.
+    pub end_to_end: Option<Latency>,
+    /// The last hour, a minute each, oldest first.
+    pub minutes: Vec<MinuteFigures>,
 }
 
 /// One event type: an arrow from its publisher to its consumers.
@@ -166,6 +173,8 @@ pub struct FlowEvent {
     /// them, as of its last sweep).
     pub count: i64,
     pub last_minute: i64,
+    /// Over the last hour, its time less its cause's; none for the start, which has no cause.
+    pub latency: Option<Latency>,
 }
 
 /// One step of the declared flow.
@@ -180,6 +189,7 @@ pub struct FlowStep {
 }
 
 async fn flow_map(State(web): State<Web>) -> Result<Json<FlowMap>, ApiError> {
+    let now = chrono::Utc::now();
     let counts = web.database.read(store::counts).await?;
     let count_of = |event_type: EventType| {
         let name = event_type.routing_key();
@@ -206,6 +216,7 @@ async fn flow_map(State(web): State<Web>) -> Result<Json<FlowMap>, ApiError> {
                     column: flow::depth(*t),
                     count,
                     last_minute,
+                    latency: web.recent.step(now, t.routing_key()),
                 }
             })
             .collect(),
@@ -224,6 +235,8 @@ async fn flow_map(State(web): State<Web>) -> Result<Json<FlowMap>, ApiError> {
                 compensation: step.kind == StepKind::Compensation,
             })
             .collect(),
+        end_to_end: web.recent.end_to_end(now),
+        minutes: web.recent.minutes(now),
     }))
 }
 

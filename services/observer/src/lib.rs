@@ -9,12 +9,15 @@
 //! - [`store`]: the SQL of events and sagas;
 //! - [`handler`]: stores an event and judges its saga again;
 //! - [`watch`]: the sweep that judges overdue sagas and feeds the live page;
+//! - [`recent`]: the last hour by minute (orders, end-to-end and per-step times), which the sweep
+//!   records and the map and charts show;
 //! - [`http`]: `GET /`, `/flow`, `/sagas`, `/sagas/{order_id}`, `/live`;
 //! - [`metrics`]: its series on the service's `/metrics`, refreshed by the sweep.
 
 pub mod handler;
 pub mod http;
 pub mod metrics;
+pub mod recent;
 pub mod saga;
 pub mod store;
 pub mod watch;
@@ -154,6 +157,8 @@ pub async fn build(settings: Settings) -> choreo_host::Result<Observer> {
         lifetime: http::LIVE_LIFETIME,
     });
     let page_minute = last_minute.clone();
+    let recent = recent::Recent::default();
+    let page_recent = recent.clone();
     let service = Service::builder(
         OBSERVER,
         &settings.common,
@@ -166,6 +171,7 @@ pub async fn build(settings: Settings) -> choreo_host::Result<Observer> {
                 database: parts.database.clone(),
                 deadlines,
                 last_minute: page_minute,
+                recent: page_recent,
             })
         },
         http::openapi(),
@@ -184,6 +190,7 @@ pub async fn build(settings: Settings) -> choreo_host::Result<Observer> {
         feed,
         metrics: metrics::ObserverMetrics::register(service.metrics().recorder()),
         last_minute,
+        recent,
     };
     Ok(Observer {
         service,

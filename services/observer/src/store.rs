@@ -118,6 +118,51 @@ pub fn last_seq(tx: &mut dyn Tx) -> Result<i64> {
     row.map_or(Ok(0), |mut row| row.take(0))
 }
 
+/// The times of the events stored after `seq`, oldest first, at most `limit`, each with its
+/// `seq`, its cause's time and its saga's start ([`crate::recent`]).
+pub fn timings_after(
+    tx: &mut dyn Tx,
+    seq: i64,
+    limit: i64,
+) -> Result<Vec<(i64, crate::recent::Timing)>> {
+    tx.query(
+        "SELECT e.seq, e.event_type, e.occurred_at, c.occurred_at, s.started_at
+         FROM observed_events e
+         LEFT JOIN observed_events c ON c.event_id = e.causation_id
+         LEFT JOIN sagas s ON s.order_id = e.order_id
+         WHERE e.seq > $1 ORDER BY e.seq LIMIT $2",
+        &[seq.into(), limit.into()],
+    )?
+    .into_iter()
+    .map(|mut row| {
+        let time: String = row.take(2)?;
+        let cause: Option<String> = row.take(3)?;
+        let started: Option<String> = row.take(4)?;
+        Ok((
+            row.take(0)?,
+            crate::recent::Timing {
+                event_type: row.take(1)?,
+                time: parse_time(&time)?,
+                cause: cause.as_deref().map(parse_time).transpose()?,
+                started: started.as_deref().map(parse_time).transpose()?,
+            },
+        ))
+    })
+    .collect()
+}
+
+/// The `seq` after which the events stored since `since` begin (the last stored event's when
+/// none was): where [`crate::recent`] starts reading after the observer starts. It scans the
+/// stored events once.
+pub fn seq_before(tx: &mut dyn Tx, since: &str) -> Result<i64> {
+    let row = tx.query_opt(
+        "SELECT COALESCE(MIN(seq) - 1, (SELECT COALESCE(MAX(seq), 0) FROM observed_events))
+         FROM observed_events WHERE observed_at >= $1",
+        &[since.into()],
+    )?;
+    row.map_or(Ok(0), |mut row| row.take(0))
+}
+
 fn parse_time(text: &str) -> Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))

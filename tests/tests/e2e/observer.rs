@@ -89,6 +89,65 @@ async fn the_observer_shows_each_sagas_timeline_causation_and_end_state() {
     assert_eq!(status, 422);
     let (status, _) = suite.observer_get("/sagas/no-such-order").await;
     assert_eq!(status, 404);
+
+    // The map's times and the hour's charts, from the same two sagas.
+    let flow = poll("both sagas timed end to end", || {
+        Box::pin(async {
+            let (status, flow) = suite.observer_get("/flow").await;
+            (status == 200 && flow["end_to_end"]["count"] == 2).then_some(flow)
+        })
+    })
+    .await;
+    let minutes = flow["minutes"].as_array().expect("minutes");
+    let sum = |field: &str| {
+        minutes
+            .iter()
+            .map(|m| m[field].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert_eq!(minutes.len(), 60);
+    assert_eq!((sum("orders"), sum("finished")), (2, 2));
+    let latency = |event_type: &str| {
+        flow["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .find(|e| e["type"] == event_type)
+            .map(|e| e["latency"].clone())
+            .expect("declared")
+    };
+    assert_eq!(
+        latency("order.placed"),
+        Value::Null,
+        "the start has no cause"
+    );
+    for (event_type, count) in [
+        ("payment.captured", 2),
+        ("shipment.dispatched", 1),
+        ("shipment.failed", 1),
+        ("payment.refunded", 1),
+        ("order.completed", 1),
+        ("order.cancelled", 1),
+    ] {
+        let latency = latency(event_type);
+        assert_eq!(latency["count"], count, "{event_type}: {latency}");
+        assert!(latency["p50_ms"].as_u64() <= latency["p99_ms"].as_u64());
+    }
+    // The longer saga, from its timeline, is the p99 of two (read within 5%, never above).
+    let took = |saga: &Value| {
+        saga["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .filter_map(|e| e["since_previous_ms"].as_u64())
+            .sum::<u64>()
+    };
+    let longest = took(&completed).max(took(&cancelled)) as f64;
+    let p99 = flow["end_to_end"]["p99_ms"].as_u64().expect("p99") as f64;
+    assert!(
+        p99 <= longest && p99 >= longest / 1.05 - 1.0,
+        "{p99} against {longest}"
+    );
 }
 
 #[tokio::test]
