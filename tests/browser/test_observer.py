@@ -177,6 +177,7 @@ def run(bin_dir, update_docs):
             expect(page.locator("#orders-chart rect.bar.now")).to_have_attribute("data-value", "3")
             expect(page.locator("#end-to-end")).to_contain_text(re.compile(r"p99 \d+ ms over 3 sagas"))
             assert_no_overlap(page, "#map text")
+            assert_no_overlap(page, "#map text.label, #map g.arrow circle")
             print("per-step p50/p99 on the arrows, the hour's charts, and no label overlaps another")
 
             # Shipping frozen: orders paid meanwhile wait for it, and turn stuck past the deadline.
