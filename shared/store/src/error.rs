@@ -71,11 +71,12 @@ impl From<sqlx::Error> for Error {
                 Error::UniqueViolation(error.to_string())
             }
             // Class 08: connection exceptions; 57P0x: the server is shutting down or the
-            // session was terminated by an administrator.
+            // session was terminated by an administrator; class 53: insufficient resources
+            // (53100 disk full, 53200 out of memory, 53300 too many connections).
             sqlx::Error::Database(database)
-                if database
-                    .code()
-                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P0")) =>
+                if database.code().is_some_and(|code| {
+                    code.starts_with("08") || code.starts_with("57P0") || code.starts_with("53")
+                }) =>
             {
                 Error::Unavailable(error.to_string())
             }

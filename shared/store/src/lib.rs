@@ -109,7 +109,8 @@ impl Database {
                 "unsupported database scheme {scheme}: use sqlite:// or postgres://"
             ))
         })?;
-        let extra = extra(backend);
+        let mut extra = extra(backend);
+        extra.push(PROBE_TABLE.to_owned());
         let inner = match backend {
             Backend::Sqlite => {
                 let path = sqlite_path(url).to_owned();
@@ -220,11 +221,23 @@ impl Database {
         }
     }
 
-    /// Whether the database answers a trivial query.
+    /// Whether the database answers a trivial query and takes writes. After a write failed for
+    /// lack of the database (SQLite's disk full, an I/O error) and none has committed since, a
+    /// read is not enough: a one-row write must commit too, which clears the failure. (On
+    /// PostgreSQL a full disk is the server's: it refuses writes, which are then unavailable,
+    /// and this checks the connection.)
     pub async fn ping(&self) -> bool {
-        self.read(|tx| tx.query("SELECT 1", &[]).map(|_| ()))
+        let answers = self
+            .read(|tx| tx.query("SELECT 1", &[]).map(|_| ()))
             .await
-            .is_ok()
+            .is_ok();
+        match &self.inner {
+            Inner::Sqlite(sqlite) if answers && sqlite.writes_failing() => self
+                .write(|tx| tx.execute(PROBE, &[]).map(|_| ()))
+                .await
+                .is_ok(),
+            _ => answers,
+        }
     }
 
     /// Waits for the work already queued, then lets the connections go.
@@ -237,6 +250,12 @@ impl Database {
         }
     }
 }
+
+/// One row that [`Database::ping`] writes to find out whether writes work again.
+const PROBE_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS store_probe (id INTEGER PRIMARY KEY, at TEXT NOT NULL)";
+const PROBE: &str = "INSERT INTO store_probe (id, at) VALUES (1, CURRENT_TIMESTAMP) \
+     ON CONFLICT (id) DO UPDATE SET at = excluded.at";
 
 /// Whether a unit of work keeps what it wrote.
 #[derive(Debug, Clone, Copy)]

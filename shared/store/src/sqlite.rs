@@ -14,6 +14,8 @@ use crate::work::{Done, Job};
 use crate::{Backend, Error, Param, Result, Row, Tx, Value};
 use rusqlite::{CachedStatement, Connection, OpenFlags};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 /// The most queued units of work one transaction takes.
@@ -33,6 +35,9 @@ const READER_CACHE_KIB: u32 = 512;
 pub(crate) struct Sqlite {
     writer: mpsc::Sender<Box<dyn Job>>,
     reader: mpsc::Sender<Box<dyn Job>>,
+    /// Set when a write failed for lack of the database (disk full, I/O error), cleared when a
+    /// write commits: see [`crate::Database::ping`].
+    writes_failing: Arc<AtomicBool>,
 }
 
 impl Sqlite {
@@ -54,8 +59,10 @@ impl Sqlite {
         }
         let writer = connect(path, false)?;
         crate::migrate::sqlite(&writer, migrations, extra)?;
+        let writes_failing = Arc::new(AtomicBool::new(false));
+        let failing = writes_failing.clone();
         let writer = spawn("sqlite-writer", move |jobs| {
-            write_loop(writer, jobs, &failpoints)
+            write_loop(writer, jobs, &failpoints, &failing)
         })?;
         // An in-memory database exists only on its one connection: reads go to the writer.
         let reader = if memory {
@@ -64,7 +71,16 @@ impl Sqlite {
             let reader = connect(path, true)?;
             spawn("sqlite-reader", move |jobs| read_loop(reader, jobs))?
         };
-        Ok(Sqlite { writer, reader })
+        Ok(Sqlite {
+            writer,
+            reader,
+            writes_failing,
+        })
+    }
+
+    /// Whether the last write failed for lack of the database, and none has committed since.
+    pub(crate) fn writes_failing(&self) -> bool {
+        self.writes_failing.load(Ordering::SeqCst)
     }
 
     pub(crate) fn send_write(&self, job: Box<dyn Job>) {
@@ -128,7 +144,12 @@ fn spawn(
 
 /// Runs until every sender is gone: takes what is queued (up to [`MAX_GROUP`]) into one
 /// transaction.
-fn write_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>, failpoints: &Failpoints) {
+fn write_loop(
+    conn: Connection,
+    jobs: mpsc::Receiver<Box<dyn Job>>,
+    failpoints: &Failpoints,
+    failing: &AtomicBool,
+) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -137,14 +158,20 @@ fn write_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>, failpoints: 
                 Err(_) => break,
             }
         }
-        commit_group(&conn, group, failpoints);
+        commit_group(&conn, group, failpoints, failing);
     }
 }
 
 /// One transaction for the whole group; each unit of work in a savepoint when there are several.
-fn commit_group(conn: &Connection, group: Vec<Box<dyn Job>>, failpoints: &Failpoints) {
+fn commit_group(
+    conn: &Connection,
+    group: Vec<Box<dyn Job>>,
+    failpoints: &Failpoints,
+    failing: &AtomicBool,
+) {
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
         let error = Error::from(error);
+        note(failing, &error);
         for job in group {
             job.fail(error.clone());
         }
@@ -164,7 +191,7 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn Job>>, failpoints: &Failpo
             broken = Some(error);
             continue;
         }
-        let done = run(conn, job);
+        let done = run(conn, job, Some(failing));
         let succeeded = done.as_ref().is_some_and(|d| d.succeeded());
         if conn.is_autocommit() {
             // SQLite rolled the whole transaction back by itself (disk full, I/O error).
@@ -198,6 +225,10 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn Job>>, failpoints: &Failpo
             .and_then(|()| conn.execute_batch("COMMIT").map_err(Error::from))
             .inspect_err(|_| rollback(conn)),
     };
+    match &committed {
+        Ok(()) => failing.store(false, Ordering::SeqCst),
+        Err(error) => note(failing, error),
+    }
     for done in ran {
         done.finish(committed.clone());
     }
@@ -210,7 +241,7 @@ fn read_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>) {
             job.fail(error.into());
             continue;
         }
-        let done = run(&conn, job);
+        let done = run(&conn, job, None);
         rollback(&conn);
         if let Some(done) = done {
             done.finish(Ok(()));
@@ -219,8 +250,12 @@ fn read_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>) {
 }
 
 /// Runs a job; `None` if it panicked (its caller then hears that from the dropped channel).
-fn run(conn: &Connection, job: Box<dyn Job>) -> Option<Box<dyn Done>> {
-    let mut tx = SqliteTx { conn };
+fn run(
+    conn: &Connection,
+    job: Box<dyn Job>,
+    failing: Option<&AtomicBool>,
+) -> Option<Box<dyn Done>> {
+    let mut tx = SqliteTx { conn, failing };
     catch_unwind(AssertUnwindSafe(|| job.run(&mut tx))).ok()
 }
 
@@ -230,9 +265,18 @@ fn rollback(conn: &Connection) {
     }
 }
 
-/// A transaction on the thread's connection.
+/// Sets `failing` when `error` says the database is unavailable (a full disk among others).
+fn note(failing: &AtomicBool, error: &Error) {
+    if matches!(error, Error::Unavailable(_)) {
+        failing.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A transaction on the thread's connection; the writer's notes the writes that fail for lack
+/// of the database.
 struct SqliteTx<'c> {
     conn: &'c Connection,
+    failing: Option<&'c AtomicBool>,
 }
 
 impl SqliteTx<'_> {
@@ -255,13 +299,29 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64> {
-        self.still_open()?;
-        let mut statement = self.conn.prepare_cached(sql)?;
-        bind(&mut statement, params)?;
-        Ok(statement.raw_execute()? as u64)
+        let executed = (|| {
+            self.still_open()?;
+            let mut statement = self.conn.prepare_cached(sql)?;
+            bind(&mut statement, params)?;
+            Ok(statement.raw_execute()? as u64)
+        })();
+        if let (Err(error), Some(failing)) = (&executed, self.failing) {
+            note(failing, error);
+        }
+        executed
     }
 
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>> {
+        let queried = self.query_rows(sql, params);
+        if let (Err(error), Some(failing)) = (&queried, self.failing) {
+            note(failing, error);
+        }
+        queried
+    }
+}
+
+impl SqliteTx<'_> {
+    fn query_rows(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>> {
         self.still_open()?;
         let mut statement = self.conn.prepare_cached(sql)?;
         bind(&mut statement, params)?;

@@ -279,3 +279,44 @@ async fn each_sqlite_connection_keeps_a_small_page_cache_of_its_own() {
     assert_eq!(writer, -1024);
     assert_eq!(reader, -512);
 }
+
+#[tokio::test]
+async fn after_a_write_fails_for_lack_of_space_ping_asks_a_write_to_commit_before_it_answers_true()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir).await;
+    let probes = || async {
+        db.read(|tx| {
+            tx.query_opt("SELECT COUNT(*) FROM store_probe", &[])?
+                .expect("a row")
+                .take::<i64>(0)
+        })
+        .await
+        .expect("count")
+    };
+    assert!(db.ping().await);
+    assert_eq!(probes().await, 0, "a healthy database is only read");
+
+    // The file may not grow: SQLite answers "database or disk is full" as a full disk would.
+    let full = db
+        .write(|tx| {
+            let pages = tx
+                .query_opt("PRAGMA page_count", &[])?
+                .expect("a row")
+                .take::<i64>(0)?;
+            tx.query(&format!("PRAGMA max_page_count = {pages}"), &[])?;
+            for n in 0..1000 {
+                insert(tx, &"x".repeat(4000), n)?;
+            }
+            Ok::<_, Error>(())
+        })
+        .await;
+    let answered = db.ping().await;
+
+    assert!(matches!(full, Err(Error::Unavailable(_))), "{full:?}");
+    // The probe's row fits in its table's page, so the write commits and clears the failure.
+    assert!(answered);
+    assert_eq!(probes().await, 1, "ping wrote its probe");
+    assert!(db.ping().await);
+    assert_eq!(probes().await, 1, "and reads again once a write committed");
+}

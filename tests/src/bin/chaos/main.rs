@@ -16,6 +16,7 @@
 
 mod attack;
 mod cluster;
+mod untidy;
 
 use anyhow::{Context, Result, anyhow, bail};
 use choreo_e2e::processes::{Proc, free_port, service_env};
@@ -66,6 +67,8 @@ enum Fault {
     ClusterKillLeader,
     ClusterMajorityLost,
     ClusterRollingRestart,
+    /// A fault that leaves things half working: see [`untidy`].
+    Untidy(untidy::Untidy),
 }
 
 impl Fault {
@@ -91,6 +94,7 @@ impl Fault {
             Fault::ClusterKillLeader => "cluster: kill -9 of the queues' leader node".into(),
             Fault::ClusterMajorityLost => "cluster: 2 of 3 nodes stopped, then back".into(),
             Fault::ClusterRollingRestart => "cluster: rolling restart of all 3 nodes".into(),
+            Fault::Untidy(row) => row.name(),
         }
     }
 
@@ -137,6 +141,12 @@ fn matrix() -> Vec<Fault> {
         Fault::StartBeforeBroker,
         Fault::ReplicasOnPostgres,
         Fault::Attack,
+        Fault::Untidy(untidy::Untidy::LossyLink),
+        Fault::Untidy(untidy::Untidy::SlowLink),
+        Fault::Untidy(untidy::Untidy::FullDisk("orders")),
+        Fault::Untidy(untidy::Untidy::FullDisk("billing")),
+        Fault::Untidy(untidy::Untidy::BrokerDiskAlarm),
+        Fault::Untidy(untidy::Untidy::LongOutage),
     ]
 }
 
@@ -163,6 +173,8 @@ fn ci_subset() -> Vec<Fault> {
         Fault::Duplicates,
         Fault::Poison,
         Fault::Attack,
+        Fault::Untidy(untidy::Untidy::FullDisk("orders")),
+        Fault::Untidy(untidy::Untidy::LossyLink),
     ]
 }
 
@@ -243,6 +255,8 @@ struct Row {
     duplicated: usize,
     recover_secs: f64,
     problems: Vec<String>,
+    /// What the row measured beyond the table's columns.
+    notes: Vec<String>,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -338,6 +352,13 @@ fn render(rows: &[Row]) -> String {
             row.fault, row.orders, row.lost, row.duplicated, row.recover_secs, verdict
         ));
     }
+    let noted: Vec<&Row> = rows.iter().filter(|row| !row.notes.is_empty()).collect();
+    if !noted.is_empty() {
+        out.push_str("\nWhat the untidy rows measured while their fault lasted:\n\n");
+        for row in noted {
+            out.push_str(&format!("- *{}*: {}\n", row.fault, row.notes.join("; ")));
+        }
+    }
     out
 }
 
@@ -349,6 +370,8 @@ struct World {
     http: reqwest::Client,
     databases: Vec<String>,
     postgres: bool,
+    /// What an untidy row holds for its length (a proxy, a file system).
+    untidy: untidy::Held,
 }
 
 impl World {
@@ -364,6 +387,7 @@ impl World {
                 .build()?,
             databases: Vec::new(),
             postgres,
+            untidy: untidy::Held::default(),
         };
         for service in ["orders", "billing", "shipping"] {
             let database_url = if postgres {
@@ -517,6 +541,8 @@ impl World {
         for proc in &mut self.procs {
             proc.kill().await;
         }
+        // The row's proxy stops and its file system is unmounted.
+        self.untidy = untidy::Held::default();
         let delays = choreo_host::settings::parse_list::<u64>(RETRY_DELAYS_MS).unwrap_or_default();
         delete_topology(&self.prefix, &delays).await;
         drop_databases(&self.databases).await;
@@ -583,6 +609,8 @@ async fn heal_broker() {
     let _ = await_broker().await;
     let _ = rabbitmqctl(&["start_app"]).await;
     let _ = rabbitmqctl(&["set_vm_memory_high_watermark", "0.4"]).await;
+    let _ = rabbitmqctl(&["set_disk_free_limit", untidy::disk::DEFAULT_DISK_FREE_LIMIT]).await;
+    untidy::net::clear_leftovers();
     let _ = await_broker().await;
 }
 
@@ -701,6 +729,9 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
         _ => None,
     };
     let mut recover = 0.0;
+    if let Fault::Untidy(untidy) = fault {
+        untidy::setup(world, untidy).await?;
+    }
     if fault == Fault::StartBeforeBroker {
         rabbitmqctl(&["stop_app"]).await?;
         world.start_all(bin_dir, None)?;
@@ -754,9 +785,12 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
     let (rate, probe) = if fault == Fault::Attack {
         let probe = attack::TerminalProbe::start(&world.prefix).await?;
         (Some(plan.rate(count)), Some(probe))
+    } else if let Fault::Untidy(untidy) = fault {
+        (Some(untidy.rate(count)), None)
     } else {
         (None, None)
     };
+    let untidy_injected = std::sync::Mutex::new(None);
     let load_started = Instant::now();
     // While a broker fault lasts, /readyz must say so: a watcher polls the orders service.
     let injecting = std::sync::atomic::AtomicBool::new(true);
@@ -774,7 +808,21 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
             Some(attack::run(world_ref, plan).await)
         };
         let inject = async {
-            let injected = inject(world_ref, fault, count, accepted.clone(), bin_dir).await;
+            let injected = if let Fault::Untidy(untidy) = fault {
+                match untidy::inject(world_ref, untidy, count, accepted.clone()).await {
+                    Ok(injected) => {
+                        let healed = injected.healed;
+                        *untidy_injected.lock().expect("not poisoned") = Some(injected);
+                        world_ref
+                            .wait_ready(healed, Duration::from_secs(120))
+                            .await
+                            .map(|recovered| (recovered, Vec::new()))
+                    }
+                    Err(error) => Err(error),
+                }
+            } else {
+                inject(world_ref, fault, count, accepted.clone(), bin_dir).await
+            };
             injecting.store(false, Ordering::SeqCst);
             injected
         };
@@ -825,7 +873,11 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
     }
     if matches!(
         fault,
-        Fault::BrokerRestart | Fault::BrokerKill | Fault::BrokerHang | Fault::ClusterMajorityLost
+        Fault::BrokerRestart
+            | Fault::BrokerKill
+            | Fault::BrokerHang
+            | Fault::ClusterMajorityLost
+            | Fault::Untidy(untidy::Untidy::LongOutage)
     ) && !saw_unready.load(Ordering::SeqCst)
     {
         row.problems
@@ -979,6 +1031,16 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
             row.problems
                 .push(format!("{service}.dlq holds {found}, expected {expected}"));
         }
+    }
+    let untidy_injected = untidy_injected.into_inner().expect("not poisoned");
+    if let (Fault::Untidy(untidy), Some(injected)) = (fault, &untidy_injected) {
+        row.problems.extend(injected.problems.iter().cloned());
+        row.problems
+            .extend(untidy::expect(world, untidy, injected).await?);
+        for note in &injected.notes {
+            eprintln!("   {note}");
+        }
+        row.notes.extend(injected.notes.iter().cloned());
     }
     if fault == Fault::Attack && row.problems.is_empty() {
         row.problems
@@ -1249,7 +1311,9 @@ async fn inject(
         | Fault::StartBeforeBroker
         | Fault::ReplicasOnPostgres
         | Fault::Attack
-        | Fault::Failpoint(..) => Instant::now(),
+        | Fault::Failpoint(..)
+        // Injected by their own modules (scenario_in), never here.
+        | Fault::Untidy(_) => Instant::now(),
     };
     Ok((
         world.wait_ready(healed, Duration::from_secs(120)).await?,
@@ -1457,10 +1521,17 @@ async fn wait_outboxes_empty(world: &World) -> Result<i64> {
                     world.prefix.trim_end_matches('.').replace('-', "_")
                 ))
             } else {
-                format!(
-                    "sqlite://{}/{service}.db?mode=ro",
-                    world.dir.path().display()
-                )
+                // The service's own data directory (an untidy row may have moved it).
+                let dir = world
+                    .first(service)
+                    .env
+                    .iter()
+                    .find(|(name, _)| name == "CHOREO_DATA_DIR")
+                    .map_or_else(
+                        || world.dir.path().display().to_string(),
+                        |(_, dir)| dir.clone(),
+                    );
+                format!("sqlite://{dir}/{service}.db?mode=ro")
             };
             let pool = sqlx::any::AnyPoolOptions::new()
                 .max_connections(1)
