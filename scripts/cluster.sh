@@ -12,6 +12,12 @@
 # config file, data and log directories under $CHOREO_CLUSTER_DIR (default
 # /var/lib/rabbitmq/choreo-cluster, owned by the rabbitmq user). Runs as root or as rabbitmq.
 #
+# Node N connects to its peers from its own loopback address, 127.0.0.(N+1), so that a rule can
+# cut one node off from the others (the fault matrix's partition rows) while clients, which
+# connect from 127.0.0.1, still reach it. The nodes tick every 10 s (`net_ticktime`, 60 by
+# default), so a partition is noticed within some 10 s, and handle one with `pause_minority`, the
+# mode the project recommends (docs/cluster.md).
+#
 # The fault matrix's cluster rows (`chaos --cluster`) use `node-start N`, `pid N` and `ctl N ...`
 # to act on single nodes.
 set -euo pipefail
@@ -52,6 +58,7 @@ node_start() {
   cat >"$home/rabbitmq.conf" <<EOF
 listeners.tcp.local = 127.0.0.1:$(amqp_port "$n")
 cluster_name = choreo
+cluster_partition_handling = pause_minority
 # guest may log in over loopback only, which is all this cluster listens on.
 loopback_users.guest = true
 EOF
@@ -65,6 +72,7 @@ EOF
     RABBITMQ_LOG_BASE="$home/log" \
     RABBITMQ_PID_FILE="$home/pid" \
     RABBITMQ_ENABLED_PLUGINS_FILE="$home/enabled_plugins" \
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_connect_options [{ip,{127,0,0,$((n + 1))}}] -kernel net_ticktime 10" \
     as_rabbitmq /usr/lib/rabbitmq/bin/rabbitmq-server -detached
 }
 

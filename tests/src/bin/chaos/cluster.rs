@@ -60,8 +60,14 @@ fn number(node: &str) -> Option<usize> {
 /// How many of the suite's connections (named `<prefix><service>-<role>`) each node holds, as
 /// the first node that answers sees the cluster: (node, count).
 pub async fn connections(prefix: &str) -> Result<Vec<(usize, usize)>> {
+    connections_seen_by(prefix, &NODES).await
+}
+
+/// The same, as the first of `asked` that answers sees the cluster (during a partition, each
+/// side sees only its own).
+pub async fn connections_seen_by(prefix: &str, asked: &[usize]) -> Result<Vec<(usize, usize)>> {
     let mut last = None;
-    for asked in NODES {
+    for &asked in asked {
         match ctl(
             asked,
             &[
@@ -203,9 +209,54 @@ pub async fn await_not_quorum_critical(n: usize) -> Result<()> {
     }
 }
 
-/// Leaves every node running with its app started.
+/// Sets how node `n` handles a partition from now on (`cluster_partition_handling`: RabbitMQ
+/// reads it when it detects one).
+pub async fn set_partition_handling(n: usize, mode: &str) -> Result<()> {
+    ctl(
+        n,
+        &[
+            "eval",
+            &format!("application:set_env(rabbit, cluster_partition_handling, {mode})."),
+        ],
+    )
+    .await
+    .map(drop)
+}
+
+/// Waits until every node answers, runs its app and sees the three running with no partition.
+pub async fn await_one_cluster(deadline: Duration) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let mut whole = true;
+        for n in NODES {
+            let status = ctl(n, &["-t", "5", "cluster_status", "--formatter", "json"]).await;
+            let status: serde_json::Value = status
+                .ok()
+                .and_then(|text| serde_json::from_str(&text).ok())
+                .unwrap_or_default();
+            let running = status["running_nodes"].as_array().map_or(0, Vec::len);
+            let partitions = status["partitions"].as_object().map_or(1, |p| p.len());
+            whole &= running == NODES.len()
+                && partitions == 0
+                && ctl(n, &["-t", "5", "await_startup"]).await.is_ok();
+        }
+        if whole {
+            return Ok(());
+        }
+        if started.elapsed() > deadline {
+            bail!(
+                "the three nodes were not one cluster again {deadline:?} after the partition healed"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Leaves every node running with its app started, handling partitions as `make cluster`
+/// configures it.
 pub async fn heal() {
     for n in NODES {
+        let _ = set_partition_handling(n, "pause_minority").await;
         if ctl(n, &["-t", "5", "ping"]).await.is_err() {
             let _ = start(n).await;
         }

@@ -105,6 +105,7 @@ impl Fault {
                 | Fault::ClusterKillLeader
                 | Fault::ClusterMajorityLost
                 | Fault::ClusterRollingRestart
+                | Fault::Untidy(untidy::Untidy::Partition(_))
         )
     }
 
@@ -157,6 +158,10 @@ fn cluster_matrix() -> Vec<Fault> {
         Fault::ClusterKillLeader,
         Fault::ClusterMajorityLost,
         Fault::ClusterRollingRestart,
+        Fault::Untidy(untidy::Untidy::Partition(
+            untidy::partition::Mode::PauseMinority,
+        )),
+        Fault::Untidy(untidy::Untidy::Partition(untidy::partition::Mode::Autoheal)),
     ]
 }
 
@@ -230,8 +235,13 @@ fn parse_args() -> Result<Args> {
             })
             .collect::<Result<_>>()?
     } else if cli.ci && cli.cluster {
-        // On the cluster, CI runs the failover row alone.
-        vec![Fault::ClusterStopConnected]
+        // On the cluster, CI runs the failover row and the recommended partition row.
+        vec![
+            Fault::ClusterStopConnected,
+            Fault::Untidy(untidy::Untidy::Partition(
+                untidy::partition::Mode::PauseMinority,
+            )),
+        ]
     } else if cli.ci {
         ci_subset()
     } else {
@@ -292,6 +302,7 @@ async fn main() -> Result<()> {
             },
         };
         // Whatever happened, leave the broker up and unblocked for the next row.
+        untidy::net::clear_leftovers();
         if args.cluster {
             cluster::heal().await;
         } else {

@@ -13,6 +13,7 @@ pub mod disk;
 pub mod link;
 pub mod net;
 pub mod outage;
+pub mod partition;
 
 use super::World;
 use anyhow::{Context, Result};
@@ -35,6 +36,8 @@ pub enum Untidy {
     BrokerDiskAlarm,
     /// The broker stopped for minutes while orders keep arriving.
     LongOutage,
+    /// On the cluster: the services' node cut off from its peers, handled in this mode.
+    Partition(partition::Mode),
 }
 
 impl Untidy {
@@ -45,6 +48,9 @@ impl Untidy {
             Untidy::FullDisk(service) => format!("disk full under {service}"),
             Untidy::BrokerDiskAlarm => "broker disk alarm blocks publishing".into(),
             Untidy::LongOutage => "broker down for minutes under load".into(),
+            Untidy::Partition(mode) => {
+                format!("cluster: partition of the services' node ({})", mode.name())
+            }
         }
     }
 
@@ -55,6 +61,8 @@ impl Untidy {
         Duration::from_secs(match self {
             Untidy::LongOutage if full => 300,
             Untidy::LongOutage => 20,
+            // Long enough, even short, for the nodes to notice (`net_ticktime` 10 s).
+            Untidy::Partition(_) if !full => 20,
             _ if full => 30,
             _ => 8,
         })
@@ -91,7 +99,9 @@ pub async fn setup(world: &mut World, row: Untidy) -> Result<()> {
     match row {
         Untidy::SlowLink => link::setup_slow(world).await,
         Untidy::FullDisk(service) => disk::setup(world, service),
-        Untidy::LossyLink | Untidy::BrokerDiskAlarm | Untidy::LongOutage => Ok(()),
+        Untidy::LossyLink | Untidy::BrokerDiskAlarm | Untidy::LongOutage | Untidy::Partition(_) => {
+            Ok(())
+        }
     }
 }
 
@@ -113,6 +123,7 @@ pub async fn inject(
         Untidy::FullDisk(service) => disk::fill(world, service, length).await?,
         Untidy::BrokerDiskAlarm => disk::broker_alarm(world, length).await?,
         Untidy::LongOutage => outage::run(world, length).await?,
+        Untidy::Partition(mode) => partition::run(world, mode, length).await?,
     };
     injected.reconnects_before = reconnects_before;
     Ok(injected)
@@ -122,7 +133,10 @@ pub async fn inject(
 pub async fn expect(world: &World, row: Untidy, injected: &Injected) -> Result<Vec<String>> {
     match row {
         Untidy::LossyLink | Untidy::SlowLink => link::expect(world, injected).await,
-        Untidy::FullDisk(_) | Untidy::BrokerDiskAlarm | Untidy::LongOutage => Ok(Vec::new()),
+        Untidy::FullDisk(_)
+        | Untidy::BrokerDiskAlarm
+        | Untidy::LongOutage
+        | Untidy::Partition(_) => Ok(Vec::new()),
     }
 }
 

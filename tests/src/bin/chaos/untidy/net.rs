@@ -4,9 +4,10 @@
 //!
 //! Every rule goes into one chain of our own, `CHOREO-CHAOS`, jumped to from `INPUT` for the
 //! loopback interface only, and matches one TCP port that must be one of the project's
-//! ([`OUR_PORTS`]); anything else is refused before a rule is written. The chain is removed when
-//! the [`Loss`] that made it is dropped (a failed row included), and [`clear_leftovers`] removes
-//! one an interrupted run left behind.
+//! ([`OUR_PORTS`]) and loopback addresses only; anything else is refused before a rule is
+//! written. The chain is removed when the [`Rules`] that made it are dropped (a failed row
+//! included), and [`clear_leftovers`] removes one an interrupted run left behind. Also: a
+//! cluster node cut off from its peers ([`Cut`]).
 
 use anyhow::{Context, Result, bail};
 use std::sync::Arc;
@@ -23,49 +24,51 @@ const CHAIN: &str = "CHOREO-CHAOS";
 /// their distribution and epmd ports.
 pub const OUR_PORTS: &[u16] = &[5672, 5681, 5682, 5683, 4369, 25672, 25681, 25682, 25683];
 
-/// Packets to and from `port` on loopback dropped at random, until dropped.
+/// Our chain, jumped to from `INPUT` for loopback, with rules added one by one; removed, with
+/// its rules, when dropped.
 #[derive(Debug)]
-pub struct Loss {
-    port: u16,
-}
+pub struct Rules(());
 
-impl Loss {
-    /// Drops `percent` of the packets to and from `port` on loopback.
-    pub fn start(port: u16, percent: u32) -> Result<Loss> {
+impl Rules {
+    pub fn start() -> Result<Rules> {
+        clear_leftovers();
+        iptables(&["-N", CHAIN])?;
+        let rules = Rules(());
+        iptables(&["-I", "INPUT", "-i", "lo", "-j", CHAIN])?;
+        Ok(rules)
+    }
+
+    /// Drops TCP packets whose `direction` (`--dport` or `--sport`) is `port`, one of
+    /// [`OUR_PORTS`], and that match `addresses` (`-s`/`-d` and a loopback address) and `more`.
+    pub fn drop_tcp(
+        &self,
+        direction: &str,
+        port: u16,
+        addresses: &[(&str, &str)],
+        more: &[&str],
+    ) -> Result<()> {
         if !OUR_PORTS.contains(&port) {
             bail!("refusing a rule on port {port}: not one of the project's ({OUR_PORTS:?})");
         }
-        if percent == 0 || percent > 100 {
-            bail!("refusing to drop {percent}% of packets");
+        if !["--dport", "--sport"].contains(&direction) {
+            bail!("refusing a rule on {direction}");
         }
-        clear_leftovers();
-        let probability = format!("{:.4}", f64::from(percent) / 100.0);
-        iptables(&["-N", CHAIN])?;
-        let loss = Loss { port };
-        for direction in ["--dport", "--sport"] {
-            iptables(&[
-                "-A",
-                CHAIN,
-                "-p",
-                "tcp",
-                direction,
-                &port.to_string(),
-                "-m",
-                "statistic",
-                "--mode",
-                "random",
-                "--probability",
-                &probability,
-                "-j",
-                "DROP",
-            ])?;
+        let mut args = vec!["-A", CHAIN];
+        for (flag, address) in addresses {
+            if !["-s", "-d"].contains(flag) || !address.starts_with("127.") {
+                bail!("refusing a rule on {flag} {address}: loopback only");
+            }
+            args.extend([*flag, *address]);
         }
-        iptables(&["-I", "INPUT", "-i", "lo", "-j", CHAIN])?;
-        Ok(loss)
+        let port = port.to_string();
+        args.extend(["-p", "tcp", direction, port.as_str()]);
+        args.extend(more);
+        args.extend(["-j", "DROP"]);
+        iptables(&args)
     }
 
-    /// Packets dropped by the rules so far.
-    pub fn dropped(&self) -> u64 {
+    /// Packets the rules on `port` dropped so far.
+    pub fn dropped(&self, port: u16) -> u64 {
         let listing = std::process::Command::new("iptables")
             .args(["-L", CHAIN, "-n", "-v", "-x"])
             .output()
@@ -73,15 +76,81 @@ impl Loss {
             .unwrap_or_default();
         listing
             .lines()
-            .filter(|line| line.contains("DROP") && line.contains(&self.port.to_string()))
+            .filter(|line| line.contains("DROP") && line.contains(&port.to_string()))
             .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
             .sum()
     }
 }
 
-impl Drop for Loss {
+impl Drop for Rules {
     fn drop(&mut self) {
         clear_leftovers();
+    }
+}
+
+/// Packets to and from `port` on loopback dropped at random, until dropped.
+#[derive(Debug)]
+pub struct Loss {
+    port: u16,
+    rules: Rules,
+}
+
+impl Loss {
+    /// Drops `percent` of the packets to and from `port` on loopback.
+    pub fn start(port: u16, percent: u32) -> Result<Loss> {
+        if percent == 0 || percent > 100 {
+            bail!("refusing to drop {percent}% of packets");
+        }
+        let rules = Rules::start()?;
+        let probability = format!("{:.4}", f64::from(percent) / 100.0);
+        let random = [
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            probability.as_str(),
+        ];
+        for direction in ["--dport", "--sport"] {
+            rules.drop_tcp(direction, port, &[], &random)?;
+        }
+        Ok(Loss { port, rules })
+    }
+
+    /// Packets dropped by the rules so far.
+    pub fn dropped(&self) -> u64 {
+        self.rules.dropped(self.port)
+    }
+}
+
+/// Cluster node `node` cut off from the others of `nodes` (`scripts/cluster.sh`: node N's
+/// distribution port is 2568N, and it connects to its peers from 127.0.0.(N+1)); clients, which
+/// connect from 127.0.0.1, still reach every node. Until dropped.
+#[derive(Debug)]
+pub struct Cut {
+    rules: Rules,
+    node: usize,
+}
+
+impl Cut {
+    pub fn start(node: usize, nodes: &[usize]) -> Result<Cut> {
+        let rules = Rules::start()?;
+        let address = |n: usize| format!("127.0.0.{}", n + 1);
+        let port = |n: usize| u16::try_from(25680 + n).unwrap_or(0);
+        for &other in nodes.iter().filter(|&&n| n != node) {
+            // The node's connections to its peer, and its peer's to it, both ways.
+            for (from, to) in [(node, other), (other, node)] {
+                rules.drop_tcp("--dport", port(to), &[("-s", &address(from))], &[])?;
+                rules.drop_tcp("--sport", port(to), &[("-d", &address(from))], &[])?;
+            }
+        }
+        Ok(Cut { rules, node })
+    }
+
+    /// Packets dropped so far on the cut node's own distribution port.
+    pub fn dropped(&self) -> u64 {
+        self.rules
+            .dropped(u16::try_from(25680 + self.node).unwrap_or(0))
     }
 }
 
