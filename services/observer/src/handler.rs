@@ -25,7 +25,7 @@ impl Handler for ObserverHandler {
     ) -> Result<Vec<Event>, HandlerError> {
         let order_id = event.order_id();
         if store::insert_event(tx, envelope, order_id)? {
-            store::judge(tx, order_id, chrono::Utc::now(), &self.deadlines)?;
+            store::judge(tx, order_id, choreo_store::now(), &self.deadlines)?;
         }
         Ok(Vec::new())
     }

@@ -189,7 +189,7 @@ pub struct FlowStep {
 }
 
 async fn flow_map(State(web): State<Web>) -> Result<Json<FlowMap>, ApiError> {
-    let now = chrono::Utc::now();
+    let now = choreo_store::now();
     let counts = web.database.read(store::counts).await?;
     let count_of = |event_type: EventType| {
         let name = event_type.routing_key();

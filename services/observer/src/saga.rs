@@ -20,6 +20,10 @@ pub struct Observed {
     pub causation_id: Option<String>,
     /// The event's own `time` (its publisher's clock).
     pub occurred_at: DateTime<Utc>,
+    /// When the next step's deadline starts: the later of `occurred_at` and when the observer
+    /// stored the event, so that a publisher whose clock is behind the observer's cannot make the
+    /// next step overdue the moment it is seen.
+    pub clocked_at: DateTime<Utc>,
 }
 
 /// Where a saga stands.
@@ -243,7 +247,7 @@ pub fn analyze(events: &[Observed], now: DateTime<Utc>, deadlines: &Deadlines) -
             }
             let within =
                 chrono::Duration::from_std(deadlines.within(step)).unwrap_or(chrono::Duration::MAX);
-            let due = event.occurred_at.checked_add_signed(within).unwrap_or(now);
+            let due = event.clocked_at.checked_add_signed(within).unwrap_or(now);
             expected.push((step, event, due));
         }
     }
@@ -363,6 +367,7 @@ mod tests {
                 source: event_type.publisher().name.to_owned(),
                 causation_id: cause.map(str::to_owned),
                 occurred_at: at(*ms),
+                clocked_at: at(*ms),
             })
             .collect()
     }
@@ -400,6 +405,26 @@ mod tests {
         assert!(report.anomalies.is_empty(), "{:?}", report.anomalies);
         assert!(report.expected.is_empty());
         assert_eq!(report.next_deadline, None);
+    }
+
+    #[test]
+    fn a_publisher_whose_clock_is_an_hour_behind_makes_no_step_overdue_when_it_is_seen() {
+        // Billing's clock says an hour ago; the observer stored its event now.
+        let mut events = saga(&[
+            ("p", OrderPlaced, None, 0),
+            ("c", PaymentCaptured, Some("p"), 5),
+        ]);
+        events[1].occurred_at = at(5 - 3_600 * SECOND);
+
+        let seen = judge(&events, 10);
+        let later = judge(&events, 6 * SECOND);
+
+        assert_eq!(seen.state, SagaState::Running, "{:?}", seen.expected);
+        assert_eq!(
+            later.state,
+            SagaState::Stuck,
+            "still judged, from when it was seen"
+        );
     }
 
     #[test]

@@ -183,8 +183,10 @@ pub fn judge(
         let Some(event_type) = EventType::from_routing_key(&event.event_type) else {
             continue;
         };
+        let occurred_at = parse_time(&event.time)?;
         observed.push(Observed {
-            occurred_at: parse_time(&event.time)?,
+            clocked_at: occurred_at.max(parse_time(&event.observed_at)?),
+            occurred_at,
             event_id: event.event_id,
             event_type,
             source: event.source,

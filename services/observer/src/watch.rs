@@ -7,7 +7,6 @@
 use crate::saga::{Deadlines, timestamp};
 use crate::store::{self, Counts, SagaSummary};
 use choreo_store::Database;
-use chrono::Utc;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -157,7 +156,7 @@ impl Watch {
         let deadlines = self.deadlines;
         self.db
             .write(move |tx| {
-                let now = Utc::now();
+                let now = choreo_store::now();
                 let due = store::due_for_judgement(tx, &timestamp(now), BATCH)?;
                 for order_id in &due {
                     store::judge(tx, order_id, now, &deadlines)?;
@@ -174,7 +173,7 @@ impl Watch {
         let recent = self.recent.clone();
         self.db
             .read(move |tx| {
-                let now = Utc::now();
+                let now = choreo_store::now();
                 let seq = match cursor {
                     Some(seq) => seq,
                     None => store::seq_before(

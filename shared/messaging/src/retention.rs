@@ -121,9 +121,20 @@ impl Retention {
     ) -> impl Future<Output = ()> + Send + 'static {
         let counters = Counters::register(recorder, &self.names());
         async move {
+            let mut warned = false;
             loop {
                 tokio::time::sleep(self.every).await;
-                match self.sweep(&db, Utc::now()).await {
+                // The process's steady time (choreo_store::now): a wall clock that jumps prunes
+                // nothing early. Said once when the two part by more than a minute.
+                let drift = choreo_store::drift();
+                if drift.num_seconds().abs() > 60 && !warned {
+                    tracing::warn!(
+                        drift_secs = drift.num_seconds(),
+                        "the wall clock moved away from the time this process keeps; retention and timestamps go on by the process's own time until it restarts"
+                    );
+                }
+                warned = drift.num_seconds().abs() > 60;
+                match self.sweep(&db, choreo_store::now()).await {
                     Ok(pruned) => {
                         counters.sweeps.increment(1);
                         for ((name, count), counter) in pruned.iter().zip(&counters.pruned) {

@@ -24,7 +24,7 @@ mod sql;
 mod sqlite;
 mod work;
 
-pub use clock::{now_text, time_text};
+pub use clock::{drift, now, now_text, time_text};
 pub use error::{Error, Result};
 pub use sql::{FromValue, Param, Row, Tx, Value, placeholders, runs_of_powers_of_two, value_rows};
 

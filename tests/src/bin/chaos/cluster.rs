@@ -260,7 +260,14 @@ pub async fn heal() {
         if ctl(n, &["-t", "5", "ping"]).await.is_err() {
             let _ = start(n).await;
         }
-        let _ = start_app(n).await;
+        if tokio::time::timeout(Duration::from_secs(90), start_app(n))
+            .await
+            .is_err()
+        {
+            // A node hung in its boot (see untidy::partition): kill -9 and start it.
+            let _ = kill(n).await;
+            let _ = start(n).await;
+        }
     }
 }
 

@@ -147,6 +147,7 @@ fn matrix() -> Vec<Fault> {
         Fault::Untidy(untidy::Untidy::FullDisk("orders")),
         Fault::Untidy(untidy::Untidy::FullDisk("billing")),
         Fault::Untidy(untidy::Untidy::BrokerDiskAlarm),
+        Fault::Untidy(untidy::Untidy::ClockJump("billing")),
         Fault::Untidy(untidy::Untidy::LongOutage),
     ]
 }
@@ -180,6 +181,7 @@ fn ci_subset() -> Vec<Fault> {
         Fault::Attack,
         Fault::Untidy(untidy::Untidy::FullDisk("orders")),
         Fault::Untidy(untidy::Untidy::LossyLink),
+        Fault::Untidy(untidy::Untidy::ClockJump("billing")),
     ]
 }
 
@@ -1043,8 +1045,8 @@ async fn scenario_in(world: &mut World, fault: Fault, count: usize, bin_dir: &Pa
                 .push(format!("{service}.dlq holds {found}, expected {expected}"));
         }
     }
-    let untidy_injected = untidy_injected.into_inner().expect("not poisoned");
-    if let (Fault::Untidy(untidy), Some(injected)) = (fault, &untidy_injected) {
+    let mut untidy_injected = untidy_injected.into_inner().expect("not poisoned");
+    if let (Fault::Untidy(untidy), Some(injected)) = (fault, &mut untidy_injected) {
         row.problems.extend(injected.problems.iter().cloned());
         row.problems
             .extend(untidy::expect(world, untidy, injected).await?);

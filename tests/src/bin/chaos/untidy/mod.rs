@@ -9,6 +9,7 @@
 //! doubled, no unsent outbox row, no dead letter). What each row found goes into its notes,
 //! printed under the row.
 
+pub mod clock;
 pub mod disk;
 pub mod link;
 pub mod net;
@@ -38,6 +39,8 @@ pub enum Untidy {
     LongOutage,
     /// On the cluster: the services' node cut off from its peers, handled in this mode.
     Partition(partition::Mode),
+    /// The service's wall clock an hour ahead, then an hour behind.
+    ClockJump(&'static str),
 }
 
 impl Untidy {
@@ -48,6 +51,9 @@ impl Untidy {
             Untidy::FullDisk(service) => format!("disk full under {service}"),
             Untidy::BrokerDiskAlarm => "broker disk alarm blocks publishing".into(),
             Untidy::LongOutage => "broker down for minutes under load".into(),
+            Untidy::ClockJump(service) => {
+                format!("{service}'s wall clock jumps an hour each way")
+            }
             Untidy::Partition(mode) => {
                 format!("cluster: partition of the services' node ({})", mode.name())
             }
@@ -99,6 +105,7 @@ pub async fn setup(world: &mut World, row: Untidy) -> Result<()> {
     match row {
         Untidy::SlowLink => link::setup_slow(world).await,
         Untidy::FullDisk(service) => disk::setup(world, service),
+        Untidy::ClockJump(service) => clock::setup(world, service),
         Untidy::LossyLink | Untidy::BrokerDiskAlarm | Untidy::LongOutage | Untidy::Partition(_) => {
             Ok(())
         }
@@ -124,15 +131,17 @@ pub async fn inject(
         Untidy::BrokerDiskAlarm => disk::broker_alarm(world, length).await?,
         Untidy::LongOutage => outage::run(world, length).await?,
         Untidy::Partition(mode) => partition::run(world, mode, length).await?,
+        Untidy::ClockJump(service) => clock::jump(world, service, length).await?,
     };
     injected.reconnects_before = reconnects_before;
     Ok(injected)
 }
 
-/// Once every order has ended.
-pub async fn expect(world: &World, row: Untidy, injected: &Injected) -> Result<Vec<String>> {
+/// Once every order has ended; a row may add to the notes of its injection.
+pub async fn expect(world: &World, row: Untidy, injected: &mut Injected) -> Result<Vec<String>> {
     match row {
         Untidy::LossyLink | Untidy::SlowLink => link::expect(world, injected).await,
+        Untidy::ClockJump(service) => clock::expect(world, service, &mut injected.notes).await,
         Untidy::FullDisk(_)
         | Untidy::BrokerDiskAlarm
         | Untidy::LongOutage
