@@ -487,6 +487,12 @@ impl World {
             "CHOREO_HTTP_MAX_CONNECTIONS".to_owned(),
             max_connections.to_string(),
         ));
+        // The services' retry delays, so that the row's clean-up, which deletes the delay
+        // queues of these delays, deletes the observer's too.
+        env.push((
+            "CHOREO_RETRY_DELAYS_MS".to_owned(),
+            RETRY_DELAYS_MS.to_owned(),
+        ));
         self.procs.push(Proc {
             service: "observer",
             port,
