@@ -2,15 +2,9 @@
 //! each of them accepts, so that a typo, and only a typo, stops a process; and the reference,
 //! docs/configuration.md, generated from the same declarations.
 
-use choreo_host::settings::{Process, SERVICE_SECTIONS, sections};
+use choreo_api_docs::PROCESSES;
+use choreo_host::settings::{SERVICE_SECTIONS, sections};
 use std::collections::BTreeSet;
-
-const PROCESSES: [Process; 4] = [
-    orders::SETTINGS,
-    billing::SETTINGS,
-    shipping::SETTINGS,
-    observer::SETTINGS,
-];
 
 #[test]
 fn the_suites_list_of_service_sections_is_exactly_the_services_own() {

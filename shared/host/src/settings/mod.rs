@@ -158,11 +158,8 @@ impl Key {
         meaning: &'static str,
     ) -> Key {
         Key {
-            name,
             default: Setting::Numbers(default),
-            bound: Bound::Range(min, max),
-            shown: Shown::Plainly,
-            meaning,
+            ..Key::number(name, 0, min, max, meaning)
         }
     }
 
@@ -355,7 +352,7 @@ pub struct Loaded {
 impl Loaded {
     /// The common sections.
     pub fn common(&self) -> crate::Result<CommonSettings> {
-        let common: CommonSettings = deserialize(self.config.clone())?;
+        let common: CommonSettings = named(self.config.clone().try_deserialize())?;
         common.validate()?;
         Ok(common)
     }
@@ -363,7 +360,7 @@ impl Loaded {
     /// The process's own section.
     pub fn own<T: DeserializeOwned>(&self) -> crate::Result<T> {
         let name = self.process.own.map_or("", |own| own.name);
-        deserialize(self.config.get::<Value>(name)?)
+        named(self.config.get::<Value>(name)?.try_deserialize())
     }
 
     /// Every value against its key's kind and bound, in one form of message.
@@ -425,14 +422,10 @@ impl Loaded {
     }
 }
 
-/// Deserializes a section (or all of them), naming the variable of a value config could not
-/// convert: config's own error names only the key.
-fn deserialize<T: DeserializeOwned>(value: impl Into<ValueOrConfig>) -> crate::Result<T> {
-    let result = match value.into() {
-        ValueOrConfig::Value(value) => value.try_deserialize(),
-        ValueOrConfig::Config(config) => config.try_deserialize(),
-    };
-    result.map_err(|error| match error {
+/// A deserialized section (or all of them), or its error naming the variable of a value config
+/// could not convert: config's own error names only the key.
+fn named<T>(deserialized: Result<T, ConfigError>) -> crate::Result<T> {
+    deserialized.map_err(|error| match error {
         ConfigError::Type {
             key: Some(key),
             unexpected,
@@ -450,30 +443,17 @@ fn deserialize<T: DeserializeOwned>(value: impl Into<ValueOrConfig>) -> crate::R
     })
 }
 
-enum ValueOrConfig {
-    Value(Value),
-    Config(Config),
-}
-
-impl From<Value> for ValueOrConfig {
-    fn from(value: Value) -> Self {
-        ValueOrConfig::Value(value)
-    }
-}
-
-impl From<Config> for ValueOrConfig {
-    fn from(config: Config) -> Self {
-        ValueOrConfig::Config(config)
-    }
-}
-
 /// `value` of `key` refused: `CHOREO_PREFETCH ([consumer] prefetch) is 70000: it must be a whole
 /// number from 1 to 65535`, with the settings file named when the value came from it.
 pub fn refused(section: &str, key: &str, value: &str, must: &str) -> crate::Error {
-    crate::Error::Usage(format!(
+    crate::Error::Usage(refusal(section, key, value, must))
+}
+
+fn refusal(section: &str, key: &str, value: &str, must: &str) -> String {
+    format!(
         "{} ([{section}] {key}) is {value}: it must be {must}",
         variable(key)
-    ))
+    )
 }
 
 /// Checks one layered value against its key; one from the settings `file` says so.
@@ -483,10 +463,10 @@ fn check(section: &Section, key: &Key, value: &Value, file: Option<&str>) -> cra
         _ => String::new(),
     };
     let refuse = |shown: String, must: String| {
-        let crate::Error::Usage(message) = refused(section.name, key.name, &shown, &must) else {
-            unreachable!("refused gives a usage error")
-        };
-        crate::Error::Usage(format!("{message}{from}"))
+        crate::Error::Usage(format!(
+            "{}{from}",
+            refusal(section.name, key.name, &shown, &must)
+        ))
     };
     let whole = |value: &Value| match &value.kind {
         ValueKind::I64(n) => Some(*n),
